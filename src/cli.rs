@@ -1,0 +1,235 @@
+//! The command line: `run` (the default), `storeconfig`, `version`, and Traefik v1.7's flags.
+//! Named flags (`--consul.endpoint`, ...) are clap arguments with `PYLON_*` environment
+//! variables; any other static key is set with a dotted flag (`--entryPoints.http.address=...`)
+//! or Traefik 1.x's `--entryPoints='Name:http Address::80 ...'` form, which become overrides
+//! laid over the file or the store.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Parser, Subcommand};
+
+use crate::config::Origin;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pylon",
+    version,
+    about = "A reverse proxy and ACME client whose replicas share all state through etcd, Consul or an embedded store",
+    after_help = "Any static setting can also be given as a dotted flag in Traefik's style, for example\n  --entryPoints.http.address=127.0.0.2:80   --web.address=:8081   --acme.email=ops@example.com\nor as Traefik 1.x's  --entryPoints='Name:http Address::80 Redirect.EntryPoint:https'.\nThey override the file or the store. Flags override PYLON_* variables, which override the file."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub global: Global,
+    /// Static settings from dotted flags, filled by [`parse`].
+    #[arg(skip)]
+    pub overrides: Vec<Override>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the proxy (the default)
+    Run,
+    /// Validate the static configuration file and write it to the store in one transaction,
+    /// replacing what was stored before
+    Storeconfig {
+        /// Print the keys that would be written, and write nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print the version
+    Version,
+}
+
+#[derive(Debug, Default, clap::Args)]
+pub struct Global {
+    /// The static configuration file (Traefik's traefik.toml)
+    #[arg(short = 'c', long = "configfile", env = "PYLON_CONFIGFILE", global = true, value_name = "PATH")]
+    pub configfile: Option<PathBuf>,
+
+    /// Use Consul as the store
+    #[arg(long = "consul", env = "PYLON_CONSUL", global = true, action = ArgAction::SetTrue)]
+    pub consul: bool,
+    /// Consul agent address
+    #[arg(long = "consul.endpoint", env = "PYLON_CONSUL_ENDPOINT", global = true, value_name = "HOST:PORT")]
+    pub consul_endpoint: Option<String>,
+    /// Key prefix in Consul [default: traefik]
+    #[arg(long = "consul.prefix", env = "PYLON_CONSUL_PREFIX", global = true, value_name = "PREFIX")]
+    pub consul_prefix: Option<String>,
+    /// Consul ACL token
+    #[arg(
+        long = "consul.token",
+        env = "PYLON_CONSUL_TOKEN",
+        global = true,
+        value_name = "ACL",
+        hide_env_values = true
+    )]
+    pub consul_token: Option<String>,
+
+    /// Use etcd (v3 API) as the store
+    #[arg(long = "etcd", env = "PYLON_ETCD", global = true, action = ArgAction::SetTrue)]
+    pub etcd: bool,
+    /// etcd endpoints
+    #[arg(long = "etcd.endpoint", env = "PYLON_ETCD_ENDPOINT", global = true, value_name = "HOST:PORT[,HOST:PORT...]")]
+    pub etcd_endpoint: Option<String>,
+    /// Key prefix in etcd [default: traefik]
+    #[arg(long = "etcd.prefix", env = "PYLON_ETCD_PREFIX", global = true, value_name = "PREFIX")]
+    pub etcd_prefix: Option<String>,
+    /// etcd user name
+    #[arg(long = "etcd.username", env = "PYLON_ETCD_USERNAME", global = true)]
+    pub etcd_username: Option<String>,
+    /// etcd password
+    #[arg(long = "etcd.password", env = "PYLON_ETCD_PASSWORD", global = true, hide_env_values = true)]
+    pub etcd_password: Option<String>,
+
+    /// Log level: DEBUG, INFO, WARN or ERROR [default: the file's logLevel, else INFO]
+    #[arg(long = "loglevel", env = "PYLON_LOGLEVEL", global = true)]
+    pub loglevel: Option<String>,
+    /// Directory of the embedded store, used when neither Consul nor etcd is configured
+    #[arg(long = "datadir", env = "PYLON_DATADIR", global = true, default_value = "./pylon-data")]
+    pub datadir: PathBuf,
+}
+
+/// One static setting from the command line: its key path and its text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Override {
+    pub path: Vec<String>,
+    pub value: String,
+    pub origin: Origin,
+}
+
+/// Flags clap knows, lowercased, so that `--logLevel` and `--configFile` work as in Traefik.
+const NAMED: &[&str] = &[
+    "configfile",
+    "consul",
+    "consul.endpoint",
+    "consul.prefix",
+    "consul.token",
+    "etcd",
+    "etcd.endpoint",
+    "etcd.prefix",
+    "etcd.username",
+    "etcd.password",
+    "loglevel",
+    "datadir",
+    "dry-run",
+    "help",
+    "version",
+];
+
+/// Parses the command line: named flags through clap, the rest into overrides.
+pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, clap::Error> {
+    let mut rest = Vec::new();
+    let mut overrides = Vec::new();
+    for arg in args {
+        let Some(flag) = arg.strip_prefix("--") else {
+            rest.push(arg);
+            continue;
+        };
+        let (name, value) = match flag.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (flag, None),
+        };
+        let lower = name.to_ascii_lowercase();
+        if NAMED.contains(&lower.as_str()) {
+            rest.push(match value {
+                Some(v) => format!("--{lower}={v}"),
+                None => format!("--{lower}"),
+            });
+        } else if lower == "entrypoints" && value.is_some_and(|v| v.contains("Name:")) {
+            overrides.extend(legacy_entrypoint(&arg, value.unwrap_or_default()));
+        } else if name.contains('.') || value.is_some() {
+            let path = name.split('.').map(String::from).collect();
+            let origin = Origin::Flag(format!("--{name}"));
+            overrides.push(Override { path, value: value.unwrap_or("true").to_string(), origin });
+        } else {
+            rest.push(arg);
+        }
+    }
+    let mut cli = Cli::try_parse_from(rest)?;
+    cli.overrides = overrides;
+    if let Some(level) = &cli.global.loglevel {
+        let origin = Origin::Flag("--loglevel".into());
+        cli.overrides.push(Override { path: vec!["loglevel".into()], value: level.clone(), origin });
+    }
+    Ok(cli)
+}
+
+/// Traefik 1.x: `--entryPoints='Name:https Address::443 TLS Redirect.EntryPoint:x Compress:true'`.
+fn legacy_entrypoint(arg: &str, spec: &str) -> Vec<Override> {
+    let spec = spec.trim_matches(|c| c == '\'' || c == '"');
+    let name = spec.split_whitespace().find_map(|w| w.strip_prefix("Name:")).unwrap_or_default().to_string();
+    let origin = Origin::Flag(arg.to_string());
+    let set = |path: &[&str], value: &str| Override {
+        path: ["entrypoints", name.as_str()].iter().chain(path).map(|s| s.to_string()).collect(),
+        value: value.to_string(),
+        origin: origin.clone(),
+    };
+    let mut out = Vec::new();
+    for word in spec.split_whitespace() {
+        let (key, value) = word.split_once(':').unwrap_or((word, ""));
+        match key.to_ascii_lowercase().as_str() {
+            "name" => {}
+            "address" => out.push(set(&["address"], value)),
+            "tls" if value.is_empty() => out.push(set(&["tls"], "{}")),
+            "tls" => {
+                let (cert, key) = value.split_once(',').unwrap_or((value, ""));
+                out.push(set(&["tls", "certificates", "0", "certfile"], cert));
+                out.push(set(&["tls", "certificates", "0", "keyfile"], key));
+            }
+            "redirect.entrypoint" => out.push(set(&["redirect", "entrypoint"], value)),
+            "redirect.permanent" => out.push(set(&["redirect", "permanent"], value)),
+            "compress" => out.push(set(&["compress"], value)),
+            other => out.push(set(&[other], value)),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        std::iter::once("pylon").chain(list.iter().copied()).map(String::from).collect()
+    }
+
+    #[test]
+    fn traefik_flags_parse_as_in_the_seed_manifests() {
+        let cli = parse(args(&["--consul", "--consul.endpoint=traefik-consul:8500"])).unwrap();
+        assert!(cli.global.consul);
+        assert_eq!(cli.global.consul_endpoint.as_deref(), Some("traefik-consul:8500"));
+        let cli = parse(args(&["storeconfig", "--configfile=/config/traefik.toml"])).unwrap();
+        assert!(matches!(cli.command, Some(Command::Storeconfig { dry_run: false })));
+        assert_eq!(cli.global.configfile.unwrap().to_str(), Some("/config/traefik.toml"));
+    }
+
+    #[test]
+    fn dotted_flags_become_overrides() {
+        let cli =
+            parse(args(&["--entryPoints.http.address=127.0.0.2:80", "--logLevel=DEBUG", "--api.dashboard"])).unwrap();
+        let paths: Vec<(String, &str)> = cli.overrides.iter().map(|o| (o.path.join("."), o.value.as_str())).collect();
+        assert!(paths.contains(&("entryPoints.http.address".into(), "127.0.0.2:80")));
+        assert!(paths.contains(&("api.dashboard".into(), "true")));
+        assert!(paths.contains(&("loglevel".into(), "DEBUG")));
+    }
+
+    #[test]
+    fn traefik_one_entrypoint_flags_are_understood() {
+        let cli = parse(args(&[
+            "--entryPoints=Name:http Address::80 Redirect.EntryPoint:https",
+            "--entrypoints=Name:https Address::443 TLS",
+        ]))
+        .unwrap();
+        let paths: Vec<(String, &str)> = cli.overrides.iter().map(|o| (o.path.join("."), o.value.as_str())).collect();
+        assert!(paths.contains(&("entrypoints.http.address".into(), ":80")));
+        assert!(paths.contains(&("entrypoints.http.redirect.entrypoint".into(), "https")));
+        assert!(paths.contains(&("entrypoints.https.tls".into(), "{}")));
+    }
+
+    #[test]
+    fn unknown_plain_flags_are_errors() {
+        assert!(parse(args(&["--no-such-flag"])).is_err());
+    }
+}

@@ -1,0 +1,189 @@
+//! The static configuration pipeline: sources (file, store, flags) become one [`tree::Node`];
+//! serde reads it into the [`file`] types; [`model`] validates them into the domain model.
+//! Every diagnostic names where the offending value came from: `file:line:column`, a flag, or
+//! a KV key. Unknown keys are warnings; wrong types and invalid values are errors.
+
+pub mod file;
+mod lenient;
+pub mod model;
+pub mod tree;
+
+use std::{collections::BTreeMap, fmt, path::Path};
+
+pub use lenient::parse_duration;
+pub use model::StaticConfig;
+pub use tree::{Node, Origin};
+
+/// One finding, located.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub origin: Origin,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.origin, self.message)
+    }
+}
+
+/// Everything wrong with a configuration, one located line each.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError(pub Vec<Diagnostic>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lines: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&lines.join("\n"))
+    }
+}
+
+/// How to reach a KV store, as the `[consul]` or `[etcd]` section says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreSection {
+    pub kind: StoreKind,
+    pub endpoints: Vec<String>,
+    pub prefix: Option<String>,
+    pub token: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreKind {
+    Consul,
+    Etcd,
+}
+
+/// A loaded configuration and what was worth a warning.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: StaticConfig,
+    pub store: Option<StoreSection>,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Collects located errors and warnings while the configuration is checked.
+pub struct Checker {
+    origins: BTreeMap<String, Origin>,
+    errors: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
+}
+
+impl Checker {
+    /// Where `path` (`a.b.0.c`) came from; the nearest known ancestor if the path itself is not.
+    pub fn locate(&self, path: &str) -> Origin {
+        let mut path = path;
+        loop {
+            if let Some(origin) = self.origins.get(path) {
+                return origin.clone();
+            }
+            match path.rsplit_once('.') {
+                Some((parent, _)) => path = parent,
+                None => return self.origins.get("").cloned().unwrap_or(Origin::Default),
+            }
+        }
+    }
+    pub fn error(&mut self, path: &str, message: impl Into<String>) {
+        self.errors.push(Diagnostic { origin: self.locate(path), message: message.into() });
+    }
+    pub fn warn(&mut self, path: &str, message: impl Into<String>) {
+        self.warnings.push(Diagnostic { origin: self.locate(path), message: message.into() });
+    }
+    pub fn ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+/// Reads and parses a TOML file into a source tree.
+pub fn read_file(path: &Path) -> Result<Node, ConfigError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError(vec![Diagnostic {
+            origin: Origin::Flag(format!("--configfile={name}")),
+            message: format!("cannot read {name}: {e}"),
+        }])
+    })?;
+    Node::from_toml(&name, &text).map_err(|(origin, message)| ConfigError(vec![Diagnostic { origin, message }]))
+}
+
+/// Reads a source tree into a validated configuration.
+pub fn load(tree: Node) -> Result<Loaded, ConfigError> {
+    let (value, origins) = tree.into_value();
+    let mut checker = Checker { origins, errors: Vec::new(), warnings: Vec::new() };
+    let mut ignored = Vec::new();
+    let mut on_ignored = |path: serde_ignored::Path| ignored.push(ignored_path(&path));
+    let deserializer = serde_ignored::Deserializer::new(value, &mut on_ignored);
+    let raw: file::RawConfig = match serde_path_to_error::deserialize(deserializer) {
+        Ok(raw) => raw,
+        Err(err) => {
+            let path = err.path().iter().map(segment).collect::<Vec<_>>().join(".");
+            let message = format!("{}: {}", if path.is_empty() { "config" } else { &path }, err.inner().message());
+            checker.error(&path, message);
+            return Err(ConfigError(checker.errors));
+        }
+    };
+    for path in ignored {
+        let top = path.split('.').next().unwrap_or_default();
+        if path == top && file::FOREIGN_PROVIDERS.contains(&top) {
+            checker.warn(&path, format!("[{top}] is a Traefik provider that Pylon does not implement; ignored (Pylon reads dynamic configuration from the KV store)"));
+        } else {
+            checker.warn(&path, format!("unknown key {path:?}; ignored"));
+        }
+    }
+    let store = store_section(&raw);
+    match model::build(raw, &mut checker) {
+        Some(config) if checker.ok() => Ok(Loaded { config, store, warnings: checker.warnings }),
+        _ => {
+            // The errors stop the command; the warnings may explain them (a misspelt key).
+            for warning in &checker.warnings {
+                tracing::warn!("{warning}");
+            }
+            Err(ConfigError(checker.errors))
+        }
+    }
+}
+
+fn store_section(raw: &file::RawConfig) -> Option<StoreSection> {
+    let (kind, section) = match (&raw.etcd, &raw.consul) {
+        (Some(etcd), _) => (StoreKind::Etcd, etcd),
+        (None, Some(consul)) => (StoreKind::Consul, consul),
+        (None, None) => return None,
+    };
+    Some(StoreSection {
+        kind,
+        endpoints: section.endpoint.clone().unwrap_or_default(),
+        prefix: section.prefix.clone(),
+        token: section.token.clone(),
+        username: section.username.clone(),
+        password: section.password.clone(),
+    })
+}
+
+fn segment(s: &serde_path_to_error::Segment) -> String {
+    use serde_path_to_error::Segment;
+    match s {
+        Segment::Seq { index } => index.to_string(),
+        Segment::Map { key } => key.clone(),
+        Segment::Enum { variant } => variant.clone(),
+        Segment::Unknown => "?".into(),
+    }
+}
+
+fn ignored_path(path: &serde_ignored::Path) -> String {
+    use serde_ignored::Path;
+    let (parent, own) = match path {
+        Path::Root => return String::new(),
+        Path::Seq { parent, index } => (*parent, index.to_string()),
+        Path::Map { parent, key } => (*parent, key.clone()),
+        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => {
+            return ignored_path(parent)
+        }
+    };
+    let parent = ignored_path(parent);
+    if parent.is_empty() {
+        own
+    } else {
+        format!("{parent}.{own}")
+    }
+}

@@ -1,0 +1,225 @@
+//! The static configuration as written: serde types in Traefik v1.7's vocabulary (keys are
+//! lowercased by the source tree, so `defaultEntryPoints` arrives as `defaultentrypoints`).
+//! Nothing here is validated; [`super::model`] turns these into the domain model.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use serde::Deserialize;
+
+use super::lenient;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawConfig {
+    pub loglevel: Option<String>,
+    #[serde(default, deserialize_with = "lenient::bool")]
+    pub debug: Option<bool>,
+    #[serde(default, deserialize_with = "lenient::list")]
+    pub defaultentrypoints: Option<Vec<String>>,
+    #[serde(default)]
+    pub entrypoints: BTreeMap<String, RawEntryPoint>,
+    /// Traefik 1.x's top-level grace time, superseded by `[lifeCycle] graceTimeOut`.
+    #[serde(default, deserialize_with = "lenient::duration")]
+    pub gracetimeout: Option<Duration>,
+    pub lifecycle: Option<RawLifeCycle>,
+    pub respondingtimeouts: Option<RawRespondingTimeouts>,
+    pub forwardingtimeouts: Option<RawForwardingTimeouts>,
+    #[serde(default, deserialize_with = "lenient::bool")]
+    pub insecureskipverify: Option<bool>,
+    #[serde(default, deserialize_with = "lenient::u64")]
+    pub maxidleconnsperhost: Option<u64>,
+    pub web: Option<RawWeb>,
+    pub api: Option<RawApi>,
+    pub ping: Option<RawPing>,
+    pub metrics: Option<RawMetrics>,
+    pub accesslog: Option<RawAccessLog>,
+    pub traefiklog: Option<RawTraefikLog>,
+    pub acme: Option<RawAcme>,
+    pub consul: Option<RawKvStore>,
+    pub etcd: Option<RawKvStore>,
+    // Accepted for compatibility with Traefik files; they change nothing in Pylon.
+    #[serde(default, deserialize_with = "lenient::bool")]
+    pub checknewversion: Option<bool>,
+    #[serde(default, deserialize_with = "lenient::bool")]
+    pub sendanonymoususage: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawEntryPoint {
+    pub address: Option<String>,
+    pub redirect: Option<RawRedirect>,
+    pub tls: Option<RawTls>,
+    pub forwardedheaders: Option<RawTrustedIps>,
+    pub proxyprotocol: Option<RawTrustedIps>,
+    #[serde(default, deserialize_with = "lenient::bool")]
+    pub compress: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawRedirect {
+    pub entrypoint: Option<String>,
+    #[serde(default, deserialize_with = "lenient::bool")]
+    pub permanent: Option<bool>,
+    pub regex: Option<String>,
+    pub replacement: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawTls {
+    pub minversion: Option<String>,
+    #[serde(default, deserialize_with = "lenient::list")]
+    pub ciphersuites: Option<Vec<String>>,
+    #[serde(default)]
+    pub certificates: Vec<RawCertificate>,
+    #[serde(default, deserialize_with = "lenient::bool")]
+    pub snistrict: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawCertificate {
+    pub certfile: Option<String>,
+    pub keyfile: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawTrustedIps {
+    #[serde(default, deserialize_with = "lenient::list")]
+    pub trustedips: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "lenient::bool")]
+    pub insecure: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawLifeCycle {
+    #[serde(default, deserialize_with = "lenient::duration")]
+    pub requestacceptgracetimeout: Option<Duration>,
+    #[serde(default, deserialize_with = "lenient::duration")]
+    pub gracetimeout: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawRespondingTimeouts {
+    #[serde(default, deserialize_with = "lenient::duration")]
+    pub readtimeout: Option<Duration>,
+    #[serde(default, deserialize_with = "lenient::duration")]
+    pub writetimeout: Option<Duration>,
+    #[serde(default, deserialize_with = "lenient::duration")]
+    pub idletimeout: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawForwardingTimeouts {
+    #[serde(default, deserialize_with = "lenient::duration")]
+    pub dialtimeout: Option<Duration>,
+    #[serde(default, deserialize_with = "lenient::duration")]
+    pub responseheadertimeout: Option<Duration>,
+}
+
+/// Traefik 1.x's `[web]`: the API, dashboard and ping on their own address.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawWeb {
+    pub address: Option<String>,
+    #[serde(default, deserialize_with = "lenient::bool")]
+    pub readonly: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawApi {
+    pub entrypoint: Option<String>,
+    #[serde(default, deserialize_with = "lenient::bool")]
+    pub dashboard: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawPing {
+    pub entrypoint: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawMetrics {
+    pub prometheus: Option<RawPrometheus>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawPrometheus {
+    pub entrypoint: Option<String>,
+    #[serde(default, deserialize_with = "lenient::floats")]
+    pub buckets: Option<Vec<f64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawAccessLog {
+    pub filepath: Option<String>,
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawTraefikLog {
+    pub filepath: Option<String>,
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawAcme {
+    pub email: Option<String>,
+    pub storage: Option<String>,
+    pub entrypoint: Option<String>,
+    #[serde(default, deserialize_with = "lenient::bool")]
+    pub ondemand: Option<bool>,
+    #[serde(default, deserialize_with = "lenient::bool")]
+    pub onhostrule: Option<bool>,
+    pub caserver: Option<String>,
+    #[serde(default, deserialize_with = "lenient::bool")]
+    pub acmelogging: Option<bool>,
+    pub keytype: Option<String>,
+    pub httpchallenge: Option<RawHttpChallenge>,
+    pub tlschallenge: Option<toml::Table>,
+    pub dnschallenge: Option<toml::Table>,
+    #[serde(default)]
+    pub domains: Vec<RawDomain>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawHttpChallenge {
+    pub entrypoint: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawDomain {
+    pub main: Option<String>,
+    #[serde(default, deserialize_with = "lenient::list")]
+    pub sans: Option<Vec<String>>,
+}
+
+/// `[consul]` or `[etcd]`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawKvStore {
+    #[serde(default, deserialize_with = "lenient::list")]
+    pub endpoint: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "lenient::bool")]
+    pub watch: Option<bool>,
+    pub prefix: Option<String>,
+    pub token: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    #[serde(default, deserialize_with = "lenient::bool")]
+    pub useapiv3: Option<bool>,
+}
+
+/// Sections of Traefik's other providers, which Pylon does not implement: a file that has them
+/// still loads, with a warning.
+pub const FOREIGN_PROVIDERS: &[&str] = &[
+    "kubernetes",
+    "docker",
+    "file",
+    "marathon",
+    "rancher",
+    "ecs",
+    "boltdb",
+    "zookeeper",
+    "consulcatalog",
+    "eureka",
+    "mesos",
+    "servicefabric",
+    "rest",
+    "dynamodb",
+];

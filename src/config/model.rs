@@ -1,0 +1,362 @@
+//! The validated static configuration: the domain model the rest of Pylon reads, with no serde
+//! in it, and the checks that turn [`super::file::RawConfig`] into it.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    time::Duration,
+};
+
+use super::{file::*, Checker};
+
+/// The name of the entrypoint that Traefik 1.x's `[web]`, `[api]`, `[ping]` and `[metrics]`
+/// use unless told otherwise; created on `:8080` when they need it and it is not declared.
+pub const INTERNAL_ENTRYPOINT: &str = "traefik";
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct StaticConfig {
+    /// A tracing filter directive: "debug", "info", "warn" or "error".
+    pub log_level: &'static str,
+    pub default_entry_points: Vec<String>,
+    pub entry_points: BTreeMap<String, EntryPoint>,
+    pub lifecycle: Lifecycle,
+    /// The entrypoint that answers `GET /ping`, if any.
+    pub ping: Option<String>,
+    /// The entrypoint that serves the API (and the dashboard when `dashboard` is set).
+    pub api: Option<Api>,
+    /// The entrypoint that serves Prometheus metrics at `/metrics`.
+    pub metrics: Option<Prometheus>,
+    pub access_log: Option<AccessLog>,
+    pub acme: Option<Acme>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct EntryPoint {
+    pub address: SocketAddr,
+    /// Where plain requests are sent: the target entrypoint's name and whether the redirect is
+    /// permanent (308) or not (302).
+    pub redirect: Option<Redirect>,
+    pub tls: Option<Tls>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Redirect {
+    pub entry_point: String,
+    pub permanent: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Tls {
+    pub min_version: Option<String>,
+    pub certificates: Vec<(String, String)>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Lifecycle {
+    /// How long requests are still accepted after SIGTERM while `/ping` already answers 503.
+    pub request_accept_grace: Duration,
+    /// How long in-flight requests may take to finish once the listeners are closed.
+    pub grace_timeout: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Api {
+    pub entry_point: String,
+    pub dashboard: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Prometheus {
+    pub entry_point: String,
+    pub buckets: Vec<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct AccessLog {
+    pub file: Option<String>,
+    pub json: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Acme {
+    pub email: String,
+    pub storage: String,
+    pub entry_point: String,
+    pub on_demand: bool,
+    pub on_host_rule: bool,
+    pub ca_server: String,
+    pub key_type: String,
+    pub http_challenge: Option<String>,
+    pub tls_challenge: bool,
+    pub domains: Vec<Domain>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Domain {
+    pub main: String,
+    pub sans: Vec<String>,
+}
+
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+const KEY_TYPES: &[&str] = &["EC256", "EC384", "RSA2048", "RSA4096", "RSA8192"];
+
+/// Parses Traefik's address forms: `:80` (every interface), `127.0.0.1:80`, `[::1]:80`,
+/// `localhost:80`.
+pub fn parse_address(text: &str) -> Result<SocketAddr, String> {
+    let bad = || {
+        format!("{text:?} is not an address; expected \":PORT\" or \"IP:PORT\" such as \":80\" or \"127.0.0.1:8080\"")
+    };
+    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let ip = match host.trim_start_matches('[').trim_end_matches(']') {
+        "" | "0.0.0.0" => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        h => h.parse().map_err(|_| bad())?,
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
+pub(super) fn build(raw: RawConfig, c: &mut Checker) -> Option<StaticConfig> {
+    let log_level = match raw.loglevel.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        _ if raw.debug == Some(true) => "debug",
+        None | Some("INFO") => "info",
+        Some("DEBUG") => "debug",
+        Some("WARN" | "WARNING") => "warn",
+        Some("ERROR" | "FATAL" | "PANIC") => "error",
+        Some(other) => {
+            c.error("loglevel", format!("unknown log level {other:?}; use DEBUG, INFO, WARN or ERROR"));
+            "info"
+        }
+    };
+
+    let mut entry_points = BTreeMap::new();
+    for (name, ep) in &raw.entrypoints {
+        let path = format!("entrypoints.{name}");
+        let Some(address) = &ep.address else {
+            c.error(&path, format!("entrypoint {name:?} has no address"));
+            continue;
+        };
+        let address = match parse_address(address) {
+            Ok(a) => a,
+            Err(e) => {
+                c.error(&format!("{path}.address"), e);
+                continue;
+            }
+        };
+        let redirect = ep.redirect.as_ref().and_then(|r| {
+            if r.regex.is_some() || r.replacement.is_some() {
+                c.warn(
+                    &format!("{path}.redirect"),
+                    "redirect.regex/replacement are not supported; only redirect.entryPoint is",
+                );
+            }
+            let target = r.entrypoint.clone()?;
+            Some(Redirect { entry_point: target, permanent: r.permanent.unwrap_or(true) })
+        });
+        let tls = ep.tls.as_ref().map(|t| Tls {
+            min_version: t.minversion.clone(),
+            certificates: t
+                .certificates
+                .iter()
+                .filter_map(|cert| Some((cert.certfile.clone()?, cert.keyfile.clone()?)))
+                .collect(),
+        });
+        entry_points.insert(name.clone(), EntryPoint { address, redirect, tls });
+    }
+
+    // Traefik 1.x: [web] is the internal entrypoint at its own address.
+    if let Some(web) = &raw.web {
+        let address = web.address.as_deref().unwrap_or(":8080");
+        match parse_address(address) {
+            Ok(address) if !entry_points.contains_key(INTERNAL_ENTRYPOINT) => {
+                entry_points.insert(INTERNAL_ENTRYPOINT.into(), EntryPoint { address, redirect: None, tls: None });
+            }
+            Ok(_) => c.error("web", "[web] and [entryPoints.traefik] both define the internal entrypoint; keep one"),
+            Err(e) => c.error("web.address", e),
+        }
+    }
+    let mut wants_internal = false;
+    let mut internal = |named: Option<&String>| -> String {
+        let name = named.cloned().unwrap_or_else(|| INTERNAL_ENTRYPOINT.to_string());
+        wants_internal |= name == INTERNAL_ENTRYPOINT;
+        name
+    };
+    let ping = match (&raw.ping, &raw.web) {
+        (Some(p), _) => Some(internal(p.entrypoint.as_ref())),
+        (None, Some(_)) => Some(internal(None)),
+        (None, None) => None,
+    };
+    let api = match (&raw.api, &raw.web) {
+        (Some(a), _) => {
+            Some(Api { entry_point: internal(a.entrypoint.as_ref()), dashboard: a.dashboard.unwrap_or(true) })
+        }
+        (None, Some(_)) => Some(Api { entry_point: internal(None), dashboard: true }),
+        (None, None) => None,
+    };
+    let metrics = raw.metrics.as_ref().and_then(|m| m.prometheus.as_ref()).map(|p| Prometheus {
+        entry_point: internal(p.entrypoint.as_ref()),
+        buckets: p.buckets.clone().unwrap_or_else(|| vec![0.1, 0.3, 1.2, 5.0]),
+    });
+    if wants_internal && !entry_points.contains_key(INTERNAL_ENTRYPOINT) {
+        let address = parse_address(":8080").expect("a valid literal");
+        entry_points.insert(INTERNAL_ENTRYPOINT.into(), EntryPoint { address, redirect: None, tls: None });
+    }
+
+    let exists = |name: &str| entry_points.contains_key(name);
+    let known = || entry_points.keys().cloned().collect::<Vec<_>>().join(", ");
+    for (name, ep) in &entry_points {
+        if let Some(r) = &ep.redirect {
+            if !exists(&r.entry_point) {
+                c.error(
+                    &format!("entrypoints.{name}.redirect.entrypoint"),
+                    format!(
+                        "redirect to entrypoint {:?}, which does not exist (entrypoints: {})",
+                        r.entry_point,
+                        known()
+                    ),
+                );
+            }
+        }
+    }
+    let mut by_address: BTreeMap<SocketAddr, &str> = BTreeMap::new();
+    for (name, ep) in &entry_points {
+        if let Some(other) = by_address.insert(ep.address, name) {
+            c.error(
+                &format!("entrypoints.{name}.address"),
+                format!("entrypoints {other:?} and {name:?} both listen on {}", ep.address),
+            );
+        }
+    }
+    for (path, target) in [
+        ("ping.entrypoint", ping.as_ref()),
+        ("api.entrypoint", api.as_ref().map(|a| &a.entry_point)),
+        ("metrics.prometheus.entrypoint", metrics.as_ref().map(|m| &m.entry_point)),
+    ] {
+        if let Some(target) = target {
+            if !exists(target) {
+                c.error(path, format!("entrypoint {target:?} does not exist (entrypoints: {})", known()));
+            }
+        }
+    }
+    let default_entry_points = match &raw.defaultentrypoints {
+        Some(list) => {
+            for name in list {
+                if !exists(name) {
+                    c.error(
+                        "defaultentrypoints",
+                        format!("default entrypoint {name:?} does not exist (entrypoints: {})", known()),
+                    );
+                }
+            }
+            list.clone()
+        }
+        None => entry_points.keys().filter(|n| *n != INTERNAL_ENTRYPOINT).cloned().collect(),
+    };
+
+    let lifecycle = Lifecycle {
+        request_accept_grace: raw.lifecycle.as_ref().and_then(|l| l.requestacceptgracetimeout).unwrap_or_default(),
+        grace_timeout: raw
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.gracetimeout)
+            .or(raw.gracetimeout)
+            .unwrap_or(Duration::from_secs(10)),
+    };
+    let access_log = raw.accesslog.as_ref().map(|a| AccessLog {
+        file: a.filepath.clone().filter(|p| !p.is_empty()),
+        json: match a.format.as_deref() {
+            None | Some("common") => false,
+            Some("json") => true,
+            Some(other) => {
+                c.error("accesslog.format", format!("unknown access log format {other:?}; use \"common\" or \"json\""));
+                false
+            }
+        },
+    });
+    let acme = raw.acme.as_ref().map(|a| acme(a, c, &entry_points));
+    if !c.ok() {
+        return None;
+    }
+    Some(StaticConfig {
+        log_level,
+        default_entry_points,
+        entry_points,
+        lifecycle,
+        ping,
+        api,
+        metrics,
+        access_log,
+        acme,
+    })
+}
+
+fn acme(a: &RawAcme, c: &mut Checker, entry_points: &BTreeMap<String, EntryPoint>) -> Acme {
+    let known = || entry_points.keys().cloned().collect::<Vec<_>>().join(", ");
+    let entry_point = a.entrypoint.clone().unwrap_or_default();
+    if entry_point.is_empty() {
+        c.error("acme", "[acme] needs entryPoint, the TLS entrypoint its certificates are for");
+    } else if !entry_points.contains_key(&entry_point) {
+        c.error(
+            "acme.entrypoint",
+            format!("acme.entryPoint {entry_point:?} does not exist (entrypoints: {})", known()),
+        );
+    }
+    let http_challenge = a.httpchallenge.as_ref().map(|h| h.entrypoint.clone().unwrap_or_default());
+    if let Some(ep) = &http_challenge {
+        if !entry_points.contains_key(ep) {
+            c.error(
+                "acme.httpchallenge.entrypoint",
+                format!("acme.httpChallenge.entryPoint {ep:?} does not exist (entrypoints: {})", known()),
+            );
+        }
+    }
+    if a.dnschallenge.is_some() {
+        c.warn("acme.dnschallenge", "the DNS-01 challenge is not supported; use httpChallenge or tlsChallenge");
+    }
+    let ca_server = a.caserver.clone().unwrap_or_else(|| LETS_ENCRYPT.to_string());
+    if !(ca_server.starts_with("https://") || ca_server.starts_with("http://"))
+        || ca_server.parse::<http::Uri>().is_err()
+    {
+        c.error("acme.caserver", format!("acme.caServer {ca_server:?} is not an http(s) URL"));
+    }
+    let key_type = a.keytype.clone().unwrap_or_else(|| "EC256".to_string());
+    if !KEY_TYPES.contains(&key_type.as_str()) {
+        c.error("acme.keytype", format!("acme.keyType {key_type:?} is not one of {}", KEY_TYPES.join(", ")));
+    }
+    let mut domains = Vec::new();
+    for (i, d) in a.domains.iter().enumerate() {
+        match d.main.as_deref().map(str::trim) {
+            Some(main) if !main.is_empty() => {
+                domains.push(Domain { main: main.to_ascii_lowercase(), sans: d.sans.clone().unwrap_or_default() })
+            }
+            _ => c.error(&format!("acme.domains.{i}"), "each [[acme.domains]] needs a main domain"),
+        }
+    }
+    Acme {
+        email: a.email.clone().unwrap_or_default(),
+        storage: a.storage.clone().unwrap_or_else(|| "acme.json".into()),
+        entry_point,
+        on_demand: a.ondemand.unwrap_or(false),
+        on_host_rule: a.onhostrule.unwrap_or(false),
+        ca_server,
+        key_type,
+        http_challenge,
+        tls_challenge: a.tlschallenge.is_some(),
+        domains,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_address;
+
+    #[test]
+    fn traefik_address_forms_parse() {
+        assert_eq!(parse_address(":80").unwrap().to_string(), "0.0.0.0:80");
+        assert_eq!(parse_address("127.0.0.2:8080").unwrap().to_string(), "127.0.0.2:8080");
+        assert_eq!(parse_address("[::1]:443").unwrap().to_string(), "[::1]:443");
+        assert!(parse_address("80").is_err());
+        assert!(parse_address(":99999").is_err());
+        assert!(parse_address("example.com:80").is_err());
+    }
+}

@@ -1,0 +1,20 @@
+//! Pylon: a reverse proxy and ACME client whose replicas share all state through a KV store.
+//!
+//! The crate map:
+//! - [`cli`]: the command line, Traefik v1.7's flags and dotted overrides.
+//! - [`config`]: the static configuration pipeline (sources → serde types → validated model).
+//! - [`setup`]: which file, store and overrides a command uses.
+//! - [`store`]: the store facade, its backends (embedded, etcd, Consul), leases and locks.
+//! - [`storeconfig`]: `pylon storeconfig`, the static configuration into the store.
+//! - [`app`]: `pylon run`, the start-up steps and shutdown.
+//! - [`server`]: entrypoints, connections, `/ping`, the lifecycle on SIGTERM.
+//! - [`logging`]: tracing set-up.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod logging;
+pub mod server;
+pub mod setup;
+pub mod store;
+pub mod storeconfig;

@@ -1,0 +1,74 @@
+//! The `pylon` binary: parse the command line, start logging, run the command, map errors to
+//! exit codes (2 for a bad configuration, 1 for anything else).
+
+use std::process::ExitCode;
+
+use pylon::{
+    app::{self, RunError},
+    cli::{self, Command},
+    logging::Logging,
+    setup::SetupError,
+    storeconfig,
+};
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let cli = match cli::parse(std::env::args()) {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return ExitCode::from(if err.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let logging = Logging::init(cli.global.loglevel.as_deref().unwrap_or("info"));
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("pylon: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match &cli.command {
+            Some(Command::Version) => {
+                println!("pylon {}", env!("CARGO_PKG_VERSION"));
+                Ok(())
+            }
+            Some(Command::Storeconfig { dry_run }) => {
+                storeconfig::storeconfig(&cli.global, &cli.overrides, *dry_run, &mut std::io::stdout())
+                    .await
+                    .map(|_| ())
+                    .map_err(RunError::from)
+            }
+            Some(Command::Run) | None => {
+                let shutdown = CancellationToken::new();
+                tokio::spawn(cancel_on_signal(shutdown.clone()));
+                app::run(&cli, &logging, shutdown).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("pylon: {err}");
+            match err {
+                RunError::Setup(SetupError::Config(_)) => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+/// SIGTERM or SIGINT starts the graceful shutdown.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot listen for signals");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,88 @@
+//! The static configuration as KV pairs and back, shared by `pylon storeconfig` (which
+//! encodes) and `pylon run` (which decodes). One leaf is one key; list items are numbered
+//! (`defaultentrypoints/0`); a section that holds nothing, such as `[entryPoints.https.tls]`,
+//! is the key of the section with the value `{}` so that it survives the round trip.
+//! How to reach the store (`[consul]`, `[etcd]`) is a replica's own business and is not stored.
+
+use crate::config::{Node, Origin};
+
+use super::{keys::Keys, KeyValue};
+
+/// Sections that describe the store itself and stay out of it.
+const LOCAL_SECTIONS: &[&str] = &["consul", "etcd"];
+
+/// The pairs `storeconfig` writes for a source tree, sorted by key.
+pub fn encode_static(keys: &Keys, tree: &Node) -> Vec<(String, String)> {
+    let (value, _) = tree.clone().into_value();
+    let mut out = Vec::new();
+    if let toml::Value::Table(table) = value {
+        for (name, value) in table {
+            if !LOCAL_SECTIONS.contains(&name.as_str()) {
+                flatten(keys, &mut vec![name], &value, &mut out);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn flatten(keys: &Keys, path: &mut Vec<String>, value: &toml::Value, out: &mut Vec<(String, String)>) {
+    let mut descend = |path: &mut Vec<String>, k: String, v: &toml::Value| {
+        path.push(k);
+        flatten(keys, path, v, out);
+        path.pop();
+    };
+    match value {
+        toml::Value::Table(t) if t.is_empty() => out.push((keys.static_key(path), "{}".into())),
+        toml::Value::Array(a) if a.is_empty() => out.push((keys.static_key(path), "[]".into())),
+        toml::Value::Table(t) => t.iter().for_each(|(k, v)| descend(path, k.clone(), v)),
+        toml::Value::Array(a) => a.iter().enumerate().for_each(|(i, v)| descend(path, i.to_string(), v)),
+        toml::Value::String(s) => out.push((keys.static_key(path), s.clone())),
+        other => out.push((keys.static_key(path), other.to_string())),
+    }
+}
+
+/// The source tree of the static configuration stored under `keys`, each value located by its
+/// KV key. `None` when nothing is stored.
+pub fn decode_static(keys: &Keys, kvs: &[KeyValue]) -> Option<Node> {
+    let pairs: Vec<_> = kvs
+        .iter()
+        .filter_map(|kv| {
+            let path = keys.static_path(&kv.key)?;
+            let value = String::from_utf8_lossy(&kv.value).into_owned();
+            Some((path, value, Origin::Store(kv.key.clone())))
+        })
+        .collect();
+    (!pairs.is_empty()).then(|| Node::from_pairs(pairs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+
+    const SEED: &str = include_str!("../../configs/traefik.toml");
+
+    #[test]
+    fn the_seed_config_survives_the_round_trip_through_kv_pairs() {
+        let keys = Keys::new("traefik");
+        let tree = Node::from_toml("traefik.toml", SEED).unwrap();
+        let pairs = encode_static(&keys, &tree);
+        assert!(pairs.contains(&("traefik/static/entrypoints/https/tls".into(), "{}".into())));
+        assert!(pairs.contains(&("traefik/static/defaultentrypoints/1".into(), "https".into())));
+        assert!(pairs.iter().all(|(k, _)| !k.starts_with("traefik/static/consul")), "{pairs:?}");
+        let kvs: Vec<KeyValue> = pairs
+            .into_iter()
+            .map(|(key, value)| KeyValue {
+                key,
+                value: value.into_bytes(),
+                create_revision: 1,
+                mod_revision: 1,
+                lease: None,
+            })
+            .collect();
+        let decoded = config::load(decode_static(&keys, &kvs).unwrap()).unwrap().config;
+        let original = config::load(tree).unwrap().config;
+        assert_eq!(decoded, original);
+    }
+}

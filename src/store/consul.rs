@@ -1,0 +1,312 @@
+//! The Consul backend over its HTTP API: KV with `?recurse`, transactions on `/v1/txn`, leases as
+//! sessions with `Behavior=delete`, watches as blocking queries diffed against a local mirror.
+//!
+//! Consul keeps no history: a watch asked to resume from a past index reports `Compacted` (the
+//! caller re-lists), and several changes to one key between two blocking answers arrive as one.
+//! A Consul session is invalidated up to twice its TTL after the last renewal, so a lease of TTL
+//! `t` is a session of TTL `t/2`: keys vanish within `t` like on etcd.
+
+mod api;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use async_trait::async_trait;
+use http::{Method, StatusCode};
+
+use self::api::{check, encode_key, Api, Entry, TxnAnswer, TxnKv};
+use super::{Backend, KeyValue, LeaseId, Listing, Op, Result, Revision, StoreError, Txn, TxnResult, Watch, WatchEvent};
+
+/// Consul refuses values over 512 KiB.
+const MAX_VALUE: usize = 512 * 1024;
+/// Consul 1.8 refuses transactions of more than 64 operations.
+const MAX_TXN_OPS: usize = 64;
+/// How long a blocking query waits for a change before answering unchanged.
+const BLOCKING_WAIT: Duration = Duration::from_secs(60);
+
+pub struct Consul {
+    api: Api,
+}
+
+impl Consul {
+    /// Connects and checks that the agent has a leader, so a bad endpoint fails now.
+    pub async fn connect(endpoint: &str, token: Option<String>) -> Result<Consul> {
+        let api = Api::new(endpoint, token);
+        let answer = api.request(Method::GET, "/v1/status/leader", None).await?;
+        let leader = String::from_utf8_lossy(&answer.body).trim().trim_matches('"').to_string();
+        if leader.is_empty() {
+            return Err(StoreError::Unreachable {
+                backend: "Consul",
+                endpoint: api.endpoint().to_string(),
+                detail: "the agent answers but the cluster has no leader".into(),
+            });
+        }
+        Ok(Consul { api })
+    }
+
+    async fn entries(
+        &self,
+        prefix: &str,
+        recurse: bool,
+        index: u64,
+        wait: Option<Duration>,
+    ) -> Result<(u64, Vec<Entry>)> {
+        let mut path = format!("/v1/kv/{}?", encode_key(prefix));
+        if recurse {
+            path.push_str("recurse&");
+        }
+        let timeout = match wait {
+            Some(wait) => {
+                path.push_str(&format!("index={index}&wait={}s", wait.as_secs()));
+                // Consul adds up to wait/16 of jitter.
+                wait + wait / 8 + api::REQUEST_TIMEOUT
+            }
+            None => api::REQUEST_TIMEOUT,
+        };
+        let answer = check(self.api.call(Method::GET, &path, None, timeout).await?)?;
+        match answer.status {
+            StatusCode::NOT_FOUND => Ok((answer.index, vec![])),
+            StatusCode::OK => {
+                let entries = serde_json::from_slice(&answer.body).map_err(|e| StoreError::Rejected {
+                    backend: "Consul",
+                    detail: format!("unreadable KV answer: {e}"),
+                })?;
+                Ok((answer.index, entries))
+            }
+            other => Err(StoreError::Rejected { backend: "Consul", detail: format!("KV read answered {other}") }),
+        }
+    }
+
+    /// A put of one key, at most compared with itself, goes through `PUT /v1/kv/<key>?cas=`:
+    /// `/v1/txn` caps the whole request at 512 KiB and carries values in base64, so only this
+    /// path takes values up to Consul's 512 KiB limit. `None` when `txn` is not of that shape.
+    async fn single_put(&self, txn: &Txn) -> Result<Option<TxnResult>> {
+        let [Op::Put { key, value, lease: None }] = txn.ops.as_slice() else { return Ok(None) };
+        let cas = match txn.compares.as_slice() {
+            [] => None,
+            [c] if c.key == *key => Some(c.revision),
+            _ => return Ok(None),
+        };
+        let mut path = format!("/v1/kv/{}", encode_key(key));
+        if let Some(index) = cas {
+            path.push_str(&format!("?cas={index}"));
+        }
+        let answer = self.api.request(Method::PUT, &path, Some(value.clone())).await?;
+        if answer.status != StatusCode::OK {
+            return Err(StoreError::Rejected {
+                backend: "Consul",
+                detail: format!(
+                    "write of {key:?} answered {}: {}",
+                    answer.status,
+                    String::from_utf8_lossy(&answer.body).trim()
+                ),
+            });
+        }
+        let succeeded = answer.body.trim_ascii() == b"true";
+        // The KV endpoint does not say at which index it wrote: read it back.
+        let revision = match self.entries(key, false, 0, None).await? {
+            (_, entries) if succeeded => entries.iter().find(|e| e.key == *key).map_or(0, |e| e.modify_index),
+            (index, _) => index,
+        };
+        Ok(Some(TxnResult { succeeded, revision }))
+    }
+
+    /// The current raft index, read as the index of a (cheap) single-key query.
+    async fn current_index(&self, key: &str) -> Result<u64> {
+        Ok(self.entries(key, false, 0, None).await?.0)
+    }
+}
+
+fn txn_ops(txn: &Txn) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for c in &txn.compares {
+        let op = match c.revision {
+            0 => TxnKv::new("check-not-exists", &c.key),
+            r => TxnKv { index: Some(r), ..TxnKv::new("check-index", &c.key) },
+        };
+        out.push(serde_json::json!({ "KV": op }));
+    }
+    for op in &txn.ops {
+        let op = match op {
+            Op::Put { key, value, lease: None } => TxnKv::new("set", key).with_value(value),
+            Op::Put { key, value, lease: Some(lease) } => {
+                TxnKv { session: Some(lease.0.clone()), ..TxnKv::new("lock", key).with_value(value) }
+            }
+            Op::Delete { key } => TxnKv::new("delete", key),
+            Op::DeletePrefix { prefix } => TxnKv::new("delete-tree", prefix),
+        };
+        out.push(serde_json::json!({ "KV": op }));
+    }
+    out
+}
+
+/// Turns the difference between two states of a prefix into events, in index order.
+fn diff(mirror: &mut BTreeMap<String, KeyValue>, entries: Vec<Entry>, index: u64) -> Vec<WatchEvent> {
+    let mut next: BTreeMap<String, KeyValue> = entries.into_iter().map(|e| (e.key.clone(), e.into_kv())).collect();
+    let mut events: Vec<WatchEvent> = next
+        .values()
+        .filter(|kv| mirror.get(&kv.key).is_none_or(|old| old.mod_revision != kv.mod_revision))
+        .map(|kv| WatchEvent::Put(kv.clone()))
+        .collect();
+    events.sort_by_key(WatchEvent::revision);
+    let revision = index.max(events.last().map_or(0, WatchEvent::revision));
+    for key in mirror.keys().filter(|k| !next.contains_key(*k)) {
+        events.push(WatchEvent::Delete { key: key.clone(), revision });
+    }
+    std::mem::swap(mirror, &mut next);
+    events
+}
+
+#[async_trait]
+impl Backend for Consul {
+    fn name(&self) -> &'static str {
+        "Consul"
+    }
+    fn endpoint(&self) -> String {
+        self.api.endpoint().to_string()
+    }
+    fn max_value_bytes(&self) -> usize {
+        MAX_VALUE
+    }
+    fn max_txn_ops(&self) -> usize {
+        MAX_TXN_OPS
+    }
+    fn keeps_history(&self) -> bool {
+        false
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        let (_, entries) = self.entries(key, false, 0, None).await?;
+        Ok(entries.into_iter().find(|e| e.key == key).map(Entry::into_kv))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Listing> {
+        let (revision, entries) = self.entries(prefix, true, 0, None).await?;
+        Ok(Listing { kvs: entries.into_iter().map(Entry::into_kv).collect(), revision })
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<TxnResult> {
+        if let Some(result) = self.single_put(&txn).await? {
+            return Ok(result);
+        }
+        let body = serde_json::to_vec(&txn_ops(&txn)).expect("JSON of plain values");
+        let answer = self.api.request(Method::PUT, "/v1/txn", Some(body)).await?;
+        let probe = txn.compares.first().map(|c| c.key.clone());
+        match answer.status {
+            StatusCode::OK => {
+                let parsed: TxnAnswer = serde_json::from_slice(&answer.body).unwrap_or(TxnAnswer { results: None });
+                let written =
+                    parsed.results.unwrap_or_default().into_iter().filter_map(|r| r.kv).map(|kv| kv.modify_index).max();
+                let revision = match written {
+                    Some(index) => index,
+                    None => self.current_index(probe.as_deref().unwrap_or("pylon")).await?,
+                };
+                Ok(TxnResult { succeeded: true, revision })
+            }
+            StatusCode::CONFLICT => {
+                let text = String::from_utf8_lossy(&answer.body);
+                // A "lock" op fails when its session is gone: that is a lost lease, not a failed compare.
+                if text.contains("invalid session") || text.contains("Session") && text.contains("not found") {
+                    let lease = txn.ops.iter().find_map(|op| match op {
+                        Op::Put { lease: Some(l), .. } => Some(l.clone()),
+                        _ => None,
+                    });
+                    return Err(StoreError::LeaseLost(lease.unwrap_or_else(|| LeaseId(String::new()))));
+                }
+                let revision = self.current_index(probe.as_deref().unwrap_or("pylon")).await?;
+                Ok(TxnResult { succeeded: false, revision })
+            }
+            other => Err(StoreError::Rejected {
+                backend: "Consul",
+                detail: format!("transaction answered {other}: {}", String::from_utf8_lossy(&answer.body)),
+            }),
+        }
+    }
+
+    async fn watch(&self, prefix: &str, after: Revision) -> Result<Watch> {
+        // Read the prefix now, so that changes made after this call returns are never missed.
+        let (mut index, entries) = self.entries(prefix, true, 0, None).await?;
+        let (tx, watch) = Watch::channel();
+        let mut mirror = BTreeMap::new();
+        diff(&mut mirror, entries, index);
+        if index != after {
+            let _ = tx.send(WatchEvent::Compacted { revision: index }).await;
+            return Ok(watch);
+        }
+        let (this, prefix) = (Consul { api: self.api.clone() }, prefix.to_string());
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                let answer = tokio::select! {
+                    _ = tx.closed() => return,
+                    answer = this.entries(&prefix, true, index, Some(BLOCKING_WAIT)) => answer,
+                };
+                let (next, entries) = match answer {
+                    Ok(answer) => answer,
+                    Err(err) => {
+                        tracing::warn!(endpoint = %this.api.endpoint(), %err, "Consul watch failed; retrying in {backoff:?}");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                };
+                backoff = Duration::from_millis(100);
+                for event in diff(&mut mirror, entries, next) {
+                    if tx.send(event).await.is_err() {
+                        return;
+                    }
+                }
+                // Consul's advice: start over when the index goes backwards (a restored snapshot).
+                index = if next < index { 0 } else { next };
+            }
+        });
+        Ok(watch)
+    }
+
+    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId> {
+        let session_ttl = ttl.as_secs().div_ceil(2).max(1);
+        let body = serde_json::json!({
+            "Name": "pylon",
+            "TTL": format!("{session_ttl}s"),
+            "Behavior": "delete",
+            "LockDelay": "0s",
+        });
+        // A freshly started agent refuses sessions until its node is registered: retry briefly.
+        let mut attempts = 0;
+        let answer = loop {
+            match self.api.request(Method::PUT, "/v1/session/create", Some(body.to_string().into_bytes())).await {
+                Err(StoreError::Rejected { detail, .. })
+                    if detail.contains("Missing node registration") && attempts < 50 =>
+                {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => break other?,
+            }
+        };
+        #[derive(serde::Deserialize)]
+        struct Created {
+            #[serde(rename = "ID")]
+            id: String,
+        }
+        let created: Created = serde_json::from_slice(&answer.body).map_err(|e| StoreError::Rejected {
+            backend: "Consul",
+            detail: format!("session create answered {}: {e}", String::from_utf8_lossy(&answer.body)),
+        })?;
+        Ok(LeaseId(created.id))
+    }
+
+    async fn keep_alive(&self, lease: &LeaseId) -> Result<()> {
+        let answer =
+            self.api.request(Method::PUT, &format!("/v1/session/renew/{}", encode_key(&lease.0)), None).await?;
+        match answer.status {
+            StatusCode::OK => Ok(()),
+            StatusCode::NOT_FOUND => Err(StoreError::LeaseLost(lease.clone())),
+            other => Err(StoreError::Rejected { backend: "Consul", detail: format!("session renew answered {other}") }),
+        }
+    }
+
+    async fn revoke_lease(&self, lease: &LeaseId) -> Result<()> {
+        self.api.request(Method::PUT, &format!("/v1/session/destroy/{}", encode_key(&lease.0)), None).await?;
+        Ok(())
+    }
+}

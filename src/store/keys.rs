@@ -1,0 +1,66 @@
+//! The one module that knows key paths. Everything Pylon keeps lives under one prefix
+//! (`traefik` unless `--consul.prefix` / `--etcd.prefix` say otherwise):
+//!
+//! ```text
+//! <prefix>/static/...   the static configuration, written by `pylon storeconfig`
+//! <prefix>/acme/...     ACME state (account, certificates, challenges, locks)
+//! <prefix>/http/...     dynamic configuration in Traefik v3's layout
+//! <prefix>/tls/...
+//! ```
+//! `docs/kv-layout.md` documents each key.
+
+/// The prefix Traefik used, kept so that the seed's `storage = "traefik/acme/account"` holds.
+pub const DEFAULT_PREFIX: &str = "traefik";
+
+/// Key paths under one prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Keys {
+        let prefix = prefix.trim_matches('/');
+        Keys { prefix: if prefix.is_empty() { DEFAULT_PREFIX.to_string() } else { prefix.to_string() } }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Everything under the static configuration, with a trailing slash.
+    pub fn static_root(&self) -> String {
+        format!("{}/static/", self.prefix)
+    }
+
+    /// The key of one static setting: `static_key(["entrypoints", "http", "address"])`.
+    pub fn static_key<S: AsRef<str>>(&self, path: &[S]) -> String {
+        let segments: Vec<&str> = path.iter().map(AsRef::as_ref).collect();
+        format!("{}{}", self.static_root(), segments.join("/"))
+    }
+
+    /// The segments of a static key below the static root, or `None` for a foreign key.
+    pub fn static_path(&self, key: &str) -> Option<Vec<String>> {
+        let rest = key.strip_prefix(&self.static_root())?;
+        Some(rest.split('/').map(String::from).collect())
+    }
+
+    /// Everything ACME keeps, with a trailing slash; `pylon storeconfig` never touches it.
+    pub fn acme_root(&self) -> String {
+        format!("{}/acme/", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Keys;
+
+    #[test]
+    fn static_keys_round_trip() {
+        let keys = Keys::new("/traefik/");
+        let key = keys.static_key(&["entrypoints", "http", "address"]);
+        assert_eq!(key, "traefik/static/entrypoints/http/address");
+        assert_eq!(keys.static_path(&key).unwrap(), ["entrypoints", "http", "address"]);
+        assert_eq!(keys.static_path("traefik/acme/account"), None);
+    }
+}

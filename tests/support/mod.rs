@@ -1,0 +1,194 @@
+//! The test harness: real etcd and Consul servers on free loopback ports, started per test and
+//! killed on drop; the `pylon` binary as a child process; a real HTTP client.
+//! A missing server binary fails the test with the command that installs it.
+
+#![allow(dead_code)]
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().unwrap().port()
+}
+
+/// Fails loudly when a server binary is missing: the suite never skips.
+pub fn require(binary: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(binary).is_file()))
+        .unwrap_or(false);
+    assert!(found, "`{binary}` is not installed: run scripts/install-deps.sh (the tests need real servers)");
+}
+
+/// A child process killed (and reaped) on drop.
+pub struct Process {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// GET over a real HTTP client: status and body, or the error text.
+pub async fn get(url: &str) -> Result<(u16, String), String> {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let uri: http::Uri = url.parse().map_err(|e| format!("{e}"))?;
+    let response = tokio::time::timeout(Duration::from_secs(5), client.get(uri))
+        .await
+        .map_err(|_| "timed out".to_string())?
+        .map_err(|e| format!("{e}"))?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.map_err(|e| format!("{e}"))?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// Polls `check` until it returns true or `deadline` passes.
+pub async fn eventually<F, Fut>(what: &str, deadline: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{what}: not within {deadline:?}");
+}
+
+/// A single-member etcd cluster with fast elections.
+pub struct Etcd {
+    pub endpoint: String,
+    _dir: tempfile::TempDir,
+    pub process: Process,
+}
+
+impl Etcd {
+    pub async fn start() -> Etcd {
+        require("etcd");
+        let dir = tempfile::tempdir().unwrap();
+        let (client, peer, metrics) = (free_port(), free_port(), free_port());
+        let child = Command::new("etcd")
+            .args(["--name", "t1", "--data-dir"])
+            .arg(dir.path())
+            .args([
+                "--listen-client-urls",
+                &format!("http://127.0.0.1:{client}"),
+                "--advertise-client-urls",
+                &format!("http://127.0.0.1:{client}"),
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{peer}"),
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{peer}"),
+                "--initial-cluster",
+                &format!("t1=http://127.0.0.1:{peer}"),
+                "--listen-metrics-urls",
+                &format!("http://127.0.0.1:{metrics}"),
+                "--heartbeat-interval",
+                "10",
+                "--election-timeout",
+                "100",
+                "--log-level",
+                "warn",
+                "--logger",
+                "zap",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start etcd");
+        let process = Process { child, name: "etcd".into() };
+        let health = format!("http://127.0.0.1:{client}/health");
+        eventually("etcd answers /health", Duration::from_secs(15), || async {
+            matches!(get(&health).await, Ok((200, _)))
+        })
+        .await;
+        Etcd { endpoint: format!("127.0.0.1:{client}"), _dir: dir, process }
+    }
+}
+
+/// A Consul dev agent. Sessions may have a TTL down to 1 s so that lease tests stay short.
+pub struct Consul {
+    pub endpoint: String,
+    _dir: tempfile::TempDir,
+    pub process: Process,
+}
+
+impl Consul {
+    pub async fn start() -> Consul {
+        require("consul");
+        let dir = tempfile::tempdir().unwrap();
+        let http = free_port();
+        let child = Command::new("consul")
+            .args(["agent", "-dev", "-bind=127.0.0.1", "-client=127.0.0.1"])
+            .arg(format!("-http-port={http}"))
+            .args(["-dns-port=-1", "-grpc-port=-1"])
+            .arg(format!("-server-port={}", free_port()))
+            .arg(format!("-serf-lan-port={}", free_port()))
+            .arg(format!("-serf-wan-port={}", free_port()))
+            .arg(format!("-data-dir={}", dir.path().display()))
+            .args(["-log-level=warn", "-hcl", "session_ttl_min = \"1s\""])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start consul");
+        let process = Process { child, name: "consul".into() };
+        let leader = format!("http://127.0.0.1:{http}/v1/status/leader");
+        eventually("Consul elects a leader", Duration::from_secs(20), || async {
+            matches!(get(&leader).await, Ok((200, body)) if !body.trim().trim_matches('"').is_empty())
+        })
+        .await;
+        // Sessions need the agent's node in the catalog, which comes a moment after the leader.
+        let nodes = format!("http://127.0.0.1:{http}/v1/catalog/nodes");
+        eventually("Consul registers its node", Duration::from_secs(20), || async {
+            matches!(get(&nodes).await, Ok((200, body)) if body.contains("\"Node\""))
+        })
+        .await;
+        Consul { endpoint: format!("127.0.0.1:{http}"), _dir: dir, process }
+    }
+}
+
+/// The `pylon` binary built for these tests.
+pub fn pylon() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pylon"));
+    cmd.env_remove("RUST_LOG");
+    for (key, _) in std::env::vars() {
+        if key.starts_with("PYLON_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// Runs `pylon` to completion with a deadline: (exit code, stdout, stderr).
+pub fn pylon_output(args: &[&str], dir: &Path) -> (i32, String, String) {
+    let child = pylon().args(args).current_dir(dir).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let start = Instant::now();
+    let output = child.wait_with_output().unwrap();
+    assert!(start.elapsed() < Duration::from_secs(30), "pylon {args:?} took {:?}", start.elapsed());
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (output.status.code().unwrap_or(-1), text(&output.stdout), text(&output.stderr))
+}
+
+/// Sends SIGTERM to a child.
+pub fn terminate(child: &Child) {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+}
+
+pub fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
