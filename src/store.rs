@@ -253,8 +253,22 @@ impl Store {
         if ops > b.max_txn_ops() {
             return Err(StoreError::TxnTooLarge { ops, limit: b.max_txn_ops(), backend: b.name() });
         }
+        let ranges: Vec<&str> = txn
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::DeletePrefix { prefix } => Some(prefix.as_str()),
+                _ => None,
+            })
+            .collect();
         for op in &txn.ops {
             if let Op::Put { key, value, .. } = op {
+                if let Some(prefix) = ranges.iter().find(|p| key.starts_with(**p)) {
+                    return Err(StoreError::Rejected {
+                        backend: b.name(),
+                        detail: format!("a transaction cannot put {key:?} and delete the prefix {prefix:?} holding it"),
+                    });
+                }
                 if value.len() > b.max_value_bytes() {
                     return Err(StoreError::ValueTooLarge {
                         key: key.clone(),

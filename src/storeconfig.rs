@@ -53,10 +53,13 @@ pub async fn storeconfig(
         let _ = writeln!(out, "unchanged: the store already holds this configuration (revision {})", current.revision);
         return Ok(Report { keys: pairs.len(), revision: None });
     }
-    let mut ops = vec![Op::DeletePrefix { prefix: root.clone() }];
-    ops.extend(pairs.iter().map(|(k, v)| Op::put(k.clone(), v.clone().into_bytes())));
+    // One transaction: every key of the file, and a delete for each stored key that left it.
+    // (etcd refuses a range delete and a put inside that range in one transaction.)
+    let stale: Vec<&String> = stored.iter().map(|(k, _)| k).filter(|k| !pairs.iter().any(|(p, _)| p == *k)).collect();
+    let removed = stale.len();
+    let mut ops: Vec<Op> = pairs.iter().map(|(k, v)| Op::put(k.clone(), v.clone().into_bytes())).collect();
+    ops.extend(stale.into_iter().map(|key| Op::Delete { key: key.clone() }));
     let result = store.txn(Txn { compares: vec![], ops }).await?;
-    let removed = stored.iter().filter(|(k, _)| !pairs.iter().any(|(p, _)| p == k)).count();
     let _ = writeln!(
         out,
         "wrote {} keys ({removed} removed) to {} at revision {}",

@@ -307,6 +307,17 @@ async fn an_oversized_value_gives_a_clear_error(b: Backend) {
     assert_eq!(s.get("big/over").await.unwrap(), None);
 }
 
+async fn a_put_inside_a_prefix_deleted_in_the_same_transaction_is_refused(b: Backend) {
+    let s = &b.store;
+    s.put("p/old", "1").await.unwrap();
+    let txn = Txn { compares: vec![], ops: vec![Op::DeletePrefix { prefix: "p/".into() }, Op::put("p/new", "2")] };
+    match s.txn(txn).await {
+        Err(err @ StoreError::Rejected { .. }) => assert!(err.to_string().contains("p/new"), "{err}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(snapshot(s, "p/").await, BTreeMap::from([("p/old".into(), "1".into())]));
+}
+
 macro_rules! conformance {
     ($($test:ident),* $(,)?) => {
         mod embedded { $( #[tokio::test(flavor = "multi_thread")] async fn $test() { super::$test(super::embedded().await).await } )* }
@@ -326,4 +337,5 @@ conformance!(
     two_contenders_never_hold_one_lock_at_once,
     a_write_fenced_by_a_lost_lock_fails,
     an_oversized_value_gives_a_clear_error,
+    a_put_inside_a_prefix_deleted_in_the_same_transaction_is_refused,
 );

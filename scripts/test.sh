@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs Pylon's whole test suite: installs what the tests need (protoc, etcd, Consul, ...),
+# checks formatting and lints, then runs unit and integration tests against real servers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-deps.sh
+for bin in protoc etcd consul curl; do
+  command -v "$bin" >/dev/null || { echo "test.sh: $bin is missing after install-deps.sh" >&2; exit 1; }
+done
+
+cargo fmt --check
+cargo clippy --all-targets --locked -- -D warnings
+# Each integration test starts its own servers; two threads match the two cores.
+cargo test --locked -- --test-threads="${PYLON_TEST_THREADS:-2}"

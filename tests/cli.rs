@@ -1,0 +1,276 @@
+//! The `pylon` binary as users run it: `storeconfig` into real etcd and Consul, replicas that
+//! start from the stored configuration, exit codes, and errors that name the place.
+
+mod support;
+
+use std::{
+    path::Path,
+    process::{Child, Stdio},
+    time::{Duration, Instant},
+};
+
+use pylon::store::{self, etcd::EtcdOptions, Store, StoreSpec};
+use support::{free_port, get, pylon, pylon_output, terminate};
+
+const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/traefik.toml");
+
+/// A running replica, SIGKILLed on drop if still alive.
+struct Replica {
+    child: Child,
+    ping: String,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `pylon` with `args` plus its own loopback addresses for the seed's entrypoints, and
+/// waits until `/ping` answers 200.
+async fn replica(args: &[&str], dir: &Path) -> Replica {
+    let (http, https, web) = (free_port(), free_port(), free_port());
+    let child = pylon()
+        .args(args)
+        .arg(format!("--entryPoints.http.address=127.0.0.1:{http}"))
+        .arg(format!("--entryPoints.https.address=127.0.0.1:{https}"))
+        .arg(format!("--web.address=127.0.0.1:{web}"))
+        .arg(format!("--datadir={}", dir.join("data").display()))
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join(format!("replica-{web}.log"))).unwrap())
+        .spawn()
+        .unwrap();
+    let replica = Replica { child, ping: format!("http://127.0.0.1:{web}/ping") };
+    let log = dir.join(format!("replica-{web}.log"));
+    let ping = replica.ping.clone();
+    let start = Instant::now();
+    loop {
+        if matches!(get(&ping).await, Ok((200, body)) if body == "OK") {
+            return replica;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "replica never answered /ping: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Stops a replica with SIGTERM and checks that it exits 0 promptly.
+fn stop(mut replica: Replica) {
+    terminate(&replica.child);
+    let start = Instant::now();
+    loop {
+        if let Some(status) = replica.child.try_wait().unwrap() {
+            assert!(status.success(), "exit status after SIGTERM: {status}");
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(12), "replica did not stop after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+async fn open(spec: StoreSpec) -> Store {
+    store::open(&spec).await.unwrap()
+}
+
+/// The seed's workflow on one store: storeconfig once, then replicas that read it from there.
+async fn storeconfig_then_replicas(store_flags: &[&str], store: Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec!["storeconfig", "--configfile", SEED];
+    args.extend(store_flags);
+    let (code, out, err) = pylon_output(&args, dir.path());
+    assert_eq!(code, 0, "storeconfig failed: {out}{err}");
+    assert!(out.contains("wrote 15 keys"), "{out}");
+    assert!(
+        err.contains("traefik.toml:12:1") && err.contains("[kubernetes]"),
+        "the seed's [kubernetes] is a located warning: {err}"
+    );
+    assert_eq!(
+        store.get("traefik/static/entrypoints/http/redirect/entrypoint").await.unwrap().map(|kv| kv.value),
+        Some(b"https".to_vec())
+    );
+
+    // Running it twice is harmless.
+    let (code, out, _) = pylon_output(&args, dir.path());
+    assert_eq!(code, 0);
+    assert!(out.contains("unchanged"), "{out}");
+
+    // Two replicas on one host share the stored config, each with its own addresses.
+    let a = replica(store_flags, dir.path()).await;
+    let b = replica(store_flags, dir.path()).await;
+    assert_eq!(get(&b.ping).await.unwrap(), (200, "OK".to_string()));
+    stop(a);
+    stop(b);
+}
+
+/// A second storeconfig with a section removed leaves no trace of it, and touches nothing else.
+async fn storeconfig_replaces_what_was_stored(store_flags: &[&str], store: Store) {
+    let dir = tempfile::tempdir().unwrap();
+    store.put("traefik/acme/account", "{\"acme\":\"state\"}").await.unwrap();
+    store.put("traefik/http/routers/r/rule", "Host(`a.example`)").await.unwrap();
+    let run = |file: &str| {
+        let mut args = vec!["storeconfig", "--configfile", file];
+        args.extend(store_flags);
+        pylon_output(&args, dir.path())
+    };
+    assert_eq!(run(SEED).0, 0);
+    assert!(store.get("traefik/static/acme/email").await.unwrap().is_some());
+
+    let trimmed = std::fs::read_to_string(SEED).unwrap().replace("main = \"archifleks.xyz\"", "main = \"example.org\"");
+    let trimmed =
+        trimmed[..trimmed.find("[acme]").unwrap()].to_string() + &trimmed[trimmed.find("[consul]").unwrap()..];
+    let smaller = dir.path().join("smaller.toml");
+    std::fs::write(&smaller, trimmed).unwrap();
+    let (code, out, err) = run(smaller.to_str().unwrap());
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("(6 removed)"), "{out}");
+    let left: Vec<String> = store.list("traefik/static/").await.unwrap().kvs.into_iter().map(|kv| kv.key).collect();
+    assert!(left.iter().all(|k| !k.starts_with("traefik/static/acme")), "removed keys linger: {left:?}");
+    assert_eq!(left.len(), 9);
+    assert!(store.get("traefik/acme/account").await.unwrap().is_some(), "ACME state is never touched");
+    assert!(store.get("traefik/http/routers/r/rule").await.unwrap().is_some(), "dynamic config is never touched");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn etcd_storeconfig_then_replicas() {
+    let etcd = support::Etcd::start().await;
+    let flag = format!("--etcd.endpoint={}", etcd.endpoint);
+    let spec = StoreSpec::Etcd(EtcdOptions { endpoints: vec![etcd.endpoint.clone()], ..Default::default() });
+    storeconfig_then_replicas(&["--etcd", &flag], open(spec).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn consul_storeconfig_then_replicas() {
+    let consul = support::Consul::start().await;
+    let flag = format!("--consul.endpoint={}", consul.endpoint);
+    let spec = StoreSpec::Consul { endpoint: consul.endpoint.clone(), token: None };
+    storeconfig_then_replicas(&["--consul", &flag], open(spec).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn etcd_storeconfig_replaces_what_was_stored() {
+    let etcd = support::Etcd::start().await;
+    let flag = format!("--etcd.endpoint={}", etcd.endpoint);
+    let spec = StoreSpec::Etcd(EtcdOptions { endpoints: vec![etcd.endpoint.clone()], ..Default::default() });
+    storeconfig_replaces_what_was_stored(&["--etcd", &flag], open(spec).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn consul_storeconfig_replaces_what_was_stored() {
+    let consul = support::Consul::start().await;
+    let flag = format!("--consul.endpoint={}", consul.endpoint);
+    let spec = StoreSpec::Consul { endpoint: consul.endpoint.clone(), token: None };
+    storeconfig_replaces_what_was_stored(&["--consul", &flag], open(spec).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_with_an_empty_store_says_to_run_storeconfig() {
+    let etcd = support::Etcd::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = pylon_output(&["--etcd", &format!("--etcd.endpoint={}", etcd.endpoint)], dir.path());
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("no static configuration") && err.contains("pylon storeconfig") && err.contains("--configfile"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_stored_value_names_its_kv_key_and_exits_2() {
+    let etcd = support::Etcd::start().await;
+    let spec = StoreSpec::Etcd(EtcdOptions { endpoints: vec![etcd.endpoint.clone()], ..Default::default() });
+    let store = open(spec).await;
+    store.put("traefik/static/entrypoints/http/address", ":eighty").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = pylon_output(&["--etcd", &format!("--etcd.endpoint={}", etcd.endpoint)], dir.path());
+    assert_eq!(code, 2);
+    assert!(err.contains("KV key traefik/static/entrypoints/http/address: \":eighty\" is not an address"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_quickstart_runs_from_the_file_on_the_embedded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let (http, web) = (free_port(), free_port());
+    let child = pylon()
+        .arg(format!("--configfile={}/configs/quickstart.toml", env!("CARGO_MANIFEST_DIR")))
+        .arg(format!("--entryPoints.http.address=127.0.0.1:{http}"))
+        .arg(format!("--entryPoints.traefik.address=127.0.0.1:{web}"))
+        .arg(format!("--datadir={}", dir.path().join("data").display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let replica = Replica { child, ping: format!("http://127.0.0.1:{web}/ping") };
+    support::eventually("the quickstart answers /ping", Duration::from_secs(15), || async {
+        matches!(get(&replica.ping).await, Ok((200, _)))
+    })
+    .await;
+    assert_eq!(get(&format!("http://127.0.0.1:{http}/nothing")).await.unwrap().0, 404);
+    assert!(dir.path().join("data/pylon.redb").is_file(), "the embedded store is one file under --datadir");
+    stop(replica);
+}
+
+#[test]
+fn a_broken_config_names_file_line_and_column_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("broken.toml");
+    std::fs::write(&file, "logLevel = \"INFO\"\n[entryPoints.http]\naddress = \":80\"\n[entryPoints.http.redirect]\nentryPoint = \"https\"\n").unwrap();
+    let (code, _, err) = pylon_output(&["storeconfig", "--dry-run", "-c", file.to_str().unwrap()], dir.path());
+    assert_eq!(code, 2);
+    assert!(err.contains("broken.toml:5:14") && err.contains("\"https\", which does not exist"), "{err}");
+
+    std::fs::write(&file, "[entryPoints.http]\naddress = \":80\"\nadress = \":81\"\n[entryPoints.http.redirect\n")
+        .unwrap();
+    let (code, _, err) = pylon_output(&["-c", file.to_str().unwrap()], dir.path());
+    assert_eq!(code, 2);
+    assert!(err.contains("broken.toml:4:"), "a syntax error is located: {err}");
+}
+
+#[test]
+fn unknown_keys_are_located_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("typo.toml");
+    std::fs::write(&file, "[entryPoints.http]\naddress = \":80\"\nadress = \":81\"\n").unwrap();
+    let (code, out, err) = pylon_output(&["storeconfig", "--dry-run", "-c", file.to_str().unwrap()], dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("typo.toml:3:10") && err.contains("entrypoints.http.adress"), "{err}");
+    assert!(out.contains("for the embedded store"), "without store flags or sections, the embedded store: {out}");
+}
+
+#[test]
+fn an_unreachable_store_is_named_within_a_bounded_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    for flags in [["--etcd", "--etcd.endpoint"], ["--consul", "--consul.endpoint"]] {
+        let endpoint = format!("{}=127.0.0.1:{port}", flags[1]);
+        let start = Instant::now();
+        let (code, _, err) = pylon_output(&["storeconfig", "-c", SEED, flags[0], &endpoint], dir.path());
+        assert_ne!(code, 0);
+        assert!(err.contains(&format!("127.0.0.1:{port}")), "the error names the endpoint: {err}");
+        assert!(start.elapsed() < Duration::from_secs(10), "took {:?}", start.elapsed());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_retries_an_unreachable_store_and_logs_each_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let log = dir.path().join("run.log");
+    let child = pylon()
+        .args(["--etcd", &format!("--etcd.endpoint=127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let replica = Replica { child, ping: String::new() };
+    support::eventually("two logged attempts", Duration::from_secs(15), || async {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.contains("attempt=2") && text.contains(&format!("127.0.0.1:{port}"))
+    })
+    .await;
+    stop(replica);
+}
