@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use clap::{ArgAction, Parser, Subcommand};
+use clap::{builder::BoolishValueParser, ArgAction, Parser, Subcommand};
 
 use crate::config::Origin;
 
@@ -49,7 +49,7 @@ pub struct Global {
     pub configfile: Option<PathBuf>,
 
     /// Use Consul as the store
-    #[arg(long = "consul", env = "PYLON_CONSUL", global = true, action = ArgAction::SetTrue)]
+    #[arg(long = "consul", env = "PYLON_CONSUL", global = true, action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub consul: bool,
     /// Consul agent address
     #[arg(long = "consul.endpoint", env = "PYLON_CONSUL_ENDPOINT", global = true, value_name = "HOST:PORT")]
@@ -68,7 +68,7 @@ pub struct Global {
     pub consul_token: Option<String>,
 
     /// Use etcd (v3 API) as the store
-    #[arg(long = "etcd", env = "PYLON_ETCD", global = true, action = ArgAction::SetTrue)]
+    #[arg(long = "etcd", env = "PYLON_ETCD", global = true, action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub etcd: bool,
     /// etcd endpoints
     #[arg(long = "etcd.endpoint", env = "PYLON_ETCD_ENDPOINT", global = true, value_name = "HOST:PORT[,HOST:PORT...]")]

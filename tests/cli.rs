@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use pylon::store::{self, etcd::EtcdOptions, Store, StoreSpec};
+use pylon::store::{self, Store, StoreSpec};
 use support::{free_port, get, pylon, pylon_output, terminate};
 
 const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/traefik.toml");
@@ -139,7 +139,7 @@ async fn storeconfig_replaces_what_was_stored(store_flags: &[&str], store: Store
 async fn etcd_storeconfig_then_replicas() {
     let etcd = support::Etcd::start().await;
     let flag = format!("--etcd.endpoint={}", etcd.endpoint);
-    let spec = StoreSpec::Etcd(EtcdOptions { endpoints: vec![etcd.endpoint.clone()], ..Default::default() });
+    let spec = etcd.spec();
     storeconfig_then_replicas(&["--etcd", &flag], open(spec).await).await;
 }
 
@@ -147,15 +147,33 @@ async fn etcd_storeconfig_then_replicas() {
 async fn consul_storeconfig_then_replicas() {
     let consul = support::Consul::start().await;
     let flag = format!("--consul.endpoint={}", consul.endpoint);
-    let spec = StoreSpec::Consul { endpoint: consul.endpoint.clone(), token: None };
+    let spec = consul.spec();
     storeconfig_then_replicas(&["--consul", &flag], open(spec).await).await;
+}
+
+/// The seed's Job passes only `--configfile`; the file's `[consul]` section names the agent.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_seeds_storeconfig_job_needs_only_the_file() {
+    let consul = support::Consul::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("traefik.toml");
+    std::fs::write(&file, std::fs::read_to_string(SEED).unwrap().replace("traefik-consul:8500", &consul.endpoint))
+        .unwrap();
+    let (code, out, err) = pylon_output(&["storeconfig", "--configfile", file.to_str().unwrap()], dir.path());
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("Consul at {}", consul.endpoint)), "{out}");
+    let spec = consul.spec();
+    assert_eq!(open(spec).await.list("traefik/static/").await.unwrap().kvs.len(), 15);
+    // And the seed's Deployment args start a replica from it.
+    let r = replica(&["--consul", &format!("--consul.endpoint={}", consul.endpoint)], dir.path()).await;
+    stop(r);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn etcd_storeconfig_replaces_what_was_stored() {
     let etcd = support::Etcd::start().await;
     let flag = format!("--etcd.endpoint={}", etcd.endpoint);
-    let spec = StoreSpec::Etcd(EtcdOptions { endpoints: vec![etcd.endpoint.clone()], ..Default::default() });
+    let spec = etcd.spec();
     storeconfig_replaces_what_was_stored(&["--etcd", &flag], open(spec).await).await;
 }
 
@@ -163,7 +181,7 @@ async fn etcd_storeconfig_replaces_what_was_stored() {
 async fn consul_storeconfig_replaces_what_was_stored() {
     let consul = support::Consul::start().await;
     let flag = format!("--consul.endpoint={}", consul.endpoint);
-    let spec = StoreSpec::Consul { endpoint: consul.endpoint.clone(), token: None };
+    let spec = consul.spec();
     storeconfig_replaces_what_was_stored(&["--consul", &flag], open(spec).await).await;
 }
 
@@ -182,7 +200,7 @@ async fn run_with_an_empty_store_says_to_run_storeconfig() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bad_stored_value_names_its_kv_key_and_exits_2() {
     let etcd = support::Etcd::start().await;
-    let spec = StoreSpec::Etcd(EtcdOptions { endpoints: vec![etcd.endpoint.clone()], ..Default::default() });
+    let spec = etcd.spec();
     let store = open(spec).await;
     store.put("traefik/static/entrypoints/http/address", ":eighty").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -273,4 +291,29 @@ async fn run_retries_an_unreachable_store_and_logs_each_attempt() {
     })
     .await;
     stop(replica);
+}
+
+#[test]
+fn flags_override_the_environment_which_overrides_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let dry = |envs: &[(&str, &str)], flags: &[&str]| {
+        let mut cmd = pylon();
+        cmd.args(["storeconfig", "--dry-run", "-c", SEED]).args(flags).current_dir(dir.path());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().to_string()
+    };
+    assert!(dry(&[], &[]).ends_with("Consul at traefik-consul:8500"), "the file's [consul]");
+    let env = [("PYLON_CONSUL_ENDPOINT", "127.0.0.1:1")];
+    assert!(dry(&env, &[]).ends_with("Consul at 127.0.0.1:1"), "the environment over the file");
+    assert!(dry(&env, &["--consul.endpoint=127.0.0.1:2"]).ends_with("Consul at 127.0.0.1:2"), "the flag over both");
+    assert!(dry(&[("PYLON_ETCD", "1")], &[]).ends_with("etcd at 127.0.0.1:2379"), "PYLON_ETCD=1 picks etcd");
+    let lines = {
+        let out = pylon().args(["storeconfig", "--dry-run", "-c", SEED, "--logLevel=WARN"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(lines.contains("traefik/static/loglevel = WARN"), "a flag overrides a file key: {lines}");
 }

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use pylon::store::{self, etcd::EtcdOptions, Compare, Op, Store, StoreError, StoreSpec, Txn, Watch, WatchEvent};
+use pylon::store::{self, Compare, Op, Store, StoreError, StoreSpec, Txn, Watch, WatchEvent};
 
 /// A store and whatever keeps its server alive.
 struct Backend {
@@ -28,13 +28,13 @@ async fn embedded() -> Backend {
 
 async fn etcd() -> Backend {
     let server = support::Etcd::start().await;
-    let spec = StoreSpec::Etcd(EtcdOptions { endpoints: vec![server.endpoint.clone()], ..Default::default() });
+    let spec = server.spec();
     Backend { store: store::open(&spec).await.unwrap(), _server: Box::new(server) }
 }
 
 async fn consul() -> Backend {
     let server = support::Consul::start().await;
-    let spec = StoreSpec::Consul { endpoint: server.endpoint.clone(), token: None };
+    let spec = server.spec();
     Backend { store: store::open(&spec).await.unwrap(), _server: Box::new(server) }
 }
 
@@ -316,6 +316,21 @@ async fn a_put_inside_a_prefix_deleted_in_the_same_transaction_is_refused(b: Bac
         other => panic!("expected a refusal, got {other:?}"),
     }
     assert_eq!(snapshot(s, "p/").await, BTreeMap::from([("p/old".into(), "1".into())]));
+}
+
+/// etcd forgets history on compaction; a watch from before it must say so.
+#[tokio::test(flavor = "multi_thread")]
+async fn etcd_reports_compacted_history() {
+    let server = support::Etcd::start().await;
+    let spec = server.spec();
+    let s = store::open(&spec).await.unwrap();
+    let old = s.put("c/k", "1").await.unwrap();
+    s.put("c/k", "2").await.unwrap();
+    let latest = s.put("c/k", "3").await.unwrap();
+    let mut client = etcd_client::Client::connect([server.endpoint.as_str()], None).await.unwrap();
+    client.compact(latest as i64, None).await.unwrap();
+    let mut watch = s.watch("c/", old).await.unwrap();
+    assert!(matches!(next(&mut watch, "compaction").await, WatchEvent::Compacted { .. }));
 }
 
 macro_rules! conformance {

@@ -14,7 +14,10 @@ use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::broadcast;
 
+use self::record::{decode_event, encode_event, event_key, Record};
 use super::{Backend, KeyValue, LeaseId, Listing, Op, Result, Revision, StoreError, Txn, TxnResult, Watch, WatchEvent};
+
+mod record;
 
 /// key -> record (see [`Record`]).
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
@@ -67,65 +70,6 @@ impl Embedded {
     }
 }
 
-/// A stored key's metadata and value: create, mod and lease as little-endian u64, then the value.
-struct Record<'a> {
-    create: u64,
-    modified: u64,
-    lease: u64,
-    value: &'a [u8],
-}
-
-impl<'a> Record<'a> {
-    fn decode(bytes: &'a [u8]) -> Record<'a> {
-        let n = |i: usize| u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
-        Record { create: n(0), modified: n(1), lease: n(2), value: &bytes[24..] }
-    }
-    fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(24 + self.value.len());
-        for n in [self.create, self.modified, self.lease] {
-            out.extend_from_slice(&n.to_le_bytes());
-        }
-        out.extend_from_slice(self.value);
-        out
-    }
-    fn to_kv(&self, key: &str) -> KeyValue {
-        KeyValue {
-            key: key.into(),
-            value: self.value.to_vec(),
-            create_revision: self.create,
-            mod_revision: self.modified,
-            lease: (self.lease != 0).then(|| LeaseId(self.lease.to_string())),
-        }
-    }
-}
-
-/// A log entry: `0` + a record (a put) or `1` (a delete), then the key's length and the key.
-fn encode_event(event: &WatchEvent) -> Vec<u8> {
-    let (tag, record, key) = match event {
-        WatchEvent::Put(kv) => {
-            let lease = kv.lease.as_ref().map_or(0, |l| l.0.parse().unwrap_or(0));
-            let record = Record { create: kv.create_revision, modified: kv.mod_revision, lease, value: &kv.value };
-            (0u8, record.encode(), &kv.key)
-        }
-        WatchEvent::Delete { key, .. } => (1u8, Vec::new(), key),
-        WatchEvent::Compacted { .. } => unreachable!("compaction is never logged"),
-    };
-    let mut out = vec![tag];
-    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
-    out.extend_from_slice(key.as_bytes());
-    out.extend_from_slice(&record);
-    out
-}
-
-fn decode_event(revision: u64, bytes: &[u8]) -> WatchEvent {
-    let len = u32::from_le_bytes(bytes[1..5].try_into().expect("4 bytes")) as usize;
-    let key = String::from_utf8_lossy(&bytes[5..5 + len]).into_owned();
-    match bytes[0] {
-        0 => WatchEvent::Put(Record::decode(&bytes[5 + len..]).to_kv(&key)),
-        _ => WatchEvent::Delete { key, revision },
-    }
-}
-
 fn db_err(path: &Path) -> impl Fn(String) -> StoreError + '_ {
     move |detail| StoreError::Embedded { path: path.display().to_string(), detail }
 }
@@ -156,6 +100,16 @@ impl Inner {
             Err(e) => return Err(db_err(&self.path)(e.to_string())),
         };
         Ok(tri!(self, table.get(name)).map_or(0, |v| v.value()))
+    }
+
+    fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        let read = tri!(self, self.db.begin_read());
+        let table = match read.open_table(KV) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(db_err(&self.path)(e.to_string())),
+        };
+        Ok(tri!(self, table.get(key)).map(|v| Record::decode(v.value()).to_kv(key)))
     }
 
     fn scan(&self, prefix: &str, keep: impl Fn(&Record) -> bool) -> Result<Vec<KeyValue>> {
@@ -294,14 +248,6 @@ impl Inner {
     }
 }
 
-fn event_key(event: &WatchEvent) -> &str {
-    match event {
-        WatchEvent::Put(kv) => &kv.key,
-        WatchEvent::Delete { key, .. } => key,
-        WatchEvent::Compacted { .. } => "",
-    }
-}
-
 /// Revokes expired leases every 100 ms until the store is dropped.
 async fn reap_leases(inner: Weak<Inner>) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -341,8 +287,7 @@ impl Backend for Embedded {
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         let key = key.to_string();
-        let kvs = self.inner.blocking(move |i| i.scan(&key, |_| true).map(|v| (v, key))).await?;
-        Ok(kvs.0.into_iter().find(|kv| kv.key == kvs.1))
+        self.inner.blocking(move |i| i.get(&key)).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Listing> {

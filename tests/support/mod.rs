@@ -14,6 +14,7 @@ use std::{
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use pylon::store::{etcd::EtcdOptions, StoreSpec};
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
@@ -119,6 +120,10 @@ impl Etcd {
         .await;
         Etcd { endpoint: format!("127.0.0.1:{client}"), _dir: dir, process }
     }
+
+    pub fn spec(&self) -> StoreSpec {
+        StoreSpec::Etcd(EtcdOptions { endpoints: vec![self.endpoint.clone()], ..Default::default() })
+    }
 }
 
 /// A Consul dev agent. Sessions may have a TTL down to 1 s so that lease tests stay short.
@@ -159,6 +164,10 @@ impl Consul {
         })
         .await;
         Consul { endpoint: format!("127.0.0.1:{http}"), _dir: dir, process }
+    }
+
+    pub fn spec(&self) -> StoreSpec {
+        StoreSpec::Consul { endpoint: self.endpoint.clone(), token: None }
     }
 }
 
