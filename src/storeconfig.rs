@@ -2,7 +2,7 @@
 //! and write it in one transaction that replaces whatever static configuration was stored
 //! before. It never touches ACME state or dynamic configuration.
 
-use std::io::Write;
+use std::{collections::BTreeMap, io::Write};
 
 use crate::{
     cli::{Global, Override},
@@ -53,16 +53,23 @@ pub async fn storeconfig(
         let _ = writeln!(out, "unchanged: the store already holds this configuration (revision {})", current.revision);
         return Ok(Report { keys: pairs.len(), revision: None });
     }
-    // One transaction: every key of the file, and a delete for each stored key that left it.
-    // (etcd refuses a range delete and a put inside that range in one transaction.)
-    let stale: Vec<&String> = stored.iter().map(|(k, _)| k).filter(|k| !pairs.iter().any(|(p, _)| p == *k)).collect();
-    let removed = stale.len();
-    let mut ops: Vec<Op> = pairs.iter().map(|(k, v)| Op::put(k.clone(), v.clone().into_bytes())).collect();
-    ops.extend(stale.into_iter().map(|key| Op::Delete { key: key.clone() }));
+    // One transaction: a put for each key that is new or changed, a delete for each stored key
+    // that left the file. (etcd refuses a range delete and a put inside that range together.)
+    let stored_map: BTreeMap<&str, &str> = stored.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let file_map: BTreeMap<&str, &str> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut ops: Vec<Op> = pairs
+        .iter()
+        .filter(|(k, v)| stored_map.get(k.as_str()) != Some(&v.as_str()))
+        .map(|(k, v)| Op::put(k.clone(), v.clone().into_bytes()))
+        .collect();
+    let changed = ops.len();
+    let stale = stored_map.keys().filter(|k| !file_map.contains_key(*k));
+    ops.extend(stale.map(|key| Op::Delete { key: key.to_string() }));
+    let removed = ops.len() - changed;
     let result = store.txn(Txn { compares: vec![], ops }).await?;
     let _ = writeln!(
         out,
-        "wrote {} keys ({removed} removed) to {} at revision {}",
+        "wrote {} keys ({changed} new or changed, {removed} removed) to {} at revision {}",
         pairs.len(),
         store.describe(),
         result.revision

@@ -84,7 +84,7 @@ async fn storeconfig_then_replicas(store_flags: &[&str], store: Store) {
     args.extend(store_flags);
     let (code, out, err) = pylon_output(&args, dir.path());
     assert_eq!(code, 0, "storeconfig failed: {out}{err}");
-    assert!(out.contains("wrote 15 keys"), "{out}");
+    assert!(out.contains("wrote 15 keys (15 new or changed, 0 removed)"), "{out}");
     assert!(
         err.contains("traefik.toml:12:1") && err.contains("[kubernetes]"),
         "the seed's [kubernetes] is a located warning: {err}"
@@ -127,7 +127,7 @@ async fn storeconfig_replaces_what_was_stored(store_flags: &[&str], store: Store
     std::fs::write(&smaller, trimmed).unwrap();
     let (code, out, err) = run(smaller.to_str().unwrap());
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("(6 removed)"), "{out}");
+    assert!(out.contains("wrote 9 keys (0 new or changed, 6 removed)"), "{out}");
     let left: Vec<String> = store.list("traefik/static/").await.unwrap().kvs.into_iter().map(|kv| kv.key).collect();
     assert!(left.iter().all(|k| !k.starts_with("traefik/static/acme")), "removed keys linger: {left:?}");
     assert_eq!(left.len(), 9);

@@ -333,6 +333,47 @@ async fn etcd_reports_compacted_history() {
     assert!(matches!(next(&mut watch, "compaction").await, WatchEvent::Compacted { .. }));
 }
 
+/// A Consul snapshot restore sends indexes backwards; the watch starts over and reports the
+/// restored state.
+#[tokio::test(flavor = "multi_thread")]
+async fn consul_watch_follows_a_snapshot_restore() {
+    let server = support::Consul::start().await;
+    let s = store::open(&server.spec()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let snap = dir.path().join("kv.snap");
+    let consul = |verb: &str| {
+        let status = std::process::Command::new("consul")
+            .args(["snapshot", verb, &format!("-http-addr={}", server.endpoint)])
+            .arg(&snap)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "consul snapshot {verb}");
+    };
+    s.put("s/a", "1").await.unwrap();
+    consul("save");
+    s.put("s/b", "2").await.unwrap();
+    s.put("s/a", "changed").await.unwrap();
+
+    let listing = s.list("s/").await.unwrap();
+    let mut mirror: BTreeMap<String, String> =
+        listing.kvs.iter().map(|kv| (kv.key.clone(), String::from_utf8_lossy(&kv.value).into_owned())).collect();
+    let mut watch = s.watch("s/", listing.revision).await.unwrap();
+    consul("restore");
+    let restored = BTreeMap::from([("s/a".to_string(), "1".to_string())]);
+    while mirror != restored {
+        apply(&mut mirror, &next(&mut watch, "the restored state").await);
+    }
+    // And it keeps following changes after the restore.
+    s.put("s/c", "3").await.unwrap();
+    loop {
+        let event = next(&mut watch, "a change after the restore").await;
+        if brief(&event) == ("s/c".into(), Some("3".into())) {
+            break;
+        }
+    }
+}
+
 macro_rules! conformance {
     ($($test:ident),* $(,)?) => {
         mod embedded { $( #[tokio::test(flavor = "multi_thread")] async fn $test() { super::$test(super::embedded().await).await } )* }

@@ -235,10 +235,15 @@ impl Backend for Consul {
         let (this, prefix) = (Consul { api: self.api.clone() }, prefix.to_string());
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
+            // After an answer that changed nothing, read once without blocking: a snapshot
+            // restore wakes blocking queries with the old state, then moves the index backwards,
+            // which a query blocked on the old index would not see until its wait ran out.
+            let mut verify = false;
             loop {
+                let wait = (!verify).then_some(BLOCKING_WAIT);
                 let answer = tokio::select! {
                     _ = tx.closed() => return,
-                    answer = this.entries(&prefix, true, index, Some(BLOCKING_WAIT)) => answer,
+                    answer = this.entries(&prefix, true, if verify { 0 } else { index }, wait) => answer,
                 };
                 let (next, entries) = match answer {
                     Ok(answer) => answer,
@@ -255,6 +260,7 @@ impl Backend for Consul {
                         return;
                     }
                 }
+                verify = !verify && next == index;
                 // Consul's advice: start over when the index goes backwards (a restored snapshot).
                 index = if next < index { 0 } else { next };
             }

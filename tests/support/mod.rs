@@ -71,6 +71,39 @@ where
     panic!("{what}: not within {deadline:?}");
 }
 
+/// Starts a server with `spawn(log)` and waits for `ready`; a server that exits at start (two
+/// tests drew the same free port) is started again on new ports, up to three times. Failures
+/// show the server's own log.
+async fn start_server<R, F>(
+    name: &str,
+    dir: &Path,
+    mut spawn: impl FnMut(std::fs::File) -> (Child, R),
+    ready: F,
+) -> (Process, R)
+where
+    F: Fn(&R) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>,
+{
+    let log = dir.join(format!("{name}.log"));
+    for _attempt in 0..3 {
+        let (child, info) = spawn(std::fs::File::create(&log).expect("server log"));
+        let mut process = Process { child, name: name.into() };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if ready(&info).await {
+                return (process, info);
+            }
+            if process.child.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if process.child.try_wait().ok().flatten().is_none() {
+            break; // Running but never ready: no point trying other ports.
+        }
+    }
+    panic!("{name} did not start; its log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+}
+
 /// A single-member etcd cluster with fast elections.
 pub struct Etcd {
     pub endpoint: String,
@@ -82,42 +115,46 @@ impl Etcd {
     pub async fn start() -> Etcd {
         require("etcd");
         let dir = tempfile::tempdir().unwrap();
-        let (client, peer, metrics) = (free_port(), free_port(), free_port());
-        let child = Command::new("etcd")
-            .args(["--name", "t1", "--data-dir"])
-            .arg(dir.path())
-            .args([
-                "--listen-client-urls",
-                &format!("http://127.0.0.1:{client}"),
-                "--advertise-client-urls",
-                &format!("http://127.0.0.1:{client}"),
-                "--listen-peer-urls",
-                &format!("http://127.0.0.1:{peer}"),
-                "--initial-advertise-peer-urls",
-                &format!("http://127.0.0.1:{peer}"),
-                "--initial-cluster",
-                &format!("t1=http://127.0.0.1:{peer}"),
-                "--listen-metrics-urls",
-                &format!("http://127.0.0.1:{metrics}"),
-                "--heartbeat-interval",
-                "10",
-                "--election-timeout",
-                "100",
-                "--log-level",
-                "warn",
-                "--logger",
-                "zap",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start etcd");
-        let process = Process { child, name: "etcd".into() };
-        let health = format!("http://127.0.0.1:{client}/health");
-        eventually("etcd answers /health", Duration::from_secs(15), || async {
-            matches!(get(&health).await, Ok((200, _)))
-        })
-        .await;
+        let data = dir.path().join("data");
+        let spawn = |log: std::fs::File| {
+            let (client, peer, metrics) = (free_port(), free_port(), free_port());
+            let _ = std::fs::remove_dir_all(&data);
+            let child = Command::new("etcd")
+                .args(["--name", "t1", "--data-dir"])
+                .arg(&data)
+                .args([
+                    "--listen-client-urls",
+                    &format!("http://127.0.0.1:{client}"),
+                    "--advertise-client-urls",
+                    &format!("http://127.0.0.1:{client}"),
+                    "--listen-peer-urls",
+                    &format!("http://127.0.0.1:{peer}"),
+                    "--initial-advertise-peer-urls",
+                    &format!("http://127.0.0.1:{peer}"),
+                    "--initial-cluster",
+                    &format!("t1=http://127.0.0.1:{peer}"),
+                    "--listen-metrics-urls",
+                    &format!("http://127.0.0.1:{metrics}"),
+                    "--heartbeat-interval",
+                    "10",
+                    "--election-timeout",
+                    "100",
+                    "--log-level",
+                    "warn",
+                    "--logger",
+                    "zap",
+                ])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start etcd");
+            (child, client)
+        };
+        let ready = |client: &u16| -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> {
+            let health = format!("http://127.0.0.1:{client}/health");
+            Box::pin(async move { matches!(get(&health).await, Ok((200, _))) })
+        };
+        let (process, client) = start_server("etcd", dir.path(), spawn, ready).await;
         Etcd { endpoint: format!("127.0.0.1:{client}"), _dir: dir, process }
     }
 
@@ -137,32 +174,34 @@ impl Consul {
     pub async fn start() -> Consul {
         require("consul");
         let dir = tempfile::tempdir().unwrap();
-        let http = free_port();
-        let child = Command::new("consul")
-            .args(["agent", "-dev", "-bind=127.0.0.1", "-client=127.0.0.1"])
-            .arg(format!("-http-port={http}"))
-            .args(["-dns-port=-1", "-grpc-port=-1"])
-            .arg(format!("-server-port={}", free_port()))
-            .arg(format!("-serf-lan-port={}", free_port()))
-            .arg(format!("-serf-wan-port={}", free_port()))
-            .arg(format!("-data-dir={}", dir.path().display()))
-            .args(["-log-level=warn", "-hcl", "session_ttl_min = \"1s\""])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start consul");
-        let process = Process { child, name: "consul".into() };
-        let leader = format!("http://127.0.0.1:{http}/v1/status/leader");
-        eventually("Consul elects a leader", Duration::from_secs(20), || async {
-            matches!(get(&leader).await, Ok((200, body)) if !body.trim().trim_matches('"').is_empty())
-        })
-        .await;
-        // Sessions need the agent's node in the catalog, which comes a moment after the leader.
-        let nodes = format!("http://127.0.0.1:{http}/v1/catalog/nodes");
-        eventually("Consul registers its node", Duration::from_secs(20), || async {
-            matches!(get(&nodes).await, Ok((200, body)) if body.contains("\"Node\""))
-        })
-        .await;
+        let data = dir.path().join("data");
+        let spawn = |log: std::fs::File| {
+            let http = free_port();
+            let child = Command::new("consul")
+                .args(["agent", "-dev", "-bind=127.0.0.1", "-client=127.0.0.1"])
+                .arg(format!("-http-port={http}"))
+                .args(["-dns-port=-1", "-grpc-port=-1"])
+                .arg(format!("-server-port={}", free_port()))
+                .arg(format!("-serf-lan-port={}", free_port()))
+                .arg(format!("-serf-wan-port={}", free_port()))
+                .arg(format!("-data-dir={}", data.display()))
+                .args(["-log-level=warn", "-hcl", "session_ttl_min = \"1s\""])
+                .stdout(log.try_clone().expect("log handle"))
+                .stderr(log)
+                .spawn()
+                .expect("start consul");
+            (child, http)
+        };
+        // Ready once it has a leader and its node is in the catalog (sessions need the node).
+        let ready = |http: &u16| -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> {
+            let leader = format!("http://127.0.0.1:{http}/v1/status/leader");
+            let nodes = format!("http://127.0.0.1:{http}/v1/catalog/nodes");
+            Box::pin(async move {
+                matches!(get(&leader).await, Ok((200, body)) if !body.trim().trim_matches('"').is_empty())
+                    && matches!(get(&nodes).await, Ok((200, body)) if body.contains("\"Node\""))
+            })
+        };
+        let (process, http) = start_server("consul", dir.path(), spawn, ready).await;
         Consul { endpoint: format!("127.0.0.1:{http}"), _dir: dir, process }
     }
 
