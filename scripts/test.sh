@@ -12,4 +12,9 @@ done
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 # Each integration test starts its own servers; two threads match the two cores.
-cargo test --locked -- --test-threads="${PYLON_TEST_THREADS:-2}"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --locked --all-targets -- --test-threads="${PYLON_TEST_THREADS:-2}" 2>&1 | tee "$log"
+# One closing line for the whole suite.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "%d passed, %d failed\n", p, f }' "$log"
