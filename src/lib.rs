@@ -9,11 +9,13 @@
 //! - [`app`]: `pylon run`, the start-up steps and shutdown.
 //! - [`server`]: entrypoints, connections, `/ping`, the lifecycle on SIGTERM.
 //! - [`logging`]: tracing set-up.
+//! - [`routing`]: Traefik routing rules.
 
 pub mod app;
 pub mod cli;
 pub mod config;
 pub mod logging;
+pub mod routing;
 pub mod server;
 pub mod setup;
 pub mod store;
