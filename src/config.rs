@@ -104,7 +104,8 @@ pub fn read_file(path: &Path) -> Result<Node, ConfigError> {
             message: format!("cannot read {name}: {e}"),
         }])
     })?;
-    Node::from_toml(&name, &text).map_err(|(origin, message)| ConfigError(vec![Diagnostic { origin, message }]))
+    Node::from_toml(&name, &text, tree::STATIC_NAMES)
+        .map_err(|(origin, message)| ConfigError(vec![Diagnostic { origin, message }]))
 }
 
 /// Reads a source tree into a validated configuration.

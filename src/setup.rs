@@ -39,7 +39,10 @@ pub fn file_tree(global: &Global, overrides: &[Override]) -> Result<Option<Node>
 }
 
 pub fn with_overrides(tree: Node, overrides: &[Override]) -> Node {
-    let flags = Node::from_pairs(overrides.iter().map(|o| (o.path.clone(), o.value.clone(), o.origin.clone())));
+    let flags = Node::from_pairs(
+        overrides.iter().map(|o| (o.path.clone(), o.value.clone(), o.origin.clone())),
+        config::tree::STATIC_NAMES,
+    );
     tree.overlay(flags)
 }
 

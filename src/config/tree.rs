@@ -35,8 +35,18 @@ pub enum Node {
     Array(Vec<Node>, Origin),
 }
 
-/// Tables whose keys are names chosen by the user, kept as written.
-const NAMED_TABLES: &[&str] = &["entrypoints"];
+/// The paths of tables whose keys are names chosen by the user (kept as written, not
+/// lowercased); `*` stands for any one segment.
+pub type NamedTables = &'static [&'static [&'static str]];
+
+/// In the static configuration: entrypoint names.
+pub const STATIC_NAMES: NamedTables = &[&["entrypoints"]];
+
+fn is_named(names: NamedTables, path: &[String]) -> bool {
+    names
+        .iter()
+        .any(|pattern| pattern.len() == path.len() && pattern.iter().zip(path).all(|(p, s)| *p == "*" || p == s))
+}
 
 impl Node {
     pub fn empty() -> Node {
@@ -50,7 +60,7 @@ impl Node {
     }
 
     /// Parses a TOML document, keeping line and column of every key and value.
-    pub fn from_toml(path: &str, text: &str) -> Result<Node, (Origin, String)> {
+    pub fn from_toml(path: &str, text: &str, names: NamedTables) -> Result<Node, (Origin, String)> {
         let lines = LineIndex::new(text);
         let at = |offset: usize| {
             let (line, column) = lines.position(offset);
@@ -83,11 +93,11 @@ impl Node {
                 DeValue::Datetime(d) => Node::Value(toml::Value::String(d.to_string()), origin),
             }
         }
-        Ok(table(root.get_ref(), &at, at(0)).normalized(&[]))
+        Ok(table(root.get_ref(), &at, at(0)).normalized(&[], names))
     }
 
     /// Builds a tree from `(path, value)` pairs; `path` segments are already split.
-    pub fn from_pairs<I: IntoIterator<Item = (Vec<String>, String, Origin)>>(pairs: I) -> Node {
+    pub fn from_pairs<I: IntoIterator<Item = (Vec<String>, String, Origin)>>(pairs: I, names: NamedTables) -> Node {
         let mut root = Node::empty();
         for (path, value, origin) in pairs {
             let leaf = match value.as_str() {
@@ -98,7 +108,7 @@ impl Node {
             };
             root.set(&path, leaf);
         }
-        root.normalized(&[])
+        root.normalized(&[], names)
     }
 
     /// Sets `path` to `leaf`, creating tables on the way and replacing what was there.
@@ -138,15 +148,15 @@ impl Node {
 
     /// Lowercases keys (but not user-chosen names) and turns tables keyed `0`, `1`, ... (as
     /// lists come from KV keys) into arrays.
-    fn normalized(self, path: &[String]) -> Node {
+    fn normalized(self, path: &[String], names: NamedTables) -> Node {
         match self {
             Node::Table(map, origin) => {
-                let named = path.last().is_some_and(|p| NAMED_TABLES.contains(&p.as_str())) && path.len() == 1;
+                let named = is_named(names, path);
                 let mut out = BTreeMap::new();
                 for (k, v) in map {
                     let key = if named { k } else { k.to_ascii_lowercase() };
                     let child_path: Vec<String> = path.iter().cloned().chain([key.clone()]).collect();
-                    let v = v.normalized(&child_path);
+                    let v = v.normalized(&child_path, names);
                     let merged = match out.remove(&key) {
                         Some(old) => Node::overlay(old, v),
                         None => v,
@@ -162,7 +172,9 @@ impl Node {
                 }
                 Node::Table(out, origin)
             }
-            Node::Array(items, origin) => Node::Array(items.into_iter().map(|n| n.normalized(path)).collect(), origin),
+            Node::Array(items, origin) => {
+                Node::Array(items.into_iter().map(|n| n.normalized(path, names)).collect(), origin)
+            }
             leaf => leaf,
         }
     }
@@ -221,7 +233,9 @@ mod tests {
 
     #[test]
     fn file_positions_are_line_and_column() {
-        let tree = Node::from_toml("t.toml", "logLevel = \"INFO\"\n[entryPoints.Web]\n  address = \":80\"\n").unwrap();
+        let tree =
+            Node::from_toml("t.toml", "logLevel = \"INFO\"\n[entryPoints.Web]\n  address = \":80\"\n", STATIC_NAMES)
+                .unwrap();
         let (_, origins) = tree.into_value();
         let at = |p: &str| origins.get(p).map(|o| o.to_string());
         assert_eq!(at("entrypoints.Web.address").as_deref(), Some("t.toml:3:13"));
@@ -230,18 +244,21 @@ mod tests {
 
     #[test]
     fn syntax_errors_point_at_the_line() {
-        let err = Node::from_toml("t.toml", "a = 1\nb = = 2\n").unwrap_err();
+        let err = Node::from_toml("t.toml", "a = 1\nb = = 2\n", STATIC_NAMES).unwrap_err();
         assert!(matches!(err.0, Origin::File { line: 2, .. }), "{err:?}");
     }
 
     #[test]
     fn numbered_keys_become_lists_and_keys_lose_case() {
         let o = Origin::Store("k".into());
-        let tree = Node::from_pairs([
-            (vec!["defaultEntryPoints".into(), "1".into()], "https".into(), o.clone()),
-            (vec!["defaultEntryPoints".into(), "0".into()], "http".into(), o.clone()),
-            (vec!["entryPoints".into(), "HTTP".into(), "Address".into()], ":80".into(), o),
-        ]);
+        let tree = Node::from_pairs(
+            [
+                (vec!["defaultEntryPoints".into(), "1".into()], "https".into(), o.clone()),
+                (vec!["defaultEntryPoints".into(), "0".into()], "http".into(), o.clone()),
+                (vec!["entryPoints".into(), "HTTP".into(), "Address".into()], ":80".into(), o),
+            ],
+            STATIC_NAMES,
+        );
         let (value, _) = tree.into_value();
         assert_eq!(value["defaultentrypoints"].as_array().unwrap().len(), 2);
         assert_eq!(value["defaultentrypoints"][0].as_str(), Some("http"));
@@ -250,12 +267,15 @@ mod tests {
 
     #[test]
     fn flags_override_the_file() {
-        let file = Node::from_toml("t.toml", "[entryPoints.http]\naddress = \":80\"\n").unwrap();
-        let flag = Node::from_pairs([(
-            vec!["entryPoints".into(), "http".into(), "address".into()],
-            "127.0.0.2:80".into(),
-            Origin::Flag("--entryPoints.http.address".into()),
-        )]);
+        let file = Node::from_toml("t.toml", "[entryPoints.http]\naddress = \":80\"\n", STATIC_NAMES).unwrap();
+        let flag = Node::from_pairs(
+            [(
+                vec!["entryPoints".into(), "http".into(), "address".into()],
+                "127.0.0.2:80".into(),
+                Origin::Flag("--entryPoints.http.address".into()),
+            )],
+            STATIC_NAMES,
+        );
         let (value, origins) = file.overlay(flag).into_value();
         assert_eq!(value["entrypoints"]["http"]["address"].as_str(), Some("127.0.0.2:80"));
         assert_eq!(origins["entrypoints.http.address"].to_string(), "flag --entryPoints.http.address");

@@ -53,7 +53,7 @@ pub fn decode_static(keys: &Keys, kvs: &[KeyValue]) -> Option<Node> {
             Some((path, value, Origin::Store(kv.key.clone())))
         })
         .collect();
-    (!pairs.is_empty()).then(|| Node::from_pairs(pairs))
+    (!pairs.is_empty()).then(|| Node::from_pairs(pairs, crate::config::tree::STATIC_NAMES))
 }
 
 #[cfg(test)]
@@ -66,7 +66,7 @@ mod tests {
     #[test]
     fn the_seed_config_survives_the_round_trip_through_kv_pairs() {
         let keys = Keys::new("traefik");
-        let tree = Node::from_toml("traefik.toml", SEED).unwrap();
+        let tree = Node::from_toml("traefik.toml", SEED, crate::config::tree::STATIC_NAMES).unwrap();
         let pairs = encode_static(&keys, &tree);
         assert!(pairs.contains(&("traefik/static/entrypoints/https/tls".into(), "{}".into())));
         assert!(pairs.contains(&("traefik/static/defaultentrypoints/1".into(), "https".into())));
