@@ -4,7 +4,7 @@
 //! a KV key. Unknown keys are warnings; wrong types and invalid values are errors.
 
 pub mod file;
-mod lenient;
+pub(crate) mod lenient;
 pub mod model;
 pub mod tree;
 
@@ -71,6 +71,48 @@ pub struct Checker {
 }
 
 impl Checker {
+    pub fn new(origins: BTreeMap<String, Origin>) -> Checker {
+        Checker { origins, errors: Vec::new(), warnings: Vec::new() }
+    }
+
+    /// The errors and warnings collected so far, leaving the checker empty.
+    pub fn take(&mut self) -> (Vec<Diagnostic>, Vec<Diagnostic>) {
+        (std::mem::take(&mut self.errors), std::mem::take(&mut self.warnings))
+    }
+
+    /// Reads `value` (found at `base`, e.g. `http.routers.web`) into `T`: a type error is an
+    /// error located at the offending key, an unknown key a located warning. `None` on error.
+    pub fn deserialize<T: serde::de::DeserializeOwned>(&mut self, value: toml::Value, base: &str) -> Option<T> {
+        let join = |path: &str| match (base.is_empty(), path.is_empty()) {
+            (true, _) => path.to_string(),
+            (false, true) => base.to_string(),
+            (false, false) => format!("{base}.{path}"),
+        };
+        let mut ignored = Vec::new();
+        let mut on_ignored = |path: serde_ignored::Path| ignored.push(ignored_path(&path));
+        let deserializer = serde_ignored::Deserializer::new(value, &mut on_ignored);
+        let result: Result<T, _> = serde_path_to_error::deserialize(deserializer);
+        for path in ignored {
+            let full = join(&path);
+            let top = full.split('.').next().unwrap_or_default();
+            if base.is_empty() && path == top && file::FOREIGN_PROVIDERS.contains(&top) {
+                self.warn(&full, format!("[{top}] is a Traefik provider that Pylon does not implement; ignored (Pylon reads dynamic configuration from the KV store)"));
+            } else {
+                self.warn(&full, format!("unknown key {full:?}; ignored"));
+            }
+        }
+        match result {
+            Ok(value) => Some(value),
+            Err(err) => {
+                let path = join(&err.path().iter().map(segment).collect::<Vec<_>>().join("."));
+                let shown = if path.is_empty() { "config" } else { &path };
+                let message = format!("{shown}: {}", err.inner().message());
+                self.error(&path, message);
+                None
+            }
+        }
+    }
+
     /// Where `path` (`a.b.0.c`) came from; the nearest known ancestor if the path itself is not.
     pub fn locate(&self, path: &str) -> Origin {
         let mut path = path;
@@ -111,27 +153,14 @@ pub fn read_file(path: &Path) -> Result<Node, ConfigError> {
 /// Reads a source tree into a validated configuration.
 pub fn load(tree: Node) -> Result<Loaded, ConfigError> {
     let (value, origins) = tree.into_value();
-    let mut checker = Checker { origins, errors: Vec::new(), warnings: Vec::new() };
-    let mut ignored = Vec::new();
-    let mut on_ignored = |path: serde_ignored::Path| ignored.push(ignored_path(&path));
-    let deserializer = serde_ignored::Deserializer::new(value, &mut on_ignored);
-    let raw: file::RawConfig = match serde_path_to_error::deserialize(deserializer) {
-        Ok(raw) => raw,
-        Err(err) => {
-            let path = err.path().iter().map(segment).collect::<Vec<_>>().join(".");
-            let message = format!("{}: {}", if path.is_empty() { "config" } else { &path }, err.inner().message());
-            checker.error(&path, message);
-            return Err(ConfigError(checker.errors));
+    let mut checker = Checker::new(origins);
+    let Some(raw) = checker.deserialize::<file::RawConfig>(value, "") else {
+        let (errors, warnings) = checker.take();
+        for warning in &warnings {
+            tracing::warn!("{warning}");
         }
+        return Err(ConfigError(errors));
     };
-    for path in ignored {
-        let top = path.split('.').next().unwrap_or_default();
-        if path == top && file::FOREIGN_PROVIDERS.contains(&top) {
-            checker.warn(&path, format!("[{top}] is a Traefik provider that Pylon does not implement; ignored (Pylon reads dynamic configuration from the KV store)"));
-        } else {
-            checker.warn(&path, format!("unknown key {path:?}; ignored"));
-        }
-    }
     let store = store_section(&raw);
     match model::build(raw, &mut checker) {
         Some(config) if checker.ok() => Ok(Loaded { config, store, warnings: checker.warnings }),
