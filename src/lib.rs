@@ -3,6 +3,7 @@
 //! The crate map:
 //! - [`cli`]: the command line, Traefik v1.7's flags and dotted overrides.
 //! - [`config`]: the static configuration pipeline (sources → serde types → validated model).
+//! - [`dynamic`]: routers, services and certificates, validated; bad ones rejected alone.
 //! - [`setup`]: which file, store and overrides a command uses.
 //! - [`store`]: the store facade, its backends (embedded, etcd, Consul), leases and locks.
 //! - [`storeconfig`]: `pylon storeconfig`, the static configuration into the store.
@@ -14,6 +15,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod dynamic;
 pub mod logging;
 pub mod routing;
 pub mod server;

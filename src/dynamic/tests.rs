@@ -1,0 +1,157 @@
+//! The dynamic model from KV pairs and from a file-provider file.
+
+use super::*;
+use crate::config::Origin;
+
+/// KV pairs as the store holds them, below the prefix: `http/routers/web/rule`.
+fn from_kv(pairs: &[(&str, &str)]) -> DynamicConfig {
+    let tree = Node::from_pairs(
+        pairs.iter().map(|(k, v)| {
+            let path = k.split('/').map(String::from).collect();
+            (path, v.to_string(), Origin::Store(format!("traefik/{k}")))
+        }),
+        DYNAMIC_NAMES,
+    );
+    build(tree)
+}
+
+const GOOD: &[(&str, &str)] = &[
+    ("http/routers/Web/rule", "Host(`a.example`) && PathPrefix(`/api`)"),
+    ("http/routers/Web/service", "app"),
+    ("http/routers/Web/entrypoints/0", "websecure"),
+    ("http/routers/Web/tls/certresolver", "le"),
+    ("http/routers/Web/tls/domains/0/main", "a.example"),
+    ("http/routers/Web/tls/domains/0/sans/0", "www.a.example"),
+    ("http/services/app/loadbalancer/servers/0/url", "http://127.0.0.1:8081"),
+    ("http/services/app/loadbalancer/servers/1/url", "http://127.0.0.1:8082"),
+    ("http/services/app/loadbalancer/servers/1/weight", "3"),
+    ("http/services/app/loadbalancer/passhostheader", "false"),
+    ("http/services/app/loadbalancer/healthcheck/path", "/health"),
+    ("http/services/app/loadbalancer/healthcheck/interval", "2s"),
+    ("http/services/app/loadbalancer/healthcheck/headers/X-Probe", "pylon"),
+    ("http/services/app/loadbalancer/sticky/cookie/name", "lb"),
+    ("http/services/canary/weighted/services/0/name", "app"),
+    ("http/services/canary/weighted/services/0/weight", "95"),
+    ("http/services/canary/weighted/services/1/name", "app-canary"),
+    ("http/services/canary/weighted/services/1/weight", "5"),
+    ("http/services/app-canary/loadbalancer/servers/0/url", "http://127.0.0.1:8083"),
+    ("http/services/shadow/mirroring/service", "app"),
+    ("http/services/shadow/mirroring/mirrors/0/name", "app-canary"),
+    ("http/services/shadow/mirroring/mirrors/0/percent", "10"),
+    ("http/services/safe/failover/service", "app"),
+    ("http/services/safe/failover/fallback", "app-canary"),
+    ("tls/certificates/0/certfile", "-----BEGIN CERTIFICATE-----"),
+    ("tls/certificates/0/keyfile", "-----BEGIN PRIVATE KEY-----"),
+];
+
+#[test]
+fn traefik_v3_kv_keys_load() {
+    let d = from_kv(GOOD);
+    assert!(d.rejected.is_empty(), "{:?}", d.rejected);
+    let web = &d.routers["Web"];
+    assert_eq!(web.service, "app");
+    assert_eq!(web.entry_points, ["websecure"]);
+    assert_eq!(web.priority, "Host(`a.example`) && PathPrefix(`/api`)".len() as u64);
+    let tls = web.tls.as_ref().unwrap();
+    assert_eq!(tls.cert_resolver.as_deref(), Some("le"));
+    assert_eq!(tls.domains[0].sans, ["www.a.example"]);
+    let Service::LoadBalancer(lb) = &d.services["app"] else { panic!("app is a load balancer") };
+    assert_eq!(lb.servers.iter().map(|s| s.weight).collect::<Vec<_>>(), [1, 3]);
+    assert!(!lb.pass_host_header);
+    let hc = lb.health_check.as_ref().unwrap();
+    assert_eq!((hc.path.as_str(), hc.interval), ("/health", Duration::from_secs(2)));
+    assert_eq!(hc.headers, [("X-Probe".to_string(), "pylon".to_string())]);
+    assert_eq!(lb.sticky.as_ref().unwrap().name, "lb");
+    assert_eq!(
+        d.services["canary"],
+        Service::Weighted(Weighted { services: vec![("app".into(), 95), ("app-canary".into(), 5)], sticky: None })
+    );
+    assert!(matches!(&d.services["shadow"], Service::Mirroring(m) if m.mirrors == [("app-canary".to_string(), 10)]));
+    assert!(matches!(&d.services["safe"], Service::Failover(f) if f.fallback == "app-canary"));
+    assert_eq!(d.certificates.len(), 1);
+}
+
+#[test]
+fn an_invalid_router_is_rejected_alone_naming_its_key() {
+    let mut pairs = GOOD.to_vec();
+    pairs.push(("http/routers/bad/rule", "Host(`b.example`) &&"));
+    pairs.push(("http/routers/bad/service", "app"));
+    pairs.push(("http/routers/slow/rule", "Path(`/`)"));
+    pairs.push(("http/routers/slow/service", "app"));
+    pairs.push(("http/routers/slow/priority", "high"));
+    let d = from_kv(&pairs);
+    assert_eq!(d.routers.keys().collect::<Vec<_>>(), ["Web"]);
+    let text: Vec<String> = d.rejected.iter().map(ToString::to_string).collect();
+    assert!(
+        text.iter().any(|t| t.starts_with("KV key traefik/http/routers/bad/rule:") && t.contains("column 21")),
+        "{text:?}"
+    );
+    assert!(text.iter().any(|t| t.starts_with("KV key traefik/http/routers/slow/priority:")), "{text:?}");
+}
+
+#[test]
+fn a_broken_service_takes_down_only_what_depends_on_it() {
+    let mut pairs = GOOD.to_vec();
+    pairs.retain(|(k, _)| !k.starts_with("http/services/app-canary/"));
+    pairs.push(("http/services/app-canary/loadbalancer/servers/0/url", "ftp://nope"));
+    let d = from_kv(&pairs);
+    // app-canary is invalid; canary, shadow and safe refer to it; Web only needs app.
+    assert_eq!(d.services.keys().collect::<Vec<_>>(), ["app"]);
+    assert!(d.routers.contains_key("Web"));
+    let text: Vec<String> = d.rejected.iter().map(ToString::to_string).collect();
+    assert!(text.iter().any(|t| t.contains("traefik/http/services/app-canary/loadbalancer/servers/0/url")), "{text:?}");
+    assert!(text.iter().any(|t| t.contains("\"canary\" rejected: it refers to \"app-canary\"")), "{text:?}");
+}
+
+#[test]
+fn reference_cycles_are_rejected() {
+    let d = from_kv(&[
+        ("http/services/a/weighted/services/0/name", "b"),
+        ("http/services/b/failover/service", "a"),
+        ("http/services/b/failover/fallback", "c"),
+        ("http/services/c/loadbalancer/servers/0/url", "http://127.0.0.1:1"),
+        ("http/routers/r/rule", "Path(`/`)"),
+        ("http/routers/r/service", "a@kv"),
+    ]);
+    assert_eq!(d.services.keys().collect::<Vec<_>>(), ["c"]);
+    assert!(d.routers.is_empty());
+}
+
+#[test]
+fn the_file_provider_format_loads_the_same_model() {
+    let text = r#"
+[http.routers.Web]
+  rule = "Host(`a.example`)"
+  service = "app"
+  priority = 10
+  [http.routers.Web.tls]
+
+[[http.services.app.loadBalancer.servers]]
+  url = "http://127.0.0.1:8081"
+[[http.services.app.loadBalancer.servers]]
+  url = "http://127.0.0.1:8082"
+  weight = 2
+[http.services.app.loadBalancer.healthCheck]
+  path = "/health"
+  interval = "500ms"
+
+[tls.stores.default.defaultCertificate]
+  certFile = "/etc/pylon/default.crt"
+  keyFile = "/etc/pylon/default.key"
+"#;
+    let d = build(Node::from_toml("dynamic.toml", text, DYNAMIC_NAMES).unwrap());
+    assert!(d.rejected.is_empty(), "{:?}", d.rejected);
+    assert_eq!(d.routers["Web"].priority, 10);
+    assert!(d.routers["Web"].tls.is_some());
+    let Service::LoadBalancer(lb) = &d.services["app"] else { panic!() };
+    assert_eq!(lb.servers[1].weight, 2);
+    assert_eq!(lb.health_check.as_ref().unwrap().interval, Duration::from_millis(500));
+    assert_eq!(d.default_certificate.as_ref().unwrap().cert, "/etc/pylon/default.crt");
+
+    let typo = build(
+        Node::from_toml("dynamic.toml", "[http.routers.x]\nrule = \"Path(`/`)\"\nservise = \"app\"\n", DYNAMIC_NAMES)
+            .unwrap(),
+    );
+    assert!(typo.warnings.iter().any(|w| w.to_string().starts_with("dynamic.toml:3:")), "{:?}", typo.warnings);
+    assert!(typo.rejected.iter().any(|r| r.message.contains("needs a service")));
+}
