@@ -1,5 +1,6 @@
-//! The static configuration as KV pairs and back, shared by `pylon storeconfig` (which
-//! encodes) and `pylon run` (which decodes). One leaf is one key; list items are numbered
+//! Configuration as KV pairs: the static configuration both ways, shared by `pylon
+//! storeconfig` (which encodes) and `pylon run` (which decodes), and the dynamic configuration
+//! read from Traefik v3's layout. One leaf is one key; list items are numbered
 //! (`defaultentrypoints/0`); a section that holds nothing, such as `[entryPoints.https.tls]`,
 //! is the key of the section with the value `{}` so that it survives the round trip.
 //! How to reach the store (`[consul]`, `[etcd]`) is a replica's own business and is not stored.
@@ -56,6 +57,16 @@ pub fn decode_static(keys: &Keys, kvs: &[KeyValue]) -> Option<Node> {
     (!pairs.is_empty()).then(|| Node::from_pairs(pairs, crate::config::tree::STATIC_NAMES))
 }
 
+/// The source tree of the dynamic configuration among `kvs` (a listing of the prefix), each
+/// value located by its KV key. Keys outside `<prefix>/http/` and `<prefix>/tls/` are ignored.
+pub fn decode_dynamic(keys: &Keys, kvs: &[KeyValue]) -> Node {
+    let pairs = kvs.iter().filter_map(|kv| {
+        let path = keys.dynamic_path(&kv.key)?;
+        Some((path, String::from_utf8_lossy(&kv.value).into_owned(), Origin::Store(kv.key.clone())))
+    });
+    Node::from_pairs(pairs, crate::dynamic::DYNAMIC_NAMES)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +95,29 @@ mod tests {
         let decoded = config::load(decode_static(&keys, &kvs).unwrap()).unwrap().config;
         let original = config::load(tree).unwrap().config;
         assert_eq!(decoded, original);
+    }
+
+    #[test]
+    fn dynamic_keys_written_in_traefiks_camel_case_are_read() {
+        let keys = Keys::new("traefik");
+        let kv = |key: &str, value: &str| KeyValue {
+            key: key.into(),
+            value: value.as_bytes().to_vec(),
+            create_revision: 1,
+            mod_revision: 1,
+            lease: None,
+        };
+        let kvs = [
+            kv("traefik/http/routers/Web/rule", "Host(`a.example`)"),
+            kv("traefik/http/routers/Web/entryPoints/0", "web"),
+            kv("traefik/http/routers/Web/service", "app"),
+            kv("traefik/http/services/app/loadBalancer/servers/0/url", "http://127.0.0.1:9"),
+            kv("traefik/static/loglevel", "INFO"),
+            kv("traefik/acme/account", "{}"),
+        ];
+        let d = crate::dynamic::build(decode_dynamic(&keys, &kvs));
+        assert!(d.rejected.is_empty() && d.warnings.is_empty(), "{:?} {:?}", d.rejected, d.warnings);
+        assert_eq!(d.routers["Web"].entry_points, ["web"]);
+        assert!(d.services.contains_key("app"));
     }
 }

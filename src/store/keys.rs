@@ -45,6 +45,20 @@ impl Keys {
         Some(rest.split('/').map(String::from).collect())
     }
 
+    /// The roots of dynamic configuration in Traefik v3's layout, with trailing slashes.
+    pub fn dynamic_roots(&self) -> [String; 2] {
+        [format!("{}/http/", self.prefix), format!("{}/tls/", self.prefix)]
+    }
+
+    /// The segments of a dynamic key below the prefix (`["http", "routers", "web", "rule"]`),
+    /// or `None` for a key outside the dynamic roots.
+    pub fn dynamic_path(&self, key: &str) -> Option<Vec<String>> {
+        let rest = key.strip_prefix(&self.prefix)?.strip_prefix('/')?;
+        let first = rest.split('/').next()?;
+        (first.eq_ignore_ascii_case("http") || first.eq_ignore_ascii_case("tls"))
+            .then(|| rest.split('/').map(String::from).collect())
+    }
+
     /// Everything ACME keeps, with a trailing slash; `pylon storeconfig` never touches it.
     pub fn acme_root(&self) -> String {
         format!("{}/acme/", self.prefix)
@@ -62,5 +76,14 @@ mod tests {
         assert_eq!(key, "traefik/static/entrypoints/http/address");
         assert_eq!(keys.static_path(&key).unwrap(), ["entrypoints", "http", "address"]);
         assert_eq!(keys.static_path("traefik/acme/account"), None);
+    }
+
+    #[test]
+    fn dynamic_keys_are_the_http_and_tls_trees() {
+        let keys = Keys::new("traefik");
+        assert_eq!(keys.dynamic_path("traefik/http/routers/Web/rule").unwrap(), ["http", "routers", "Web", "rule"]);
+        assert_eq!(keys.dynamic_path("traefik/TLS/certificates/0/certfile").unwrap()[0], "TLS");
+        assert_eq!(keys.dynamic_path("traefik/static/loglevel"), None);
+        assert_eq!(keys.dynamic_path("traefikx/http/routers/a/rule"), None);
     }
 }
