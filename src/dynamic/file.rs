@@ -7,6 +7,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use serde::{Deserialize, Deserializer};
 
+pub use crate::config::file::{RawCertificate, RawDomain};
 use crate::config::lenient;
 
 #[derive(Debug, Default, Deserialize)]
@@ -29,13 +30,6 @@ pub struct RawRouterTls {
     pub options: Option<String>,
     #[serde(default)]
     pub domains: Vec<RawDomain>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct RawDomain {
-    pub main: Option<String>,
-    #[serde(default, deserialize_with = "lenient::list")]
-    pub sans: Option<Vec<String>>,
 }
 
 /// `tls = true` (a KV leaf, or TOML), `tls = {}`, or a table of settings.
@@ -154,12 +148,6 @@ pub struct RawMirror {
 pub struct RawFailover {
     pub service: Option<String>,
     pub fallback: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct RawCertificate {
-    pub certfile: Option<String>,
-    pub keyfile: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
