@@ -46,25 +46,22 @@ pub async fn storeconfig(
 
     let store = store::open(&target.spec).await?;
     let current = store.list(&root).await?;
-    let mut stored: Vec<(String, String)> =
+    let stored: BTreeMap<String, String> =
         current.kvs.iter().map(|kv| (kv.key.clone(), String::from_utf8_lossy(&kv.value).into_owned())).collect();
-    stored.sort();
-    if stored == pairs {
+    let file: BTreeMap<String, String> = pairs.iter().cloned().collect();
+    if stored == file {
         let _ = writeln!(out, "unchanged: the store already holds this configuration (revision {})", current.revision);
         return Ok(Report { keys: pairs.len(), revision: None });
     }
     // One transaction: a put for each key that is new or changed, a delete for each stored key
     // that left the file. (etcd refuses a range delete and a put inside that range together.)
-    let stored_map: BTreeMap<&str, &str> = stored.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let file_map: BTreeMap<&str, &str> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let mut ops: Vec<Op> = pairs
+    let mut ops: Vec<Op> = file
         .iter()
-        .filter(|(k, v)| stored_map.get(k.as_str()) != Some(&v.as_str()))
+        .filter(|(k, v)| stored.get(*k) != Some(*v))
         .map(|(k, v)| Op::put(k.clone(), v.clone().into_bytes()))
         .collect();
     let changed = ops.len();
-    let stale = stored_map.keys().filter(|k| !file_map.contains_key(*k));
-    ops.extend(stale.map(|key| Op::Delete { key: key.to_string() }));
+    ops.extend(stored.keys().filter(|k| !file.contains_key(*k)).map(|key| Op::Delete { key: key.clone() }));
     let removed = ops.len() - changed;
     let result = store.txn(Txn { compares: vec![], ops }).await?;
     let _ = writeln!(
