@@ -83,10 +83,10 @@ impl Drop for LockGuard {
         if self.released {
             return;
         }
-        let (store, key, fence) = (self.store.clone(), self.key.clone(), self.fence);
+        let txn = Txn { compares: vec![self.still_held()], ops: vec![Op::Delete { key: self.key.clone() }] };
+        let store = self.store.clone();
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
-                let txn = Txn { compares: vec![Compare::revision(key.clone(), fence)], ops: vec![Op::Delete { key }] };
                 let _ = store.txn(txn).await;
             });
         }
