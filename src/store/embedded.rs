@@ -109,7 +109,15 @@ impl Inner {
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
             Err(e) => return Err(db_err(&self.path)(e.to_string())),
         };
-        Ok(tri!(self, table.get(key)).map(|v| Record::decode(v.value()).to_kv(key)))
+        match tri!(self, table.get(key)) {
+            Some(v) => Ok(Some(self.record(key, v.value())?.to_kv(key))),
+            None => Ok(None),
+        }
+    }
+
+    /// A key's record, or an error naming the key when its bytes are damaged.
+    fn record<'a>(&self, key: &str, bytes: &'a [u8]) -> Result<Record<'a>> {
+        Record::decode(bytes).ok_or_else(|| db_err(&self.path)(format!("damaged record for key {key:?}")))
     }
 
     fn scan(&self, prefix: &str, keep: impl Fn(&Record) -> bool) -> Result<Vec<KeyValue>> {
@@ -125,7 +133,7 @@ impl Inner {
             if !key.value().starts_with(prefix) {
                 break;
             }
-            let record = Record::decode(value.value());
+            let record = self.record(key.value(), value.value())?;
             if keep(&record) {
                 out.push(record.to_kv(key.value()));
             }
@@ -147,7 +155,9 @@ impl Inner {
         let mut out = Vec::new();
         for entry in tri!(self, table.range((after + 1, 0)..)) {
             let (key, value) = tri!(self, entry);
-            let event = decode_event(key.value().0, value.value());
+            let revision = key.value().0;
+            let event = decode_event(revision, value.value())
+                .ok_or_else(|| db_err(&self.path)(format!("damaged event log entry at revision {revision}")))?;
             if event_key(&event).starts_with(prefix) {
                 out.push(event);
             }
@@ -170,7 +180,10 @@ impl Inner {
             let mut meta = tri!(self, write.open_table(META));
             let current = tri!(self, meta.get("revision")).map_or(0, |v| v.value());
             for compare in &txn.compares {
-                let found = tri!(self, kv.get(compare.key.as_str())).map_or(0, |v| Record::decode(v.value()).modified);
+                let found = match tri!(self, kv.get(compare.key.as_str())) {
+                    Some(v) => self.record(&compare.key, v.value())?.modified,
+                    None => 0,
+                };
                 if found != compare.revision {
                     return Ok(TxnResult { succeeded: false, revision: current });
                 }
@@ -183,8 +196,10 @@ impl Inner {
                             Some(id) => self.live_lease(&id)?,
                             None => 0,
                         };
-                        let create =
-                            tri!(self, kv.get(key.as_str())).map_or(revision, |v| Record::decode(v.value()).create);
+                        let create = match tri!(self, kv.get(key.as_str())) {
+                            Some(v) => self.record(&key, v.value())?.create,
+                            None => revision,
+                        };
                         let record = Record { create, modified: revision, lease, value: &value };
                         tri!(self, kv.insert(key.as_str(), record.encode().as_slice()));
                         events.push(WatchEvent::Put(record.to_kv(&key)));
@@ -314,7 +329,7 @@ impl Backend for Embedded {
                 let p = prefix.clone();
                 let Ok(history) = inner.blocking(move |i| i.history(&p, last)).await else { return };
                 let Some(history) = history else {
-                    let revision = inner.meta("revision").unwrap_or(last);
+                    let revision = inner.blocking(|i| i.meta("revision")).await.unwrap_or(last);
                     let _ = tx.send(WatchEvent::Compacted { revision }).await;
                     return;
                 };

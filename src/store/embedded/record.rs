@@ -12,9 +12,10 @@ pub(super) struct Record<'a> {
 }
 
 impl<'a> Record<'a> {
-    pub fn decode(bytes: &'a [u8]) -> Record<'a> {
-        let n = |i: usize| u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
-        Record { create: n(0), modified: n(1), lease: n(2), value: &bytes[24..] }
+    /// `None` when the bytes are too short to be a record (a damaged file).
+    pub fn decode(bytes: &'a [u8]) -> Option<Record<'a>> {
+        let n = |i: usize| Some(u64::from_le_bytes(bytes.get(i * 8..i * 8 + 8)?.try_into().ok()?));
+        Some(Record { create: n(0)?, modified: n(1)?, lease: n(2)?, value: bytes.get(24..)? })
     }
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(24 + self.value.len());
@@ -53,13 +54,14 @@ pub(super) fn encode_event(event: &WatchEvent) -> Vec<u8> {
     out
 }
 
-pub(super) fn decode_event(revision: u64, bytes: &[u8]) -> WatchEvent {
-    let len = u32::from_le_bytes(bytes[1..5].try_into().expect("4 bytes")) as usize;
-    let key = String::from_utf8_lossy(&bytes[5..5 + len]).into_owned();
-    match bytes[0] {
-        0 => WatchEvent::Put(Record::decode(&bytes[5 + len..]).to_kv(&key)),
+/// `None` when the bytes are not a log entry (a damaged file).
+pub(super) fn decode_event(revision: u64, bytes: &[u8]) -> Option<WatchEvent> {
+    let len = u32::from_le_bytes(bytes.get(1..5)?.try_into().ok()?) as usize;
+    let key = String::from_utf8_lossy(bytes.get(5..5 + len)?).into_owned();
+    Some(match bytes[0] {
+        0 => WatchEvent::Put(Record::decode(bytes.get(5 + len..)?)?.to_kv(&key)),
         _ => WatchEvent::Delete { key, revision },
-    }
+    })
 }
 
 pub(super) fn event_key(event: &WatchEvent) -> &str {
@@ -83,8 +85,15 @@ mod tests {
             mod_revision: 9,
             lease: Some(LeaseId("7".into())),
         };
-        assert_eq!(decode_event(9, &encode_event(&WatchEvent::Put(kv.clone()))), WatchEvent::Put(kv));
+        assert_eq!(decode_event(9, &encode_event(&WatchEvent::Put(kv.clone()))), Some(WatchEvent::Put(kv)));
         let delete = WatchEvent::Delete { key: "a/c".into(), revision: 10 };
-        assert_eq!(decode_event(10, &encode_event(&delete)), delete);
+        assert_eq!(decode_event(10, &encode_event(&delete)), Some(delete));
+    }
+
+    #[test]
+    fn damaged_bytes_are_refused_not_a_panic() {
+        assert!(Record::decode(&[0; 23]).is_none());
+        assert!(decode_event(1, &[0, 9, 0, 0, 0, b'a']).is_none());
+        assert!(decode_event(1, &[]).is_none());
     }
 }
