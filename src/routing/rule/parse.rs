@@ -131,21 +131,26 @@ impl Parser<'_> {
     }
 
     fn or(&mut self) -> Result<Rule, RuleError> {
-        let mut parts = vec![self.and()?];
-        while self.peek().is_some_and(|t| t.kind == Kind::Or) {
-            self.pos += 1;
-            parts.push(self.and()?);
-        }
-        Ok(if parts.len() == 1 { parts.remove(0) } else { Rule::Or(parts) })
+        self.chain(Kind::Or, Self::and, Rule::Or)
     }
 
     fn and(&mut self) -> Result<Rule, RuleError> {
-        let mut parts = vec![self.unary()?];
-        while self.peek().is_some_and(|t| t.kind == Kind::And) {
+        self.chain(Kind::And, Self::unary, Rule::And)
+    }
+
+    /// `operand (op operand)*`, one operand standing for itself.
+    fn chain(
+        &mut self,
+        op: Kind,
+        operand: fn(&mut Self) -> Result<Rule, RuleError>,
+        combine: fn(Vec<Rule>) -> Rule,
+    ) -> Result<Rule, RuleError> {
+        let mut parts = vec![operand(self)?];
+        while self.peek().is_some_and(|t| t.kind == op) {
             self.pos += 1;
-            parts.push(self.unary()?);
+            parts.push(operand(self)?);
         }
-        Ok(if parts.len() == 1 { parts.remove(0) } else { Rule::And(parts) })
+        Ok(if parts.len() == 1 { parts.remove(0) } else { combine(parts) })
     }
 
     fn unary(&mut self) -> Result<Rule, RuleError> {
