@@ -78,7 +78,9 @@ async fn open(spec: StoreSpec) -> Store {
 }
 
 /// The seed's workflow on one store: storeconfig once, then replicas that read it from there.
-async fn storeconfig_then_replicas(store_flags: &[&str], store: Store) {
+async fn storeconfig_then_replicas(store_flags: &[String], store: Store) {
+    let store_flags: Vec<&str> = store_flags.iter().map(String::as_str).collect();
+    let store_flags = store_flags.as_slice();
     let dir = tempfile::tempdir().unwrap();
     let mut args = vec!["storeconfig", "--configfile", SEED];
     args.extend(store_flags);
@@ -108,13 +110,14 @@ async fn storeconfig_then_replicas(store_flags: &[&str], store: Store) {
 }
 
 /// A second storeconfig with a section removed leaves no trace of it, and touches nothing else.
-async fn storeconfig_replaces_what_was_stored(store_flags: &[&str], store: Store) {
+async fn storeconfig_replaces_what_was_stored(store_flags: &[String], store: Store) {
+    let store_flags: Vec<&str> = store_flags.iter().map(String::as_str).collect();
     let dir = tempfile::tempdir().unwrap();
     store.put("traefik/acme/account", "{\"acme\":\"state\"}").await.unwrap();
     store.put("traefik/http/routers/r/rule", "Host(`a.example`)").await.unwrap();
     let run = |file: &str| {
         let mut args = vec!["storeconfig", "--configfile", file];
-        args.extend(store_flags);
+        args.extend(&store_flags);
         pylon_output(&args, dir.path())
     };
     assert_eq!(run(SEED).0, 0);
@@ -138,17 +141,13 @@ async fn storeconfig_replaces_what_was_stored(store_flags: &[&str], store: Store
 #[tokio::test(flavor = "multi_thread")]
 async fn etcd_storeconfig_then_replicas() {
     let etcd = support::Etcd::start().await;
-    let flag = format!("--etcd.endpoint={}", etcd.endpoint);
-    let spec = etcd.spec();
-    storeconfig_then_replicas(&["--etcd", &flag], open(spec).await).await;
+    storeconfig_then_replicas(&etcd.flags(), open(etcd.spec()).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn consul_storeconfig_then_replicas() {
     let consul = support::Consul::start().await;
-    let flag = format!("--consul.endpoint={}", consul.endpoint);
-    let spec = consul.spec();
-    storeconfig_then_replicas(&["--consul", &flag], open(spec).await).await;
+    storeconfig_then_replicas(&consul.flags(), open(consul.spec()).await).await;
 }
 
 /// The seed's Job passes only `--configfile`; the file's `[consul]` section names the agent.
@@ -172,17 +171,13 @@ async fn the_seeds_storeconfig_job_needs_only_the_file() {
 #[tokio::test(flavor = "multi_thread")]
 async fn etcd_storeconfig_replaces_what_was_stored() {
     let etcd = support::Etcd::start().await;
-    let flag = format!("--etcd.endpoint={}", etcd.endpoint);
-    let spec = etcd.spec();
-    storeconfig_replaces_what_was_stored(&["--etcd", &flag], open(spec).await).await;
+    storeconfig_replaces_what_was_stored(&etcd.flags(), open(etcd.spec()).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn consul_storeconfig_replaces_what_was_stored() {
     let consul = support::Consul::start().await;
-    let flag = format!("--consul.endpoint={}", consul.endpoint);
-    let spec = consul.spec();
-    storeconfig_replaces_what_was_stored(&["--consul", &flag], open(spec).await).await;
+    storeconfig_replaces_what_was_stored(&consul.flags(), open(consul.spec()).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -158,6 +158,11 @@ impl Etcd {
         Etcd { endpoint: format!("127.0.0.1:{client}"), _dir: dir, process }
     }
 
+    /// The `pylon` flags that select this server.
+    pub fn flags(&self) -> Vec<String> {
+        vec!["--etcd".into(), format!("--etcd.endpoint={}", self.endpoint)]
+    }
+
     pub fn spec(&self) -> StoreSpec {
         StoreSpec::Etcd(EtcdOptions { endpoints: vec![self.endpoint.clone()], ..Default::default() })
     }
@@ -203,6 +208,11 @@ impl Consul {
         };
         let (process, http) = start_server("consul", dir.path(), spawn, ready).await;
         Consul { endpoint: format!("127.0.0.1:{http}"), _dir: dir, process }
+    }
+
+    /// The `pylon` flags that select this server.
+    pub fn flags(&self) -> Vec<String> {
+        vec!["--consul".into(), format!("--consul.endpoint={}", self.endpoint)]
     }
 
     pub fn spec(&self) -> StoreSpec {
