@@ -1,8 +1,9 @@
-//! The source tree: every static-config source (a TOML file, KV pairs from the store, dotted
-//! flags) becomes one tree of the same shape, whose every node remembers where it came from, so
-//! that errors found later (by serde or by validation) can name a file:line:column, a flag or a
-//! KV key. Keys are case-insensitive, as in Traefik: they are lowercased, except the names
-//! users give to map entries (entrypoint names), which are kept as written.
+//! The source tree: every configuration source, static or dynamic (a TOML file, KV pairs from
+//! the store, dotted flags), becomes one tree of the same shape, whose every node remembers where
+//! it came from, so that errors found later (by serde or by validation) can name a
+//! file:line:column, a flag or a KV key. Keys are case-insensitive, as in Traefik: they are
+//! lowercased, except the names users give to map entries (entrypoints, routers, services; see
+//! [`NamedTables`]), which are kept as written.
 
 use std::collections::BTreeMap;
 
