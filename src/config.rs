@@ -6,6 +6,7 @@
 pub mod file;
 pub(crate) mod lenient;
 pub mod model;
+pub mod transport;
 pub mod tree;
 
 use std::{collections::BTreeMap, fmt, path::Path};

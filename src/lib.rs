@@ -13,6 +13,7 @@
 //! - [`routing`]: Traefik routing rules.
 
 pub mod app;
+pub mod balancer;
 pub mod cli;
 pub mod config;
 pub mod dynamic;
@@ -22,3 +23,5 @@ pub mod server;
 pub mod setup;
 pub mod store;
 pub mod storeconfig;
+pub mod tls;
+pub mod upstream;

@@ -27,6 +27,10 @@ pub struct RawConfig {
     pub insecureskipverify: Option<bool>,
     #[serde(default, deserialize_with = "lenient::u64")]
     pub maxidleconnsperhost: Option<u64>,
+    /// PEM files (or PEM contents) trusted for upstream HTTPS besides the system's roots.
+    #[serde(default, deserialize_with = "lenient::list")]
+    pub rootcas: Option<Vec<String>>,
+    pub limits: Option<RawLimits>,
     pub web: Option<RawWeb>,
     pub api: Option<RawApi>,
     pub ping: Option<RawPing>,
@@ -112,6 +116,15 @@ pub struct RawForwardingTimeouts {
     pub dialtimeout: Option<Duration>,
     #[serde(default, deserialize_with = "lenient::duration")]
     pub responseheadertimeout: Option<Duration>,
+}
+
+/// Pylon's `[limits]`: bounds on what one client may cost.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawLimits {
+    #[serde(default, deserialize_with = "lenient::u64")]
+    pub maxheaderbytes: Option<u64>,
+    #[serde(default, deserialize_with = "lenient::u64")]
+    pub maxconnections: Option<u64>,
 }
 
 /// Traefik 1.x's `[web]`: the API, dashboard and ping on their own address.

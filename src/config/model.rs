@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use super::{file::*, Checker};
+use super::{file::*, transport::Transport, Checker};
 
 /// The name of the entrypoint that Traefik 1.x's `[web]`, `[api]`, `[ping]` and `[metrics]`
 /// use unless told otherwise; created on `:8080` when they need it and it is not declared.
@@ -28,6 +28,7 @@ pub struct StaticConfig {
     pub metrics: Option<Prometheus>,
     pub access_log: Option<AccessLog>,
     pub acme: Option<Acme>,
+    pub transport: Transport,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -274,6 +275,7 @@ pub(super) fn build(raw: RawConfig, c: &mut Checker) -> Option<StaticConfig> {
         },
     });
     let acme = raw.acme.as_ref().map(|a| acme(a, c, &entry_points));
+    let transport = super::transport::build(&raw, c);
     if !c.ok() {
         return None;
     }
@@ -287,6 +289,7 @@ pub(super) fn build(raw: RawConfig, c: &mut Checker) -> Option<StaticConfig> {
         metrics,
         access_log,
         acme,
+        transport,
     })
 }
 

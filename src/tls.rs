@@ -1,0 +1,227 @@
+//! The live certificate store and the rustls resolver over it. Certificates come from sources
+//! (the static file's entrypoint certificates, the store's `tls/certificates`, and ACME in a
+//! later step); each source is replaced whole, and the merged name index is an immutable snapshot
+//! swapped in atomically, so a handshake never waits for a reload. Names the store does not
+//! cover get the default certificate: the configured one, or one generated at start.
+
+use std::{collections::HashMap, fmt, sync::Arc, sync::Mutex};
+
+use arc_swap::ArcSwap;
+use rustls::{
+    server::{ClientHello, ResolvesServerCert},
+    sign::CertifiedKey,
+    ServerConfig,
+};
+use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+
+/// The ALPN protocols every TLS entrypoint offers, best first.
+pub const ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("the certificate holds no PEM CERTIFICATE block")]
+    NoCertificate,
+    #[error("the certificate's PEM is damaged: {0}")]
+    BadCertificate(String),
+    #[error("the key holds no PEM private key (PKCS#8, PKCS#1 or SEC1)")]
+    NoKey,
+    #[error("the private key is not usable: {0}")]
+    BadKey(String),
+    #[error("the leaf certificate names no DNS name in its subject alternative names")]
+    NoNames,
+    #[error("cannot generate the default certificate: {0}")]
+    Generate(String),
+}
+
+/// One certificate with the names it serves, ready for rustls.
+#[derive(Clone)]
+pub struct Loaded {
+    pub names: Vec<String>,
+    pub key: Arc<CertifiedKey>,
+}
+
+impl fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Loaded").field("names", &self.names).finish_non_exhaustive()
+    }
+}
+
+impl Loaded {
+    /// Parses a PEM chain (leaf first) and its PEM private key.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Loaded, TlsError> {
+        let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| TlsError::BadCertificate(e.to_string()))?;
+        let leaf = chain.first().ok_or(TlsError::NoCertificate)?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|_| TlsError::NoKey)?;
+        let names = names_of(leaf)?;
+        let signer =
+            rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| TlsError::BadKey(e.to_string()))?;
+        let certified = CertifiedKey::new(chain, signer);
+        certified.keys_match().map_err(|e| TlsError::BadKey(format!("it does not match the certificate ({e})")))?;
+        Ok(Loaded { names, key: Arc::new(certified) })
+    }
+
+    /// A self-signed certificate for `names`, as served to clients that name no known host.
+    pub fn self_signed(names: &[&str]) -> Result<Loaded, TlsError> {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let generated =
+            rcgen::generate_simple_self_signed(names.clone()).map_err(|e| TlsError::Generate(e.to_string()))?;
+        Loaded::from_pem(&generated.cert.pem(), &generated.signing_key.serialize_pem())
+    }
+}
+
+/// The DNS names of a leaf certificate's subject alternative names, lowercased.
+fn names_of(leaf: &CertificateDer<'_>) -> Result<Vec<String>, TlsError> {
+    let parsed = webpki::EndEntityCert::try_from(leaf).map_err(|e| TlsError::BadCertificate(format!("{e:?}")))?;
+    let names: Vec<String> = parsed.valid_dns_names().map(str::to_ascii_lowercase).collect();
+    if names.is_empty() {
+        return Err(TlsError::NoNames);
+    }
+    Ok(names)
+}
+
+/// Where a group of certificates comes from; each source is replaced as a whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Source {
+    /// `[[entryPoints.<name>.tls.certificates]]` in the static configuration.
+    Static,
+    /// `tls/certificates` in the store (or the dynamic file).
+    Dynamic,
+    /// Certificates obtained by ACME.
+    Acme,
+}
+
+/// The name index handshakes read: exact names and `*.parent` wildcards.
+#[derive(Default)]
+struct Index {
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    /// Keyed by the parent domain: `*.example.com` is stored under `example.com`.
+    wildcard: HashMap<String, Arc<CertifiedKey>>,
+}
+
+/// The certificates every TLS entrypoint serves.
+pub struct CertStore {
+    index: ArcSwap<Index>,
+    /// Each source's certificates; rebuilt into `index` on every change, off the handshake path.
+    sources: Mutex<Vec<(Source, Vec<Loaded>)>>,
+    /// The configured default certificate, or the generated one.
+    default: ArcSwap<CertifiedKey>,
+    generated: Arc<CertifiedKey>,
+}
+
+impl CertStore {
+    /// An empty store whose default is a freshly generated self-signed certificate.
+    pub fn new() -> Result<CertStore, TlsError> {
+        let generated = Loaded::self_signed(&["pylon.default.invalid"])?.key;
+        Ok(CertStore {
+            index: ArcSwap::from_pointee(Index::default()),
+            sources: Mutex::new(Vec::new()),
+            default: ArcSwap::new(generated.clone()),
+            generated,
+        })
+    }
+
+    /// Replaces every certificate of `source`. Sources are applied in order, so a name present
+    /// in several is served from the last (ACME wins over the store, the store over the file).
+    pub fn replace(&self, source: Source, certs: Vec<Loaded>) {
+        let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        sources.retain(|(s, _)| *s != source);
+        sources.push((source, certs));
+        sources.sort_by_key(|(s, _)| *s);
+        let mut index = Index::default();
+        for loaded in sources.iter().flat_map(|(_, certs)| certs) {
+            for name in &loaded.names {
+                match name.strip_prefix("*.") {
+                    Some(parent) => index.wildcard.insert(parent.to_string(), loaded.key.clone()),
+                    None => index.exact.insert(name.clone(), loaded.key.clone()),
+                };
+            }
+        }
+        self.index.store(Arc::new(index));
+    }
+
+    /// Sets the default certificate; `None` goes back to the generated one.
+    pub fn set_default(&self, default: Option<Loaded>) {
+        self.default.store(default.map_or_else(|| self.generated.clone(), |l| l.key));
+    }
+
+    /// The certificate for `server_name`, if one covers it exactly or by wildcard.
+    pub fn lookup(&self, server_name: &str) -> Option<Arc<CertifiedKey>> {
+        let name = server_name.trim_end_matches('.').to_ascii_lowercase();
+        let index = self.index.load();
+        if let Some(key) = index.exact.get(&name) {
+            return Some(key.clone());
+        }
+        let (_, parent) = name.split_once('.')?;
+        index.wildcard.get(parent).cloned()
+    }
+
+    /// A rustls server configuration over this store, offering h2 and HTTP/1.1.
+    pub fn server_config(self: &Arc<Self>, min_tls13: bool) -> Arc<ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let versions: &[&rustls::SupportedProtocolVersion] =
+            if min_tls13 { &[&rustls::version::TLS13] } else { rustls::DEFAULT_VERSIONS };
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .expect("ring supports TLS 1.2 and 1.3")
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(Resolver(self.clone())));
+        config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+        Arc::new(config)
+    }
+}
+
+/// rustls' view of the store: SNI first, the default certificate otherwise.
+struct Resolver(Arc<CertStore>);
+
+impl fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Resolver")
+    }
+}
+
+impl ResolvesServerCert for Resolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        hello.server_name().and_then(|name| self.0.lookup(name)).or_else(|| Some(self.0.default.load_full()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_names_win_over_wildcards_and_unknown_names_fall_through() {
+        let store = CertStore::new().unwrap();
+        let wild = Loaded::self_signed(&["*.example.com"]).unwrap();
+        let exact = Loaded::self_signed(&["a.example.com"]).unwrap();
+        store.replace(Source::Dynamic, vec![wild.clone(), exact.clone()]);
+        assert!(Arc::ptr_eq(&store.lookup("A.Example.com").unwrap(), &exact.key));
+        assert!(Arc::ptr_eq(&store.lookup("b.example.com").unwrap(), &wild.key));
+        assert!(store.lookup("example.com").is_none());
+        assert!(store.lookup("x.b.example.com").is_none());
+    }
+
+    #[test]
+    fn later_sources_win_and_replacing_a_source_drops_its_names() {
+        let store = CertStore::new().unwrap();
+        let from_file = Loaded::self_signed(&["a.example"]).unwrap();
+        let from_store = Loaded::self_signed(&["a.example", "b.example"]).unwrap();
+        store.replace(Source::Dynamic, vec![from_store.clone()]);
+        store.replace(Source::Static, vec![from_file.clone()]);
+        assert!(Arc::ptr_eq(&store.lookup("a.example").unwrap(), &from_store.key));
+        store.replace(Source::Dynamic, vec![]);
+        assert!(Arc::ptr_eq(&store.lookup("a.example").unwrap(), &from_file.key));
+        assert!(store.lookup("b.example").is_none());
+    }
+
+    #[test]
+    fn a_key_that_does_not_match_its_certificate_is_refused() {
+        let a = rcgen::generate_simple_self_signed(vec!["a.example".into()]).unwrap();
+        let b = rcgen::generate_simple_self_signed(vec!["a.example".into()]).unwrap();
+        let err = Loaded::from_pem(&a.cert.pem(), &b.signing_key.serialize_pem()).unwrap_err();
+        assert!(matches!(err, TlsError::BadKey(_)), "{err}");
+        assert!(matches!(Loaded::from_pem("junk", "junk"), Err(TlsError::NoCertificate)));
+    }
+}
