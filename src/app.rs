@@ -4,20 +4,30 @@
 //! 2. Choose the store and connect, retrying with backoff (each attempt logged) until it
 //!    answers or shutdown is requested.
 //! 3. Without a file, read the static configuration from the store.
-//! 4. Apply the log level, log what was loaded, bind every entrypoint, serve.
+//! 4. Load the static certificates, build the upstream client and the access log.
+//! 5. Read the dynamic configuration (routers, services, certificates) and start watching it.
+//! 6. Bind every entrypoint and serve until shutdown.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    access_log::AccessLog,
     cli::Cli,
     config::{self, Loaded},
     logging::Logging,
+    proxy::Proxy,
     server::{BindError, Server},
     setup::{self, SetupError},
     store::{self, Store, StoreSpec},
+    tls::{self, CertStore},
+    upstream::{RootCaError, Upstream},
+    watcher::Watcher,
 };
+
+/// How long start-up waits for the first dynamic configuration before serving without it.
+const FIRST_TABLE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -25,6 +35,13 @@ pub enum RunError {
     Setup(#[from] SetupError),
     #[error("{0}")]
     Bind(#[from] BindError),
+    /// A certificate of the static configuration that cannot be used.
+    #[error("{0}")]
+    Certificate(String),
+    #[error("{0}")]
+    RootCa(#[from] RootCaError),
+    #[error("access log: {0}")]
+    AccessLog(std::io::Error),
 }
 
 pub async fn run(cli: &Cli, logging: &Logging, shutdown: CancellationToken) -> Result<(), RunError> {
@@ -41,15 +58,30 @@ pub async fn run(cli: &Cli, logging: &Logging, shutdown: CancellationToken) -> R
         Some(loaded) => loaded,
         None => setup::stored_config(&store, &target.keys, &cli.overrides).await?,
     };
-    // 4. Serve.
+    // 4. Certificates, upstream client, access log.
     logging.set_level(loaded.config.log_level);
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }
-    let server = Server::bind(&loaded.config).await?;
-    let c = &loaded.config;
+    let config = Arc::new(loaded.config);
+    let certs = Arc::new(CertStore::new().map_err(|e| RunError::Certificate(e.to_string()))?);
+    certs.replace(tls::Source::Static, static_certificates(&config)?);
+    let upstream = Upstream::new(&config.transport)?;
+    let access_log = config.access_log.as_ref().map(AccessLog::start).transpose().map_err(RunError::AccessLog)?;
+
+    // 5. Dynamic configuration.
+    let watcher = Watcher::new(store.clone(), target.keys.clone(), config.clone(), certs.clone(), upstream.clone());
+    let table = watcher.table.clone();
+    let mut status = watcher.status.subscribe();
+    tokio::spawn(watcher.run(shutdown.child_token()));
+    if tokio::time::timeout(FIRST_TABLE, status.changed()).await.is_err() {
+        tracing::warn!("no dynamic configuration after {FIRST_TABLE:?}; serving without routers until it arrives");
+    }
+
+    // 6. Serve.
+    let server = Server::bind(config.clone()).await?;
     for (name, addr) in server.local_addrs() {
-        let ep = &c.entry_points[&name];
+        let ep = &config.entry_points[&name];
         let mut roles = Vec::new();
         if ep.tls.is_some() {
             roles.push("tls".to_string());
@@ -57,7 +89,7 @@ pub async fn run(cli: &Cli, logging: &Logging, shutdown: CancellationToken) -> R
         if let Some(r) = &ep.redirect {
             roles.push(format!("redirect to {}", r.entry_point));
         }
-        if c.ping.as_deref() == Some(&name) {
+        if config.ping.as_deref() == Some(&name) {
             roles.push("ping".into());
         }
         tracing::info!(entrypoint = %name, %addr, roles = %roles.join(", "), "listening");
@@ -66,15 +98,36 @@ pub async fn run(cli: &Cli, logging: &Logging, shutdown: CancellationToken) -> R
         store = %store.describe(),
         prefix = %target.keys.prefix(),
         source = if cli.global.configfile.is_some() { "file" } else { "store" },
-        entrypoints = c.entry_points.len(),
-        acme = c.acme.is_some(),
-        acme_domains = c.acme.as_ref().map_or(0, |a| a.domains.len()),
+        entrypoints = config.entry_points.len(),
+        routers = status.borrow().routers,
+        acme = config.acme.is_some(),
         "pylon {} started",
         env!("CARGO_PKG_VERSION")
     );
-    server.serve(shutdown).await;
+    let proxy = Arc::new(Proxy { table, upstream, draining: false.into(), access_log });
+    server.serve(proxy, certs, shutdown).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The certificates of `[[entryPoints.<name>.tls.certificates]]`: file paths or PEM contents.
+fn static_certificates(config: &config::StaticConfig) -> Result<Vec<tls::Loaded>, RunError> {
+    let mut loaded = Vec::new();
+    for (name, ep) in &config.entry_points {
+        for (i, (cert, key)) in ep.tls.iter().flat_map(|t| t.certificates.iter()).enumerate() {
+            let place = format!("entrypoints.{name}.tls.certificates.{i}");
+            let read = |value: &str| -> Result<String, RunError> {
+                if value.contains("-----BEGIN") {
+                    return Ok(value.to_string());
+                }
+                std::fs::read_to_string(value).map_err(|e| RunError::Certificate(format!("{place}: {value}: {e}")))
+            };
+            let pair = tls::Loaded::from_pem(&read(cert)?, &read(key)?)
+                .map_err(|e| RunError::Certificate(format!("{place}: {e}")))?;
+            loaded.push(pair);
+        }
+    }
+    Ok(loaded)
 }
 
 /// Connects to the store, retrying with capped exponential backoff; `None` if shutdown came

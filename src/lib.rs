@@ -12,12 +12,14 @@
 //! - [`logging`]: tracing set-up.
 //! - [`routing`]: Traefik routing rules.
 
+pub mod access_log;
 pub mod app;
 pub mod balancer;
 pub mod cli;
 pub mod config;
 pub mod dynamic;
 pub mod logging;
+pub mod proxy;
 pub mod routing;
 pub mod server;
 pub mod setup;
@@ -25,3 +27,4 @@ pub mod store;
 pub mod storeconfig;
 pub mod tls;
 pub mod upstream;
+pub mod watcher;

@@ -52,7 +52,7 @@ fn main() -> ExitCode {
         Err(err) => {
             eprintln!("pylon: {err}");
             match err {
-                RunError::Setup(SetupError::Config(_)) => ExitCode::from(2),
+                RunError::Setup(SetupError::Config(_)) | RunError::Certificate(_) => ExitCode::from(2),
                 _ => ExitCode::FAILURE,
             }
         }

@@ -1,30 +1,34 @@
-//! Entrypoints: bind every configured address, accept connections, serve HTTP/1.1 and h2c on
-//! them, and shut down in Traefik's order: `/ping` turns 503 at once, requests are still
+//! Entrypoints: bind every configured address, accept connections (up to `maxConnections`),
+//! terminate TLS where the client starts a handshake (always on entrypoints with a `tls`
+//! section), serve HTTP/1.1 and HTTP/2 (h2 by ALPN, h2c by prior knowledge) into the proxy
+//! pipeline, and shut down in Traefik's order: `/ping` turns 503 at once, requests are still
 //! accepted for `requestAcceptGraceTimeout`, then listeners close and in-flight requests get
 //! `graceTimeOut` to finish.
 
-use std::{
-    collections::BTreeMap,
-    convert::Infallible,
-    net::SocketAddr,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-};
+mod idle;
 
-use bytes::Bytes;
-use http::{Request, Response, StatusCode};
-use http_body_util::Full;
-use hyper::{body::Incoming, service::service_fn};
+use std::{collections::BTreeMap, convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+
+use hyper::service::service_fn;
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
-    server::{conn::auto, graceful::GracefulShutdown},
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::conn::auto,
 };
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::Semaphore,
+};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::config::StaticConfig;
+use crate::{
+    config::{transport::Transport, StaticConfig},
+    proxy::{Connection, EntryPoint, Proxy, ProxyBody, RedirectTo},
+    tls::CertStore,
+};
+
+/// The first byte of a TLS record carrying a handshake.
+const TLS_HANDSHAKE: u8 = 0x16;
 
 #[derive(Debug, thiserror::Error)]
 #[error("entrypoint {name:?} cannot listen on {address}: {source}")]
@@ -37,18 +41,22 @@ pub struct BindError {
 /// Bound listeners, ready to serve.
 pub struct Server {
     listeners: BTreeMap<String, TcpListener>,
-    ping: Option<String>,
-    lifecycle: crate::config::model::Lifecycle,
+    config: Arc<StaticConfig>,
 }
 
-/// What every connection's handler reads: whether this replica is going away.
-struct Shared {
-    draining: AtomicBool,
+/// What every connection of one entrypoint shares.
+struct Listener {
+    ep: Arc<EntryPoint>,
+    /// True on entrypoints with a `tls` section: every connection is TLS.
+    tls_only: bool,
+    acceptor: TlsAcceptor,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    transport: Transport,
 }
 
 impl Server {
     /// Binds every entrypoint, failing on the first address that cannot be bound.
-    pub async fn bind(config: &StaticConfig) -> Result<Server, BindError> {
+    pub async fn bind(config: Arc<StaticConfig>) -> Result<Server, BindError> {
         let mut listeners = BTreeMap::new();
         for (name, ep) in &config.entry_points {
             let listener = TcpListener::bind(ep.address).await.map_err(|source| BindError {
@@ -58,7 +66,7 @@ impl Server {
             })?;
             listeners.insert(name.clone(), listener);
         }
-        Ok(Server { listeners, ping: config.ping.clone(), lifecycle: config.lifecycle.clone() })
+        Ok(Server { listeners, config })
     }
 
     /// The address each entrypoint actually listens on (port 0 resolved).
@@ -67,20 +75,51 @@ impl Server {
     }
 
     /// Serves until `shutdown` fires, then drains as the lifecycle settings say.
-    pub async fn serve(self, shutdown: CancellationToken) {
-        let shared = Arc::new(Shared { draining: AtomicBool::new(false) });
+    pub async fn serve(self, proxy: Arc<Proxy>, certs: Arc<CertStore>, shutdown: CancellationToken) {
+        let addrs = self.local_addrs();
+        let config = &self.config;
+        let transport = &config.transport;
+        let builder = Arc::new(http_builder(transport));
+        let limit = transport.max_connections.map(|n| Arc::new(Semaphore::new(n)));
         let stop_accepting = CancellationToken::new();
-        let graceful = Arc::new(GracefulShutdown::new());
+        let drain = CancellationToken::new();
+        let connections = TaskTracker::new();
         let mut accept_loops = Vec::new();
         for (name, listener) in self.listeners {
-            let is_ping = self.ping.as_deref() == Some(name.as_str());
-            let (shared, stop, graceful) = (shared.clone(), stop_accepting.clone(), graceful.clone());
-            accept_loops.push(tokio::spawn(accept(name, listener, is_ping, shared, stop, graceful)));
+            let ep = &config.entry_points[&name];
+            let redirect = ep.redirect.as_ref().map(|r| RedirectTo {
+                scheme: if config.entry_points[&r.entry_point].tls.is_some() { "https" } else { "http" },
+                port: addrs.get(&r.entry_point).map_or(0, |a| a.port()),
+                permanent: r.permanent,
+            });
+            let min_tls13 = ep.tls.as_ref().and_then(|t| t.min_version.as_deref()) == Some("VersionTLS13");
+            let shared = Arc::new(Listener {
+                ep: Arc::new(EntryPoint {
+                    name: name.clone(),
+                    port: addrs.get(&name).map_or(0, |a| a.port()),
+                    ping: config.ping.as_deref() == Some(name.as_str()),
+                    redirect,
+                    trust: ep.forwarded_trust.clone(),
+                }),
+                tls_only: ep.tls.is_some(),
+                acceptor: TlsAcceptor::from(certs.server_config(min_tls13)),
+                builder: builder.clone(),
+                transport: transport.clone(),
+            });
+            accept_loops.push(tokio::spawn(accept(
+                listener,
+                shared,
+                proxy.clone(),
+                limit.clone(),
+                stop_accepting.clone(),
+                drain.clone(),
+                connections.clone(),
+            )));
         }
 
         shutdown.cancelled().await;
-        shared.draining.store(true, Ordering::SeqCst);
-        let grace = self.lifecycle.request_accept_grace;
+        proxy.draining.store(true, std::sync::atomic::Ordering::SeqCst);
+        let grace = config.lifecycle.request_accept_grace;
         if !grace.is_zero() {
             tracing::info!("stopping: /ping answers 503; still accepting requests for {grace:?}");
             tokio::time::sleep(grace).await;
@@ -89,65 +128,125 @@ impl Server {
         for handle in accept_loops {
             let _ = handle.await;
         }
-        let timeout = self.lifecycle.grace_timeout;
+        let timeout = config.lifecycle.grace_timeout;
         tracing::info!("listeners closed; waiting up to {timeout:?} for in-flight requests");
-        let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| unreachable!("accept loops have ended"));
-        if tokio::time::timeout(timeout, graceful.shutdown()).await.is_err() {
+        drain.cancel();
+        connections.close();
+        if tokio::time::timeout(timeout, connections.wait()).await.is_err() {
             tracing::warn!("grace time of {timeout:?} ran out with requests still in flight");
         }
     }
 }
 
+/// The HTTP/1.1 and HTTP/2 settings every entrypoint shares.
+fn http_builder(t: &Transport) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(t.header_read_timeout)
+        .max_buf_size(t.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(t.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(250)
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    builder
+}
+
 async fn accept(
-    name: String,
     listener: TcpListener,
-    is_ping: bool,
-    shared: Arc<Shared>,
+    shared: Arc<Listener>,
+    proxy: Arc<Proxy>,
+    limit: Option<Arc<Semaphore>>,
     stop: CancellationToken,
-    graceful: Arc<GracefulShutdown>,
+    drain: CancellationToken,
+    connections: TaskTracker,
 ) {
-    let builder = auto::Builder::new(TokioExecutor::new());
     loop {
-        let (stream, _peer) = tokio::select! {
+        let permit = match &limit {
+            Some(limit) => tokio::select! {
+                _ = stop.cancelled() => return,
+                permit = limit.clone().acquire_owned() => permit.ok(),
+            },
+            None => None,
+        };
+        let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(err) => {
-                    tracing::warn!(entrypoint = %name, %err, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tracing::warn!(entrypoint = %shared.ep.name, %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
         let _ = stream.set_nodelay(true);
-        let shared = shared.clone();
-        let service = service_fn(move |req| {
-            let shared = shared.clone();
-            async move { Ok::<_, Infallible>(handle(req, is_ping, &shared)) }
-        });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            let _ = conn.await;
+        let (shared, proxy, drain) = (shared.clone(), proxy.clone(), drain.clone());
+        connections.spawn(async move {
+            connection(stream, peer, &shared, proxy, drain).await;
+            drop(permit);
         });
     }
 }
 
-fn handle(req: Request<Incoming>, is_ping: bool, shared: &Shared) -> Response<Full<Bytes>> {
-    if is_ping && req.uri().path() == "/ping" {
-        if shared.draining.load(Ordering::SeqCst) {
-            return text(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable");
+/// Serves one connection: TLS if the client starts a handshake (or the entrypoint requires
+/// it), then HTTP until the client leaves or stays idle too long. When `drain` fires, the
+/// connection finishes its in-flight requests and closes.
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Listener,
+    proxy: Arc<Proxy>,
+    drain: CancellationToken,
+) {
+    let t = &shared.transport;
+    let tls = shared.tls_only || {
+        let mut first = [0u8; 1];
+        match tokio::time::timeout(t.header_read_timeout, stream.peek(&mut first)).await {
+            Ok(Ok(1)) => first[0] == TLS_HANDSHAKE,
+            _ => return,
         }
-        return text(StatusCode::OK, "OK");
+    };
+    let conn = Connection { peer, tls };
+    let ep = shared.ep.clone();
+    let service = service_fn(move |req| {
+        let (proxy, ep) = (proxy.clone(), ep.clone());
+        async move { Ok::<_, Infallible>(proxy.handle(req, &ep, conn).await) }
+    });
+    if tls {
+        let handshake = tokio::time::timeout(t.header_read_timeout, shared.acceptor.accept(stream)).await;
+        let stream = match handshake {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(err)) => return tracing::debug!(%peer, "TLS handshake failed: {err}"),
+            Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+        };
+        serve_http(&shared.builder, idle::IdleIo::new(stream, t.idle_timeout), service, &drain).await;
+    } else {
+        serve_http(&shared.builder, idle::IdleIo::new(stream, t.idle_timeout), service, &drain).await;
     }
-    text(StatusCode::NOT_FOUND, "404 page not found\n")
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
-    response
+async fn serve_http<I, S>(builder: &auto::Builder<TokioExecutor>, io: I, service: S, drain: &CancellationToken)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = hyper::Response<ProxyBody>,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = drain.cancelled() => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    let _ = conn.await;
 }

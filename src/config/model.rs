@@ -38,6 +38,21 @@ pub struct EntryPoint {
     /// permanent (308) or not (302).
     pub redirect: Option<Redirect>,
     pub tls: Option<Tls>,
+    /// Whose `X-Forwarded-*` headers are kept (`forwardedHeaders`); others' are replaced.
+    pub forwarded_trust: ForwardedTrust,
+}
+
+/// `[entryPoints.<name>.forwardedHeaders]`: `insecure` trusts everyone, `trustedIPs` some.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct ForwardedTrust {
+    pub insecure: bool,
+    pub trusted: Vec<crate::routing::rule::Cidr>,
+}
+
+impl ForwardedTrust {
+    pub fn trusts(&self, ip: IpAddr) -> bool {
+        self.insecure || self.trusted.iter().any(|c| c.contains(ip))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -162,7 +177,20 @@ pub(super) fn build(raw: RawConfig, c: &mut Checker) -> Option<StaticConfig> {
                 .filter_map(|cert| Some((cert.certfile.clone()?, cert.keyfile.clone()?)))
                 .collect(),
         });
-        entry_points.insert(name.clone(), EntryPoint { address, redirect, tls });
+        let mut forwarded_trust = ForwardedTrust::default();
+        if let Some(f) = &ep.forwardedheaders {
+            forwarded_trust.insecure = f.insecure.unwrap_or(false);
+            for (i, text) in f.trustedips.iter().flatten().enumerate() {
+                match crate::routing::rule::Cidr::parse(text.trim()) {
+                    Some(cidr) => forwarded_trust.trusted.push(cidr),
+                    None => c.error(
+                        &format!("{path}.forwardedheaders.trustedips.{i}"),
+                        format!("{text:?} is not an IP address or CIDR range"),
+                    ),
+                }
+            }
+        }
+        entry_points.insert(name.clone(), EntryPoint { address, redirect, tls, forwarded_trust });
     }
 
     // Traefik 1.x: [web] is the internal entrypoint at its own address.
@@ -170,7 +198,10 @@ pub(super) fn build(raw: RawConfig, c: &mut Checker) -> Option<StaticConfig> {
         let address = web.address.as_deref().unwrap_or(":8080");
         match parse_address(address) {
             Ok(address) if !entry_points.contains_key(INTERNAL_ENTRYPOINT) => {
-                entry_points.insert(INTERNAL_ENTRYPOINT.into(), EntryPoint { address, redirect: None, tls: None });
+                entry_points.insert(
+                    INTERNAL_ENTRYPOINT.into(),
+                    EntryPoint { address, redirect: None, tls: None, forwarded_trust: ForwardedTrust::default() },
+                );
             }
             Ok(_) => c.error("web", "[web] and [entryPoints.traefik] both define the internal entrypoint; keep one"),
             Err(e) => c.error("web.address", e),
@@ -200,7 +231,10 @@ pub(super) fn build(raw: RawConfig, c: &mut Checker) -> Option<StaticConfig> {
     });
     if wants_internal && !entry_points.contains_key(INTERNAL_ENTRYPOINT) {
         let address = parse_address(":8080").expect("a valid literal");
-        entry_points.insert(INTERNAL_ENTRYPOINT.into(), EntryPoint { address, redirect: None, tls: None });
+        entry_points.insert(
+            INTERNAL_ENTRYPOINT.into(),
+            EntryPoint { address, redirect: None, tls: None, forwarded_trust: ForwardedTrust::default() },
+        );
     }
 
     let exists = |name: &str| entry_points.contains_key(name);

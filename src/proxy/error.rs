@@ -1,0 +1,94 @@
+//! Why a request failed, whose fault it was, and the one place that turns that into a status
+//! code and a short text body.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::{Either, Full};
+
+use super::ProxyBody;
+
+/// Whose fault a failed request was: logs and (later) metrics tell them apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    Client,
+    Upstream,
+    Config,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no router matches")]
+    NoRoute,
+    #[error("service {service:?} has no server up")]
+    NoServer { service: String },
+    #[error("cannot connect to {server}: {reason}")]
+    Refused { server: String, reason: String },
+    #[error("{server} failed: {reason}")]
+    Upstream { server: String, reason: String },
+    #[error("{server} sent no response head in time")]
+    Timeout { server: String },
+    #[error("bad request: {0}")]
+    BadRequest(String),
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::NoServer { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Refused { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    pub fn fault(&self) -> Fault {
+        match self {
+            ProxyError::NoRoute | ProxyError::NoServer { .. } => Fault::Config,
+            ProxyError::Refused { .. } | ProxyError::Upstream { .. } | ProxyError::Timeout { .. } => Fault::Upstream,
+            ProxyError::BadRequest(_) => Fault::Client,
+        }
+    }
+
+    /// The response the client gets: the status and its short text (Traefik's wording).
+    pub fn response(&self) -> Response<ProxyBody> {
+        let body = match self.status() {
+            StatusCode::NOT_FOUND => "404 page not found\n",
+            StatusCode::SERVICE_UNAVAILABLE => "Service Unavailable\n",
+            StatusCode::BAD_GATEWAY => "Bad Gateway\n",
+            StatusCode::GATEWAY_TIMEOUT => "Gateway Timeout\n",
+            _ => "Bad Request\n",
+        };
+        text(self.status(), body)
+    }
+}
+
+/// A response with a short plain-text body.
+pub fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(body.as_bytes()))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_failure_maps_to_its_status() {
+        let server = || "http://127.0.0.1:1".to_string();
+        let cases = [
+            (ProxyError::NoRoute, 404, Fault::Config),
+            (ProxyError::NoServer { service: "s".into() }, 503, Fault::Config),
+            (ProxyError::Refused { server: server(), reason: "refused".into() }, 502, Fault::Upstream),
+            (ProxyError::Upstream { server: server(), reason: "reset".into() }, 502, Fault::Upstream),
+            (ProxyError::Timeout { server: server() }, 504, Fault::Upstream),
+            (ProxyError::BadRequest("no host".into()), 400, Fault::Client),
+        ];
+        for (error, status, fault) in cases {
+            assert_eq!(error.response().status().as_u16(), status, "{error}");
+            assert_eq!(error.fault(), fault, "{error}");
+        }
+    }
+}

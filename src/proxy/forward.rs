@@ -1,0 +1,189 @@
+//! What changes in a request on its way upstream and in a response on its way back: the target
+//! URI, `Host` (kept when `passHostHeader`), the `X-Forwarded-*` and `X-Real-Ip` headers, and
+//! the hop-by-hop headers that belong to one connection and are never forwarded.
+
+use std::net::IpAddr;
+
+use http::{header, request::Parts, HeaderMap, HeaderName, HeaderValue, Request, Uri, Version};
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+const X_FORWARDED_SERVER: HeaderName = HeaderName::from_static("x-forwarded-server");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const FORWARDED: [HeaderName; 6] =
+    [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST, X_FORWARDED_PORT, X_FORWARDED_SERVER, X_REAL_IP];
+
+/// Headers that describe one connection (RFC 9110 §7.6.1), never forwarded.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// What the proxy knows about the client side of a request.
+pub struct Client<'a> {
+    pub ip: IpAddr,
+    pub tls: bool,
+    /// The port of the entrypoint the request came in on.
+    pub port: u16,
+    /// The host the client asked for (authority or `Host`), port included.
+    pub host: &'a str,
+    /// Whether the client's own `X-Forwarded-*` headers are trusted and extended.
+    pub trusted: bool,
+}
+
+/// The protocol a client asked to switch to (`Upgrade`), when it asked on HTTP/1.1.
+pub fn upgrade_of(version: Version, headers: &HeaderMap) -> Option<HeaderValue> {
+    let wants = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
+    if version == Version::HTTP_11 && wants {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    }
+}
+
+/// Removes hop-by-hop headers, and the headers `Connection` names, from `headers`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+/// The head sent to `server` for a client's request head.
+pub fn request(client_head: &Parts, server: &Uri, pass_host: bool, client: &Client<'_>) -> Request<()> {
+    let mut upstream = Request::new(());
+    *upstream.method_mut() = client_head.method.clone();
+    *upstream.headers_mut() = client_head.headers.clone();
+    let (mut parts, ()) = upstream.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    if let Some(protocol) = upgrade_of(client_head.version, &client_head.headers) {
+        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, protocol);
+    }
+
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = server.scheme().cloned();
+    uri.authority = server.authority().cloned();
+    let path = client_head.uri.path_and_query().map_or("/", |p| p.as_str());
+    let joined = match server.path().trim_end_matches('/') {
+        "" => path.to_string(),
+        base => format!("{base}{path}"),
+    };
+    uri.path_and_query = joined.parse().ok();
+    if let Ok(target) = Uri::from_parts(uri) {
+        parts.uri = target;
+    }
+    parts.version = Version::HTTP_11;
+
+    match HeaderValue::from_str(client.host) {
+        Ok(host) if pass_host => {
+            parts.headers.insert(header::HOST, host);
+        }
+        _ => {
+            parts.headers.remove(header::HOST);
+        }
+    }
+
+    let headers = &mut parts.headers;
+    let prior_for = headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    if !client.trusted {
+        for name in FORWARDED {
+            headers.remove(name);
+        }
+    }
+    let ip = client.ip.to_string();
+    let chain = match prior_for.filter(|_| client.trusted) {
+        Some(prior) => format!("{prior}, {ip}"),
+        None => ip.clone(),
+    };
+    set(headers, X_FORWARDED_FOR, &chain, true);
+    set(headers, X_FORWARDED_PROTO, if client.tls { "https" } else { "http" }, false);
+    set(headers, X_FORWARDED_HOST, client.host, false);
+    set(headers, X_FORWARDED_PORT, &client.port.to_string(), false);
+    set(headers, X_REAL_IP, &ip, false);
+    Request::from_parts(parts, ())
+}
+
+/// Sets a header, keeping a trusted client's value unless `replace`.
+fn set(headers: &mut HeaderMap, name: HeaderName, value: &str, replace: bool) {
+    if replace || !headers.contains_key(&name) {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(uri: &str, headers: &[(&str, &str)]) -> Parts {
+        let mut builder = http::Request::builder().uri(uri);
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    fn client(trusted: bool) -> Client<'static> {
+        Client { ip: "10.1.2.3".parse().unwrap(), tls: true, port: 443, host: "a.example", trusted }
+    }
+
+    #[test]
+    fn the_target_joins_the_server_path_and_keeps_the_query() {
+        let p = parts("/api/x?y=1", &[("host", "a.example")]);
+        let r = request(&p, &"http://10.0.0.1:8080/base/".parse().unwrap(), true, &client(false));
+        assert_eq!(*r.uri(), "http://10.0.0.1:8080/base/api/x?y=1");
+        assert_eq!(r.headers()["host"], "a.example");
+        let r = request(&p, &"http://10.0.0.1:8080".parse().unwrap(), false, &client(false));
+        assert!(r.headers().get("host").is_none(), "the client sets the server's own host");
+    }
+
+    #[test]
+    fn untrusted_forwarded_headers_are_replaced_and_trusted_ones_extended() {
+        let spoofed = [("x-forwarded-for", "6.6.6.6"), ("x-forwarded-proto", "http"), ("x-real-ip", "6.6.6.6")];
+        let p = parts("/", &spoofed);
+        let r = request(&p, &"http://u".parse().unwrap(), true, &client(false));
+        let h = r.headers();
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "a.example");
+        assert_eq!(h["x-forwarded-port"], "443");
+        assert_eq!(h["x-real-ip"], "10.1.2.3");
+        let r = request(&p, &"http://u".parse().unwrap(), true, &client(true));
+        assert_eq!(r.headers()["x-forwarded-for"], "6.6.6.6, 10.1.2.3");
+        assert_eq!(r.headers()["x-forwarded-proto"], "http");
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_dropped_but_an_upgrade_survives() {
+        let hop = [("connection", "keep-alive, x-secret"), ("x-secret", "1"), ("te", "gzip"), ("keep-alive", "5")];
+        let r = request(&parts("/", &hop), &"http://u".parse().unwrap(), true, &client(false));
+        for name in ["connection", "x-secret", "te", "keep-alive"] {
+            assert!(r.headers().get(name).is_none(), "{name} was forwarded");
+        }
+        let ws = parts("/ws", &[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        let r = request(&ws, &"http://u".parse().unwrap(), true, &client(false));
+        assert_eq!(r.headers()["connection"], "upgrade");
+        assert_eq!(r.headers()["upgrade"], "websocket");
+    }
+}
