@@ -72,7 +72,7 @@ impl Body for Attempt {
     fn size_hint(&self) -> SizeHint {
         match (&self.body, &self.slot) {
             (Some(body), _) => body.size_hint(),
-            (None, Some(slot)) => slot.hint.clone(),
+            (None, Some(slot)) => slot.hint,
             (None, None) => SizeHint::with_exact(0),
         }
     }

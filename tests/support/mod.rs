@@ -250,3 +250,35 @@ pub fn terminate(child: &Child) {
 pub fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
+
+pub mod replica;
+pub mod upstream;
+
+/// A response as tests look at it.
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+/// Sends `method url` with `headers` over a real HTTP/1.1 client (new connection each time).
+pub async fn send(method: &str, url: &str, headers: &[(&str, &str)]) -> Result<Reply, String> {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let mut request = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let request = request.body(Empty::new()).map_err(|e| e.to_string())?;
+    let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
+        .await
+        .map_err(|_| "timed out".to_string())?
+        .map_err(|e| format!("{e}"))?;
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.map_err(|e| format!("{e}"))?.to_bytes();
+    Ok(Reply { status: parts.status.as_u16(), headers: parts.headers, body: String::from_utf8_lossy(&body).into_owned() })
+}
+
+/// GET `url` with a `Host` header.
+pub async fn get_host(url: &str, host: &str) -> Reply {
+    send("GET", url, &[("host", host)]).await.unwrap_or_else(|e| panic!("GET {url} (Host {host}): {e}"))
+}

@@ -1,0 +1,93 @@
+//! A Pylon replica for proxy tests: the `pylon` binary with a static file giving it loopback
+//! entrypoints (`web`; `websecure` with TLS; `redir`, redirecting to `websecure`; `traefik`
+//! with `/ping`) and the given store flags; its log goes to a file shown when a test fails.
+
+use std::{
+    path::PathBuf,
+    process::Child,
+    time::{Duration, Instant},
+};
+
+use super::{free_port, get, pylon};
+
+pub struct Replica {
+    pub child: Child,
+    pub web: u16,
+    pub websecure: u16,
+    pub redir: u16,
+    pub admin: u16,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Replica {
+    /// Starts a replica on `store_flags` with `extra` appended to its static file, and waits
+    /// until `/ping` answers.
+    pub async fn start(store_flags: &[String], extra: &str) -> Replica {
+        let dir = tempfile::tempdir().unwrap();
+        let (web, websecure, redir, admin) = (free_port(), free_port(), free_port(), free_port());
+        let config = format!(
+            r#"
+logLevel = "INFO"
+defaultEntryPoints = ["web", "websecure"]
+[entryPoints.web]
+address = "127.0.0.1:{web}"
+[entryPoints.websecure]
+address = "127.0.0.1:{websecure}"
+[entryPoints.websecure.tls]
+[entryPoints.redir]
+address = "127.0.0.1:{redir}"
+[entryPoints.redir.redirect]
+entryPoint = "websecure"
+[entryPoints.traefik]
+address = "127.0.0.1:{admin}"
+[ping]
+entryPoint = "traefik"
+{extra}
+"#
+        );
+        let file = dir.path().join("pylon.toml");
+        std::fs::write(&file, config).unwrap();
+        let log = dir.path().join("pylon.log");
+        let child = pylon()
+            .arg(format!("--configfile={}", file.display()))
+            .arg(format!("--datadir={}", dir.path().join("data").display()))
+            .args(store_flags)
+            .current_dir(dir.path())
+            .stdout(std::fs::File::create(dir.path().join("access.log")).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let replica = Replica { child, web, websecure, redir, admin, log, _dir: dir };
+        let ping = format!("http://127.0.0.1:{admin}/ping");
+        let start = Instant::now();
+        while !matches!(get(&ping).await, Ok((200, _))) {
+            assert!(start.elapsed() < Duration::from_secs(20), "replica never answered /ping:\n{}", replica.log());
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        replica
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The plain entrypoint's URL for `path`.
+    pub fn web(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.web)
+    }
+
+    /// Resident set size high-water mark, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+}
