@@ -106,7 +106,8 @@ impl AccessLog {
 
     pub fn record(&self, mut record: Record) {
         record.count = self.count.fetch_add(1, Ordering::Relaxed) + 1;
-        if self.sender.try_send(record).is_err() && self.dropped.fetch_add(1, Ordering::Relaxed).is_multiple_of(10_000) {
+        if self.sender.try_send(record).is_err() && self.dropped.fetch_add(1, Ordering::Relaxed).is_multiple_of(10_000)
+        {
             tracing::warn!("the access log cannot keep up; dropping records");
         }
     }

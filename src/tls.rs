@@ -62,12 +62,17 @@ impl Loaded {
         Ok(Loaded { names, key: Arc::new(certified) })
     }
 
-    /// A self-signed certificate for `names`, as served to clients that name no known host.
+    /// A self-signed certificate for `names`, its subject `CN=PYLON DEFAULT CERT` (as
+    /// Traefik's is `TRAEFIK DEFAULT CERT`), served to clients that name no known host.
     pub fn self_signed(names: &[&str]) -> Result<Loaded, TlsError> {
+        let failed = |e: rcgen::Error| TlsError::Generate(e.to_string());
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let generated =
-            rcgen::generate_simple_self_signed(names.clone()).map_err(|e| TlsError::Generate(e.to_string()))?;
-        Loaded::from_pem(&generated.cert.pem(), &generated.signing_key.serialize_pem())
+        let mut params = rcgen::CertificateParams::new(names).map_err(failed)?;
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(rcgen::DnType::CommonName, "PYLON DEFAULT CERT");
+        let key = rcgen::KeyPair::generate().map_err(failed)?;
+        let cert = params.self_signed(&key).map_err(failed)?;
+        Loaded::from_pem(&cert.pem(), &key.serialize_pem())
     }
 }
 

@@ -120,7 +120,11 @@ async fn every_matcher_routes(f: Fixture) {
     expect(get_host(&url("/re/42"), "m.example").await, "pathregexp", "PathRegexp");
     expect(send("DELETE", &url("/x"), &[("host", "m.example")]).await.unwrap(), "method", "Method");
     expect(send("GET", &url("/x"), &[("host", "m.example"), ("x-canary", "yes")]).await.unwrap(), "header", "Header");
-    expect(send("GET", &url("/x"), &[("host", "m.example"), ("x-tier", "gold")]).await.unwrap(), "headerregexp", "HeaderRegexp");
+    expect(
+        send("GET", &url("/x"), &[("host", "m.example"), ("x-tier", "gold")]).await.unwrap(),
+        "headerregexp",
+        "HeaderRegexp",
+    );
     expect(get_host(&url("/x?debug=1"), "m.example").await, "query", "Query");
     expect(get_host(&url("/x?id=7"), "m.example").await, "queryregexp", "QueryRegexp");
     expect(get_host(&url("/"), "ip.example").await, "clientip", "ClientIP");
@@ -295,7 +299,8 @@ async fn a_refused_connection_is_retried_on_another_server() {
     let f = on_etcd("").await;
     let alive = Upstream::start("alive").await;
     let mut pairs = router("retry", "Host(`retry.example`)", "retry");
-    pairs.push(("http/services/retry/loadBalancer/servers/0/url", format!("http://127.0.0.1:{}", support::free_port())));
+    pairs
+        .push(("http/services/retry/loadBalancer/servers/0/url", format!("http://127.0.0.1:{}", support::free_port())));
     pairs.push(("http/services/retry/loadBalancer/servers/1/url", alive.url()));
     f.write(&pairs).await;
     f.within_a_second("retry.example", "/", "routed", |r| r.status == 200).await;
@@ -321,7 +326,8 @@ async fn forwarded_headers_hop_by_hop_and_pass_host_header() {
     let headers = [("host", "kept.example"), ("x-forwarded-for", "6.6.6.6"), ("connection", "x-drop"), ("x-drop", "1")];
     let body = send("GET", &f.replica.web("/q?a=b"), &headers).await.unwrap().body;
     assert!(body.starts_with("echo GET /q?a=b\n"), "{body}");
-    for line in ["host: kept.example", "x-forwarded-for: 127.0.0.1", "x-forwarded-proto: http", "x-real-ip: 127.0.0.1"] {
+    for line in ["host: kept.example", "x-forwarded-for: 127.0.0.1", "x-forwarded-proto: http", "x-real-ip: 127.0.0.1"]
+    {
         assert!(body.lines().any(|l| l == line), "missing {line:?} in\n{body}");
     }
     assert!(body.contains(&format!("x-forwarded-port: {port}")), "{body}");

@@ -275,7 +275,11 @@ pub async fn send(method: &str, url: &str, headers: &[(&str, &str)]) -> Result<R
         .map_err(|e| format!("{e}"))?;
     let (parts, body) = response.into_parts();
     let body = body.collect().await.map_err(|e| format!("{e}"))?.to_bytes();
-    Ok(Reply { status: parts.status.as_u16(), headers: parts.headers, body: String::from_utf8_lossy(&body).into_owned() })
+    Ok(Reply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
 }
 
 /// GET `url` with a `Host` header.
