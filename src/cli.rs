@@ -37,6 +37,10 @@ pub enum Command {
         /// Print the keys that would be written, and write nothing
         #[arg(long)]
         dry_run: bool,
+        /// A dynamic configuration in Traefik's file-provider format (routers, services,
+        /// certificates) to write under <prefix>/http/ and <prefix>/tls/, replacing what is there
+        #[arg(long, value_name = "FILE")]
+        dynamic: Option<std::path::PathBuf>,
     },
     /// Print the version
     Version,
@@ -201,7 +205,7 @@ mod tests {
         assert!(cli.global.consul);
         assert_eq!(cli.global.consul_endpoint.as_deref(), Some("traefik-consul:8500"));
         let cli = parse(args(&["storeconfig", "--configfile=/config/traefik.toml"])).unwrap();
-        assert!(matches!(cli.command, Some(Command::Storeconfig { dry_run: false })));
+        assert!(matches!(cli.command, Some(Command::Storeconfig { dry_run: false, dynamic: None })));
         assert_eq!(cli.global.configfile.unwrap().to_str(), Some("/config/traefik.toml"));
     }
 

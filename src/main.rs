@@ -34,8 +34,9 @@ fn main() -> ExitCode {
                 println!("pylon {}", env!("CARGO_PKG_VERSION"));
                 Ok(())
             }
-            Some(Command::Storeconfig { dry_run }) => {
-                storeconfig::storeconfig(&cli.global, &cli.overrides, *dry_run, &mut std::io::stdout())
+            Some(Command::Storeconfig { dry_run, dynamic }) => {
+                let dynamic = dynamic.as_deref();
+                storeconfig::storeconfig(&cli.global, &cli.overrides, dynamic, *dry_run, &mut std::io::stdout())
                     .await
                     .map(|_| ())
                     .map_err(RunError::from)

@@ -1,17 +1,21 @@
-//! `pylon storeconfig`: load and validate the static configuration file, encode it as KV pairs
-//! and write it in one transaction that replaces whatever static configuration was stored
-//! before. It never touches ACME state or dynamic configuration.
+//! `pylon storeconfig`: validate configuration files and write them to the store, replacing
+//! what was stored before. `--configfile` writes the static configuration under
+//! `<prefix>/static/`; `--dynamic FILE` writes a file-provider dynamic configuration (routers,
+//! services, certificates) in Traefik's KV layout under `<prefix>/http/` and `<prefix>/tls/`.
+//! Only new or changed keys are put and keys that left the file are deleted, in one
+//! transaction when the store's limits allow it; ACME state is never touched.
 
-use std::{collections::BTreeMap, io::Write};
+use std::{collections::BTreeMap, io::Write, path::Path};
 
 use crate::{
     cli::{Global, Override},
-    config,
+    config::{self, ConfigError, Diagnostic, Node},
+    dynamic,
     setup::{self, SetupError},
-    store::{self, codec, Op, Txn},
+    store::{self, codec, Op, Store, Txn},
 };
 
-/// What was (or would be) written.
+/// What was (or would be) written by one part.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Report {
     pub keys: usize,
@@ -22,54 +26,130 @@ pub struct Report {
 pub async fn storeconfig(
     global: &Global,
     overrides: &[Override],
+    dynamic_file: Option<&Path>,
     dry_run: bool,
     out: &mut dyn Write,
-) -> Result<Report, SetupError> {
-    let tree = setup::file_tree(global, overrides)?.ok_or(SetupError::MissingFlag {
-        flag: "storeconfig",
-        needs: "--configfile=PATH (the traefik.toml to store)",
-    })?;
-    let loaded = config::load(tree.clone())?;
-    for warning in &loaded.warnings {
+) -> Result<Vec<Report>, SetupError> {
+    let static_tree = setup::file_tree(global, overrides)?;
+    if static_tree.is_none() && dynamic_file.is_none() {
+        return Err(SetupError::MissingFlag {
+            flag: "storeconfig",
+            needs: "--configfile=PATH (the traefik.toml to store) and/or --dynamic=PATH (routers and services)",
+        });
+    }
+    let loaded = static_tree.as_ref().map(|tree| config::load(tree.clone())).transpose()?;
+    for warning in loaded.iter().flat_map(|l| &l.warnings) {
         tracing::warn!("{warning}");
     }
-    let target = setup::target(global, loaded.store.as_ref())?;
-    let root = target.keys.static_root();
-    let pairs = codec::encode_static(&target.keys, &tree);
-    let _ = writeln!(out, "{} keys under {root} for {}", pairs.len(), target.spec.describe());
+    let dynamic_tree = dynamic_file.map(read_dynamic).transpose()?;
+    let target = setup::target(global, loaded.as_ref().and_then(|l| l.store.as_ref()))?;
+
+    let mut parts: Vec<(Vec<String>, Vec<(String, String)>)> = Vec::new();
+    if let Some(tree) = &static_tree {
+        parts.push((vec![target.keys.static_root()], codec::encode_static(&target.keys, tree)));
+    }
+    if let Some(tree) = &dynamic_tree {
+        parts.push((target.keys.dynamic_roots().to_vec(), codec::encode_dynamic(&target.keys, tree)));
+    }
+    for (roots, pairs) in &parts {
+        let _ = writeln!(out, "{} keys under {} for {}", pairs.len(), roots.join(" and "), target.spec.describe());
+    }
     if dry_run {
-        for (key, value) in &pairs {
+        for (key, value) in parts.iter().flat_map(|(_, pairs)| pairs) {
             let _ = writeln!(out, "{key} = {value}");
         }
-        return Ok(Report { keys: pairs.len(), revision: None });
+        return Ok(parts.iter().map(|(_, pairs)| Report { keys: pairs.len(), revision: None }).collect());
     }
-
     let store = store::open(&target.spec).await?;
-    let current = store.list(&root).await?;
-    let stored: BTreeMap<String, String> =
-        current.kvs.iter().map(|kv| (kv.key.clone(), String::from_utf8_lossy(&kv.value).into_owned())).collect();
-    let file: BTreeMap<String, String> = pairs.iter().cloned().collect();
-    if stored == file {
-        let _ = writeln!(out, "unchanged: the store already holds this configuration (revision {})", current.revision);
-        return Ok(Report { keys: pairs.len(), revision: None });
+    let mut reports = Vec::new();
+    for (roots, pairs) in parts {
+        reports.push(replace(&store, &roots, pairs, out).await?);
     }
-    // One transaction: a put for each key that is new or changed, a delete for each stored key
-    // that left the file. (etcd refuses a range delete and a put inside that range together.)
-    let mut ops: Vec<Op> = file
-        .iter()
-        .filter(|(k, v)| stored.get(*k) != Some(*v))
-        .map(|(k, v)| Op::put(k.clone(), v.clone().into_bytes()))
-        .collect();
-    let changed = ops.len();
-    ops.extend(stored.keys().filter(|k| !file.contains_key(*k)).map(|key| Op::Delete { key: key.clone() }));
-    let removed = ops.len() - changed;
-    let result = store.txn(Txn { compares: vec![], ops }).await?;
+    Ok(reports)
+}
+
+/// Reads and validates a dynamic-config file; any rejected router, service or certificate is
+/// an error, so a broken file never reaches the replicas.
+fn read_dynamic(path: &Path) -> Result<Node, SetupError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError(vec![Diagnostic {
+            origin: config::Origin::File { path: path.display().to_string(), line: 0, column: 0 },
+            message: format!("cannot read the dynamic configuration: {e}"),
+        }])
+    })?;
+    let tree = Node::from_toml(&path.display().to_string(), &text, dynamic::DYNAMIC_NAMES)
+        .map_err(|(origin, message)| ConfigError(vec![Diagnostic { origin, message }]))?;
+    let built = dynamic::build(tree.clone());
+    for warning in &built.warnings {
+        tracing::warn!("{warning}");
+    }
+    if !built.rejected.is_empty() {
+        return Err(ConfigError(built.rejected).into());
+    }
+    Ok(tree)
+}
+
+/// Makes the keys under `roots` equal to `pairs`: puts for new or changed keys, deletes for
+/// stored keys that are not in `pairs`. One transaction when it fits the store's limits;
+/// otherwise batches in an order that keeps every intermediate state consistent for replicas:
+/// services and certificates before the routers that use them, routers removed before their
+/// services.
+async fn replace(
+    store: &Store,
+    roots: &[String],
+    pairs: Vec<(String, String)>,
+    out: &mut dyn Write,
+) -> Result<Report, SetupError> {
+    let mut stored = BTreeMap::new();
+    let mut revision = 0;
+    for root in roots {
+        let listing = store.list(root).await?;
+        revision = revision.max(listing.revision);
+        stored.extend(listing.kvs.into_iter().map(|kv| (kv.key, String::from_utf8_lossy(&kv.value).into_owned())));
+    }
+    let file: BTreeMap<String, String> = pairs.into_iter().collect();
+    if stored == file {
+        let _ = writeln!(out, "unchanged: the store already holds this configuration (revision {revision})");
+        return Ok(Report { keys: file.len(), revision: None });
+    }
+    let is_router = |k: &str| k.to_ascii_lowercase().contains("/http/routers/");
+    let mut puts: Vec<Op> = Vec::new();
+    let mut router_puts = Vec::new();
+    for (k, v) in file.iter().filter(|(k, v)| stored.get(*k) != Some(*v)) {
+        let op = Op::put(k.clone(), v.clone().into_bytes());
+        if is_router(k) {
+            router_puts.push(op)
+        } else {
+            puts.push(op)
+        }
+    }
+    let changed = puts.len() + router_puts.len();
+    let (mut deletes, router_deletes): (Vec<Op>, Vec<Op>) = stored
+        .keys()
+        .filter(|k| !file.contains_key(*k))
+        .map(|key| Op::Delete { key: key.clone() })
+        .partition(|op| !matches!(op, Op::Delete { key } if is_router(key)));
+    let removed = deletes.len() + router_deletes.len();
+    let mut ops = router_deletes;
+    ops.append(&mut puts);
+    ops.append(&mut router_puts);
+    ops.append(&mut deletes);
+
+    let limit = store.backend().max_txn_ops();
+    let batches = ops.len().div_ceil(limit).max(1);
+    let mut last = 0;
+    let mut rest = ops;
+    while !rest.is_empty() {
+        let tail = rest.split_off(rest.len().min(limit));
+        last = store.txn(Txn { compares: vec![], ops: rest }).await?.revision;
+        rest = tail;
+    }
+    let how = if batches == 1 { String::new() } else { format!(" in {batches} transactions of at most {limit}") };
     let _ = writeln!(
         out,
-        "wrote {} keys ({changed} new or changed, {removed} removed) to {} at revision {}",
-        pairs.len(),
+        "wrote {} keys ({changed} new or changed, {removed} removed) to {}{how} at revision {last}",
+        file.len(),
         store.describe(),
-        result.revision
     );
-    Ok(Report { keys: pairs.len(), revision: Some(result.revision) })
+    Ok(Report { keys: file.len(), revision: Some(last) })
 }

@@ -12,6 +12,8 @@ use support::{get_host, replica::Replica, send, upstream::Upstream, Consul, Etcd
 struct Fixture {
     store: Store,
     replica: Replica,
+    /// The `pylon` flags that select the store.
+    flags: Vec<String>,
     _server: Box<dyn std::any::Any>,
 }
 
@@ -19,14 +21,14 @@ async fn on_etcd(extra: &str) -> Fixture {
     let etcd = Etcd::start().await;
     let store = store::open(&etcd.spec()).await.unwrap();
     let replica = Replica::start(&etcd.flags(), extra).await;
-    Fixture { store, replica, _server: Box::new(etcd) }
+    Fixture { store, replica, flags: etcd.flags(), _server: Box::new(etcd) }
 }
 
 async fn on_consul(extra: &str) -> Fixture {
     let consul = Consul::start().await;
     let store = store::open(&consul.spec()).await.unwrap();
     let replica = Replica::start(&consul.flags(), extra).await;
-    Fixture { store, replica, _server: Box::new(consul) }
+    Fixture { store, replica, flags: consul.flags(), _server: Box::new(consul) }
 }
 
 impl Fixture {
@@ -182,7 +184,75 @@ macro_rules! on_both_stores {
     };
 }
 
-on_both_stores!(every_matcher_routes, live_changes_and_rejections);
+/// `pylon storeconfig --dynamic FILE` bootstraps routes; a second file replaces the first
+/// (its routers gone, the new ones served); a file with an invalid router writes nothing.
+async fn storeconfig_dynamic_replaces_the_routes(f: Fixture) {
+    let (one, two) = (Upstream::start("one").await, Upstream::start("two").await);
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let first = file(
+        "first.toml",
+        format!(
+            r#"
+[http.routers.Old]
+rule = "Host(`old.example`)"
+service = "one"
+[http.routers.Kept]
+rule = "Host(`kept.example`)"
+service = "one"
+[http.services.one.loadBalancer]
+servers = [{{ url = "{}" }}]
+"#,
+            one.url()
+        ),
+    );
+    let second = file(
+        "second.toml",
+        format!(
+            r#"
+[http.routers.Kept]
+rule = "Host(`kept.example`)"
+service = "two"
+[http.routers.New]
+rule = "Host(`new.example`)"
+service = "two"
+[http.services.two.loadBalancer]
+servers = [{{ url = "{}" }}]
+"#,
+            two.url()
+        ),
+    );
+    let broken = file("broken.toml", "[http.routers.Bad]\nrule = \"Host(`x`\"\nservice = \"two\"\n".into());
+    let storeconfig = |path: &str| {
+        let mut args: Vec<&str> = vec!["storeconfig", "--dynamic", path];
+        args.extend(f.flags.iter().map(String::as_str));
+        support::pylon_output(&args, dir.path())
+    };
+
+    let (code, out, err) = storeconfig(&first);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("wrote"), "{out}");
+    f.within_a_second("old.example", "/", "first file served", |r| r.body.starts_with("one ")).await;
+    let (code, out, err) = storeconfig(&second);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("removed"), "{out}");
+    f.within_a_second("new.example", "/", "second file served", |r| r.body.starts_with("two ")).await;
+    f.within_a_second("kept.example", "/", "changed router", |r| r.body.starts_with("two ")).await;
+    assert_eq!(get_host(&f.replica.web("/"), "old.example").await.status, 404, "the first file's router is gone");
+    let listed = f.store.list("traefik/http/services/").await.unwrap();
+    assert!(listed.kvs.iter().all(|kv| !kv.key.contains("/one/")), "the first file's service keys are gone");
+
+    let (code, _, err) = storeconfig(&broken);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("broken.toml:2:"), "the error names file and line: {err}");
+    f.within_a_second("new.example", "/", "the broken file wrote nothing", |r| r.body.starts_with("two ")).await;
+}
+
+on_both_stores!(every_matcher_routes, live_changes_and_rejections, storeconfig_dynamic_replaces_the_routes);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn explicit_priorities_win_over_rule_length() {

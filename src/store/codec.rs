@@ -12,14 +12,25 @@ use super::{keys::Keys, KeyValue};
 /// Sections that describe the store itself and stay out of it.
 const LOCAL_SECTIONS: &[&str] = &["consul", "etcd"];
 
-/// The pairs `storeconfig` writes for a source tree, sorted by key.
+/// The pairs `storeconfig` writes for a static source tree, sorted by key.
 pub fn encode_static(keys: &Keys, tree: &Node) -> Vec<(String, String)> {
+    encode(tree, |top| !LOCAL_SECTIONS.contains(&top), |path| keys.static_key(path))
+}
+
+/// The pairs `storeconfig --dynamic` writes for a dynamic-config tree: Traefik's layout,
+/// `<prefix>/http/routers/<name>/rule` and so on, sorted by key.
+pub fn encode_dynamic(keys: &Keys, tree: &Node) -> Vec<(String, String)> {
+    let known = |top: &str| top == "http" || top == "tls";
+    encode(tree, known, |path| format!("{}/{}", keys.prefix(), path.join("/")))
+}
+
+fn encode(tree: &Node, keep: impl Fn(&str) -> bool, key: impl Fn(&[String]) -> String) -> Vec<(String, String)> {
     let (value, _) = tree.clone().into_value();
     let mut out = Vec::new();
     if let toml::Value::Table(table) = value {
         for (name, value) in table {
-            if !LOCAL_SECTIONS.contains(&name.as_str()) {
-                flatten(keys, &mut vec![name], &value, &mut out);
+            if keep(&name) {
+                flatten(&key, &mut vec![name], &value, &mut out);
             }
         }
     }
@@ -27,19 +38,19 @@ pub fn encode_static(keys: &Keys, tree: &Node) -> Vec<(String, String)> {
     out
 }
 
-fn flatten(keys: &Keys, path: &mut Vec<String>, value: &toml::Value, out: &mut Vec<(String, String)>) {
+fn flatten(key: &impl Fn(&[String]) -> String, path: &mut Vec<String>, value: &toml::Value, out: &mut Vec<(String, String)>) {
     let mut descend = |path: &mut Vec<String>, k: String, v: &toml::Value| {
         path.push(k);
-        flatten(keys, path, v, out);
+        flatten(key, path, v, out);
         path.pop();
     };
     match value {
-        toml::Value::Table(t) if t.is_empty() => out.push((keys.static_key(path), "{}".into())),
-        toml::Value::Array(a) if a.is_empty() => out.push((keys.static_key(path), "[]".into())),
+        toml::Value::Table(t) if t.is_empty() => out.push((key(path), "{}".into())),
+        toml::Value::Array(a) if a.is_empty() => out.push((key(path), "[]".into())),
         toml::Value::Table(t) => t.iter().for_each(|(k, v)| descend(path, k.clone(), v)),
         toml::Value::Array(a) => a.iter().enumerate().for_each(|(i, v)| descend(path, i.to_string(), v)),
-        toml::Value::String(s) => out.push((keys.static_key(path), s.clone())),
-        other => out.push((keys.static_key(path), other.to_string())),
+        toml::Value::String(s) => out.push((key(path), s.clone())),
+        other => out.push((key(path), other.to_string())),
     }
 }
 
