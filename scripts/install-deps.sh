@@ -4,7 +4,8 @@
 #   libprotobuf-dev    google/protobuf/*.proto, which that build imports
 #   etcd-server        etcd 3.4, for the store tests
 #   consul             Consul 1.8.7 from Debian 11 (bullseye): Debian 12 has none
-#   curl               the README's quickstart check
+#   curl               the README's quickstart check and the TLS/h2 tests' client
+#   haproxy            the load balancer in front of replicas in the graceful-termination test
 set -euo pipefail
 
 SUDO=""
@@ -15,6 +16,7 @@ command -v protoc >/dev/null || need+=(protobuf-compiler)
 [ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
 command -v etcd >/dev/null || need+=(etcd-server)
 command -v curl >/dev/null || need+=(curl)
+command -v haproxy >/dev/null || need+=(haproxy)
 
 bullseye_source() {
   # The machine's own Debian source tells us the mirror and keyring to reuse.

@@ -38,7 +38,12 @@ fn encode(tree: &Node, keep: impl Fn(&str) -> bool, key: impl Fn(&[String]) -> S
     out
 }
 
-fn flatten(key: &impl Fn(&[String]) -> String, path: &mut Vec<String>, value: &toml::Value, out: &mut Vec<(String, String)>) {
+fn flatten(
+    key: &impl Fn(&[String]) -> String,
+    path: &mut Vec<String>,
+    value: &toml::Value,
+    out: &mut Vec<(String, String)>,
+) {
     let mut descend = |path: &mut Vec<String>, k: String, v: &toml::Value| {
         path.push(k);
         flatten(key, path, v, out);

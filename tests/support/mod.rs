@@ -107,8 +107,47 @@ where
 /// A single-member etcd cluster with fast elections.
 pub struct Etcd {
     pub endpoint: String,
-    _dir: tempfile::TempDir,
+    /// Client, peer and metrics ports, kept for a restart.
+    ports: (u16, u16, u16),
+    dir: tempfile::TempDir,
     pub process: Process,
+}
+
+fn etcd_command(data: &Path, (client, peer, metrics): (u16, u16, u16), log: std::fs::File) -> Child {
+    Command::new("etcd")
+        .args(["--name", "t1", "--data-dir"])
+        .arg(data)
+        .args([
+            "--listen-client-urls",
+            &format!("http://127.0.0.1:{client}"),
+            "--advertise-client-urls",
+            &format!("http://127.0.0.1:{client}"),
+            "--listen-peer-urls",
+            &format!("http://127.0.0.1:{peer}"),
+            "--initial-advertise-peer-urls",
+            &format!("http://127.0.0.1:{peer}"),
+            "--initial-cluster",
+            &format!("t1=http://127.0.0.1:{peer}"),
+            "--listen-metrics-urls",
+            &format!("http://127.0.0.1:{metrics}"),
+            "--heartbeat-interval",
+            "10",
+            "--election-timeout",
+            "100",
+            "--log-level",
+            "warn",
+            "--logger",
+            "zap",
+        ])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start etcd")
+}
+
+fn etcd_ready(ports: &(u16, u16, u16)) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> {
+    let health = format!("http://127.0.0.1:{}/health", ports.0);
+    Box::pin(async move { matches!(get(&health).await, Ok((200, _))) })
 }
 
 impl Etcd {
@@ -117,45 +156,27 @@ impl Etcd {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let spawn = |log: std::fs::File| {
-            let (client, peer, metrics) = (free_port(), free_port(), free_port());
+            let ports = (free_port(), free_port(), free_port());
             let _ = std::fs::remove_dir_all(&data);
-            let child = Command::new("etcd")
-                .args(["--name", "t1", "--data-dir"])
-                .arg(&data)
-                .args([
-                    "--listen-client-urls",
-                    &format!("http://127.0.0.1:{client}"),
-                    "--advertise-client-urls",
-                    &format!("http://127.0.0.1:{client}"),
-                    "--listen-peer-urls",
-                    &format!("http://127.0.0.1:{peer}"),
-                    "--initial-advertise-peer-urls",
-                    &format!("http://127.0.0.1:{peer}"),
-                    "--initial-cluster",
-                    &format!("t1=http://127.0.0.1:{peer}"),
-                    "--listen-metrics-urls",
-                    &format!("http://127.0.0.1:{metrics}"),
-                    "--heartbeat-interval",
-                    "10",
-                    "--election-timeout",
-                    "100",
-                    "--log-level",
-                    "warn",
-                    "--logger",
-                    "zap",
-                ])
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("start etcd");
-            (child, client)
+            (etcd_command(&data, ports, log), ports)
         };
-        let ready = |client: &u16| -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> {
-            let health = format!("http://127.0.0.1:{client}/health");
-            Box::pin(async move { matches!(get(&health).await, Ok((200, _))) })
-        };
-        let (process, client) = start_server("etcd", dir.path(), spawn, ready).await;
-        Etcd { endpoint: format!("127.0.0.1:{client}"), _dir: dir, process }
+        let (process, ports) = start_server("etcd", dir.path(), spawn, etcd_ready).await;
+        Etcd { endpoint: format!("127.0.0.1:{}", ports.0), ports, dir, process }
+    }
+
+    /// Kills etcd (SIGKILL) and leaves it down.
+    pub fn kill(&mut self) {
+        let _ = self.process.child.kill();
+        let _ = self.process.child.wait();
+    }
+
+    /// Starts etcd again on the same ports and data, and waits until it is healthy.
+    pub async fn restart(&mut self) {
+        let data = self.dir.path().join("data");
+        let ports = self.ports;
+        let spawn = |log: std::fs::File| (etcd_command(&data, ports, log), ports);
+        let (process, _) = start_server("etcd-restarted", self.dir.path(), spawn, etcd_ready).await;
+        self.process = process;
     }
 
     /// The `pylon` flags that select this server.
