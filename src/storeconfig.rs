@@ -23,6 +23,9 @@ pub struct Report {
     pub revision: Option<u64>,
 }
 
+/// The roots one part of the configuration lives under, and its pairs.
+type Part = (Vec<String>, Vec<(String, String)>);
+
 pub async fn storeconfig(
     global: &Global,
     overrides: &[Override],
@@ -44,7 +47,7 @@ pub async fn storeconfig(
     let dynamic_tree = dynamic_file.map(read_dynamic).transpose()?;
     let target = setup::target(global, loaded.as_ref().and_then(|l| l.store.as_ref()))?;
 
-    let mut parts: Vec<(Vec<String>, Vec<(String, String)>)> = Vec::new();
+    let mut parts: Vec<Part> = Vec::new();
     if let Some(tree) = &static_tree {
         parts.push((vec![target.keys.static_root()], codec::encode_static(&target.keys, tree)));
     }
