@@ -178,7 +178,9 @@ impl Proxy {
         let mut tried = Vec::new();
         let response = loop {
             let server = &pick.pool.servers[pick.server].url;
-            served.server = Some(server.to_string());
+            if self.access_log.is_some() {
+                served.server = Some(server.to_string());
+            }
             let request =
                 forward::request(&head, server, pick.pool.spec.pass_host_header, client).map(|()| payload.attempt());
             match send(&self.upstream, request).await {

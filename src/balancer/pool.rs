@@ -62,8 +62,12 @@ impl Pool {
 
     /// Whether server `i` may take requests now.
     pub fn is_up(&self, i: usize) -> bool {
+        self.up_at(i, self.now_ms())
+    }
+
+    fn up_at(&self, i: usize, now_ms: u64) -> bool {
         let s = &self.servers[i];
-        s.weight > 0 && s.healthy.load(Ordering::Relaxed) && s.down_until.load(Ordering::Relaxed) <= self.now_ms()
+        s.weight > 0 && s.healthy.load(Ordering::Relaxed) && s.down_until.load(Ordering::Relaxed) <= now_ms
     }
 
     pub fn has_up(&self) -> bool {
@@ -72,12 +76,13 @@ impl Pool {
 
     /// The next server by smooth weighted round robin among those up and not in `exclude`.
     pub fn next(&self, exclude: &[usize]) -> Option<usize> {
-        let up: Vec<bool> = (0..self.servers.len()).map(|i| self.is_up(i) && !exclude.contains(&i)).collect();
+        let now = self.now_ms();
+        let up = |i: usize| self.up_at(i, now) && !exclude.contains(&i);
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         let mut total = 0i64;
         let mut best: Option<usize> = None;
         for (i, server) in self.servers.iter().enumerate() {
-            if !up[i] {
+            if !up(i) {
                 continue;
             }
             let weight = i64::from(server.weight);
