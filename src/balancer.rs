@@ -116,21 +116,11 @@ impl Weighted {
                 return child.service.pick(headers);
             }
         }
-        let available: Vec<bool> = self.children.iter().map(|c| c.weight > 0 && c.service.is_available()).collect();
-        let chosen = {
-            let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-            let (mut total, mut best) = (0i64, None::<usize>);
-            for (i, child) in self.children.iter().enumerate().filter(|(i, _)| available[*i]) {
-                current[i] += i64::from(child.weight);
-                total += i64::from(child.weight);
-                if best.is_none_or(|b| current[i] > current[b]) {
-                    best = Some(i);
-                }
-            }
-            let best = best?;
-            current[best] -= total;
-            best
-        };
+        // Availability walks the children's pools: done before taking this set's lock.
+        let weights: Vec<Option<u32>> =
+            self.children.iter().map(|c| (c.weight > 0 && c.service.is_available()).then_some(c.weight)).collect();
+        let chosen =
+            pool::smooth_pick(&mut self.current.lock().unwrap_or_else(|e| e.into_inner()), weights.into_iter())?;
         let child = &self.children[chosen];
         let mut pick = child.service.pick(headers)?;
         if let Some(c) = &self.sticky {

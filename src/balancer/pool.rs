@@ -77,24 +77,9 @@ impl Pool {
     /// The next server by smooth weighted round robin among those up and not in `exclude`.
     pub fn next(&self, exclude: &[usize]) -> Option<usize> {
         let now = self.now_ms();
-        let up = |i: usize| self.up_at(i, now) && !exclude.contains(&i);
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        let mut total = 0i64;
-        let mut best: Option<usize> = None;
-        for (i, server) in self.servers.iter().enumerate() {
-            if !up(i) {
-                continue;
-            }
-            let weight = i64::from(server.weight);
-            current[i] += weight;
-            total += weight;
-            if best.is_none_or(|b| current[i] > current[b]) {
-                best = Some(i);
-            }
-        }
-        let best = best?;
-        current[best] -= total;
-        Some(best)
+        let weights = (0..self.servers.len())
+            .map(|i| (self.up_at(i, now) && !exclude.contains(&i)).then_some(self.servers[i].weight));
+        smooth_pick(&mut self.current.lock().unwrap_or_else(|e| e.into_inner()), weights)
     }
 
     /// The server a sticky cookie names, if it is up.
@@ -112,6 +97,24 @@ impl Pool {
     pub fn set_healthy(&self, i: usize, healthy: bool) -> bool {
         self.servers[i].healthy.swap(healthy, Ordering::Relaxed) != healthy
     }
+}
+
+/// Smooth weighted round robin (nginx's): every candidate's current weight grows by its
+/// weight, the largest wins and loses the total. `weights` yields `None` for a candidate that
+/// cannot be picked now. Picks interleave: weights 5, 1, 1 give a a b a c a a.
+pub fn smooth_pick(current: &mut [i64], weights: impl Iterator<Item = Option<u32>>) -> Option<usize> {
+    let (mut total, mut best) = (0i64, None::<usize>);
+    for (i, weight) in weights.enumerate() {
+        let Some(weight) = weight else { continue };
+        current[i] += i64::from(weight);
+        total += i64::from(weight);
+        if best.is_none_or(|b| current[i] > current[b]) {
+            best = Some(i);
+        }
+    }
+    let best = best?;
+    current[best] -= total;
+    Some(best)
 }
 
 /// FNV-1a, 64 bits: a stable, cheap hash for cookie values (not a secret).
