@@ -175,8 +175,7 @@ impl Watcher {
     /// Builds and swaps in the table and certificates for the keys in `mirror`.
     fn apply(&mut self, mirror: &BTreeMap<String, KeyValue>, revision: Revision, shutdown: &CancellationToken) {
         let started = Instant::now();
-        let kvs: Vec<KeyValue> = mirror.values().cloned().collect();
-        let config = dynamic::build(codec::decode_dynamic(&self.keys, &kvs));
+        let config = dynamic::build(codec::decode_dynamic(&self.keys, mirror.values()));
         let services = balancer::build(&config, &self.pools);
         for pool in &services.new_pools {
             balancer::health::spawn(pool, self.upstream.clone(), shutdown.child_token());

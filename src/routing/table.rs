@@ -116,11 +116,6 @@ impl Table {
             }
         }
     }
-
-    /// Whether some router could answer TLS connections on `entry_point`.
-    pub fn has_tls_routes(&self, entry_point: &str) -> bool {
-        self.entry_points.get(entry_point).is_some_and(|ep| !ep.tls.by_host.is_empty() || !ep.tls.any_host.is_empty())
-    }
 }
 
 #[cfg(test)]
@@ -215,7 +210,6 @@ mod tests {
         assert_eq!(route(&t, "websecure", true, "b.example", "/"), Some("both"));
         assert_eq!(route(&t, "web", false, "c.example", "/"), None);
         assert_eq!(route(&t, "web", true, "c.example", "/"), Some("sni"));
-        assert!(t.has_tls_routes("web"));
     }
 
     #[test]

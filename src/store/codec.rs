@@ -75,8 +75,8 @@ pub fn decode_static(keys: &Keys, kvs: &[KeyValue]) -> Option<Node> {
 
 /// The source tree of the dynamic configuration among `kvs` (a listing of the prefix), each
 /// value located by its KV key. Keys outside `<prefix>/http/` and `<prefix>/tls/` are ignored.
-pub fn decode_dynamic(keys: &Keys, kvs: &[KeyValue]) -> Node {
-    let pairs = kvs.iter().filter_map(|kv| {
+pub fn decode_dynamic<'a>(keys: &Keys, kvs: impl IntoIterator<Item = &'a KeyValue>) -> Node {
+    let pairs = kvs.into_iter().filter_map(|kv| {
         let path = keys.dynamic_path(&kv.key)?;
         Some((path, String::from_utf8_lossy(&kv.value).into_owned(), Origin::Store(kv.key.clone())))
     });
