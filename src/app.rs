@@ -116,11 +116,8 @@ fn static_certificates(config: &config::StaticConfig) -> Result<Vec<tls::Loaded>
     for (name, ep) in &config.entry_points {
         for (i, (cert, key)) in ep.tls.iter().flat_map(|t| t.certificates.iter()).enumerate() {
             let place = format!("entrypoints.{name}.tls.certificates.{i}");
-            let read = |value: &str| -> Result<String, RunError> {
-                if value.contains("-----BEGIN") {
-                    return Ok(value.to_string());
-                }
-                std::fs::read_to_string(value).map_err(|e| RunError::Certificate(format!("{place}: {value}: {e}")))
+            let read = |value: &str| {
+                tls::pem_or_file(value).map_err(|e| RunError::Certificate(format!("{place}: {value}: {e}")))
             };
             let pair = tls::Loaded::from_pem(&read(cert)?, &read(key)?)
                 .map_err(|e| RunError::Certificate(format!("{place}: {e}")))?;

@@ -40,7 +40,7 @@ use crate::{
     access_log::{AccessLog, Entry as LogEntry},
     balancer::{Mirroring, Pick, Service},
     config::model::ForwardedTrust,
-    routing::{RequestView, Table},
+    routing::{RequestView, Route, Table},
     upstream::{self, Upstream},
 };
 
@@ -84,7 +84,8 @@ pub struct Connection {
 /// What the access log needs from the routing decision.
 #[derive(Default)]
 struct Served {
-    router: Option<String>,
+    route: Option<Arc<Route>>,
+    /// The server's URL, recorded only when the access log is on.
     server: Option<String>,
 }
 
@@ -98,13 +99,13 @@ impl Proxy {
             Ok(response) => response,
             Err(err) => {
                 if err.fault() == Fault::Upstream {
-                    tracing::warn!(entrypoint = %ep.name, router = ?served.router, "{err}");
+                    tracing::warn!(entrypoint = %ep.name, router = ?served.route.as_ref().map(|r| &r.name), "{err}");
                 }
                 err.response()
             }
         };
         if let (Some(log), Some(entry)) = (&self.access_log, entry) {
-            log.record(entry.finish(&response, served.router, served.server, started.elapsed()));
+            log.record(entry.finish(&response, served.route.map(|r| r.name.clone()), served.server, started.elapsed()));
         }
         response
     }
@@ -144,11 +145,11 @@ impl Proxy {
         };
         let route = table.route(&ep.name, conn.tls, &view).ok_or(ProxyError::NoRoute)?.clone();
         drop(table);
-        served.router = Some(route.name.clone());
+        served.route = Some(route.clone());
 
         // 4. pick
         let service = route.service.clone();
-        let pick = service.pick(req.headers()).ok_or_else(|| ProxyError::NoServer { service: route.name.clone() })?;
+        let pick = service.pick(req.headers()).ok_or_else(|| ProxyError::NoServer { router: route.name.clone() })?;
 
         // 5. forward
         let client = forward::Client {
@@ -252,24 +253,13 @@ async fn send(upstream: &Upstream, request: Request<upstream::Body>) -> Result<R
         None => sent.await,
     };
     result.map_err(|e| {
-        let reason = error_chain(&e);
+        let reason = upstream::error_chain(&e);
         if e.is_connect() {
             Failure::Connect(reason)
         } else {
             Failure::Other(reason)
         }
     })
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// Sends a copy of the request to the mirrors whose share includes it, fire and forget. The

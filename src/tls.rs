@@ -76,6 +76,15 @@ impl Loaded {
     }
 }
 
+/// A PEM value as Traefik accepts it: the PEM text itself, or the path of a file holding it.
+pub fn pem_or_file(value: &str) -> std::io::Result<String> {
+    if value.contains("-----BEGIN") {
+        Ok(value.to_string())
+    } else {
+        std::fs::read_to_string(value)
+    }
+}
+
 /// The DNS names of a leaf certificate's subject alternative names, lowercased.
 fn names_of(leaf: &CertificateDer<'_>) -> Result<Vec<String>, TlsError> {
     let parsed = webpki::EndEntityCert::try_from(leaf).map_err(|e| TlsError::BadCertificate(format!("{e:?}")))?;

@@ -67,18 +67,28 @@ impl Upstream {
     }
 }
 
+/// An error with its source chain: hyper's client errors hide the cause (connection refused,
+/// reset, ...) there.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// The system's roots (when it has any) and every `rootCAs` entry, a file path or PEM text.
 fn roots(extra: &[String]) -> Result<RootCertStore, RootCaError> {
     let mut store = RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     store.add_parsable_certificates(native.certs);
     for entry in extra {
-        let pem = if entry.contains("-----BEGIN") {
-            entry.clone().into_bytes()
-        } else {
-            std::fs::read(entry).map_err(|e| RootCaError { entry: entry.clone(), message: e.to_string() })?
-        };
-        let certs = CertificateDer::pem_slice_iter(&pem)
+        let pem =
+            crate::tls::pem_or_file(entry).map_err(|e| RootCaError { entry: entry.clone(), message: e.to_string() })?;
+        let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| RootCaError { entry: entry.clone(), message: e.to_string() })?;
         if certs.is_empty() {

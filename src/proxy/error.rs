@@ -19,8 +19,8 @@ pub enum Fault {
 pub enum ProxyError {
     #[error("no router matches")]
     NoRoute,
-    #[error("service {service:?} has no server up")]
-    NoServer { service: String },
+    #[error("router {router:?}: its service has no server up")]
+    NoServer { router: String },
     #[error("cannot connect to {server}: {reason}")]
     Refused { server: String, reason: String },
     #[error("{server} failed: {reason}")]
@@ -80,7 +80,7 @@ mod tests {
         let server = || "http://127.0.0.1:1".to_string();
         let cases = [
             (ProxyError::NoRoute, 404, Fault::Config),
-            (ProxyError::NoServer { service: "s".into() }, 503, Fault::Config),
+            (ProxyError::NoServer { router: "r".into() }, 503, Fault::Config),
             (ProxyError::Refused { server: server(), reason: "refused".into() }, 502, Fault::Upstream),
             (ProxyError::Upstream { server: server(), reason: "reset".into() }, 502, Fault::Upstream),
             (ProxyError::Timeout { server: server() }, 504, Fault::Upstream),

@@ -132,7 +132,8 @@ impl Api {
             StoreError::Rejected { backend: "Consul", detail: format!("bad request {path_and_query}: {e}") }
         })?;
         let exchange = async {
-            let response = self.client.request(request).await.map_err(|e| unreachable(error_chain(&e)))?;
+            let response =
+                self.client.request(request).await.map_err(|e| unreachable(crate::upstream::error_chain(&e)))?;
             let status = response.status();
             let index = response
                 .headers()
@@ -168,18 +169,6 @@ pub fn check(answer: Answer) -> Result<Answer, StoreError> {
         return Err(StoreError::Rejected { backend: "Consul", detail: format!("{s}: {text}") });
     }
     Ok(answer)
-}
-
-/// hyper's client errors hide the cause (connection refused, ...) in their source chain.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Percent-encodes a key for a URL path, keeping `/` as the separator.
