@@ -64,8 +64,12 @@ impl Fixture {
     }
 }
 
+/// A key built at run time, kept for the test's life so pairs can mix it with literals.
+fn leak(key: String) -> &'static str {
+    Box::leak(key.into_boxed_str())
+}
+
 fn router(name: &str, rule: &str, service: &str) -> Vec<(&'static str, String)> {
-    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
     vec![
         (leak(format!("http/routers/{name}/rule")), rule.to_string()),
         (leak(format!("http/routers/{name}/service")), service.to_string()),
@@ -73,7 +77,6 @@ fn router(name: &str, rule: &str, service: &str) -> Vec<(&'static str, String)> 
 }
 
 fn servers(service: &str, upstreams: &[&Upstream]) -> Vec<(&'static str, String)> {
-    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
     upstreams
         .iter()
         .enumerate()
