@@ -1,6 +1,6 @@
-//! Configuration as KV pairs: the static configuration both ways, shared by `pylon
-//! storeconfig` (which encodes) and `pylon run` (which decodes), and the dynamic configuration
-//! read from Traefik v3's layout. One leaf is one key; list items are numbered
+//! Configuration as KV pairs, both ways: `pylon storeconfig` encodes the static configuration
+//! and (`--dynamic`) the dynamic one in Traefik v3's layout; `pylon run` and the watcher decode
+//! them. One leaf is one key; list items are numbered
 //! (`defaultentrypoints/0`); a section that holds nothing, such as `[entryPoints.https.tls]`,
 //! is the key of the section with the value `{}` so that it survives the round trip.
 //! How to reach the store (`[consul]`, `[etcd]`) is a replica's own business and is not stored.
