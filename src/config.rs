@@ -8,6 +8,7 @@ pub(crate) mod lenient;
 pub mod model;
 pub mod transport;
 pub mod tree;
+mod yaml;
 
 use std::{collections::BTreeMap, fmt, path::Path};
 
@@ -138,7 +139,7 @@ impl Checker {
     }
 }
 
-/// Reads and parses a TOML file into a source tree.
+/// Reads and parses a TOML or YAML file (by its extension) into a source tree.
 pub fn read_file(path: &Path) -> Result<Node, ConfigError> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
@@ -147,7 +148,7 @@ pub fn read_file(path: &Path) -> Result<Node, ConfigError> {
             message: format!("cannot read {name}: {e}"),
         }])
     })?;
-    Node::from_toml(&name, &text, tree::STATIC_NAMES)
+    Node::from_text(path, &text, tree::STATIC_NAMES)
         .map_err(|(origin, message)| ConfigError(vec![Diagnostic { origin, message }]))
 }
 

@@ -80,7 +80,7 @@ fn read_dynamic(path: &Path) -> Result<Node, SetupError> {
             message: format!("cannot read the dynamic configuration: {e}"),
         }])
     })?;
-    let tree = Node::from_toml(&path.display().to_string(), &text, dynamic::DYNAMIC_NAMES)
+    let tree = Node::from_text(path, &text, dynamic::DYNAMIC_NAMES)
         .map_err(|(origin, message)| ConfigError(vec![Diagnostic { origin, message }]))?;
     let built = dynamic::build(tree.clone());
     for warning in &built.warnings {

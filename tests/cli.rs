@@ -244,6 +244,22 @@ fn a_broken_config_names_file_line_and_column_and_exits_2() {
 }
 
 #[test]
+fn a_traefik_yml_is_read_like_the_toml() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("traefik.yml");
+    let yaml = "entryPoints:\n  http:\n    address: \":80\"\n    http:\n      redirections:\n        entryPoint:\n          to: https\n";
+    std::fs::write(&file, yaml).unwrap();
+    let (code, _, err) = pylon_output(&["storeconfig", "--dry-run", "-c", file.to_str().unwrap()], dir.path());
+    assert_eq!(code, 2);
+    assert!(err.contains("traefik.yml:7:15") && err.contains("\"https\", which does not exist"), "{err}");
+
+    std::fs::write(&file, format!("{yaml}  https:\n    address: \":443\"\n")).unwrap();
+    let (code, out, err) = pylon_output(&["storeconfig", "--dry-run", "-c", file.to_str().unwrap()], dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("entrypoints/https/address"), "{out}");
+}
+
+#[test]
 fn unknown_keys_are_located_warnings() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("typo.toml");

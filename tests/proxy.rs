@@ -213,18 +213,24 @@ servers = [{{ url = "{}" }}]
             one.url()
         ),
     );
+    // The second file is YAML, as Traefik's file provider also reads it.
     let second = file(
-        "second.toml",
+        "second.yml",
         format!(
             r#"
-[http.routers.Kept]
-rule = "Host(`kept.example`)"
-service = "two"
-[http.routers.New]
-rule = "Host(`new.example`)"
-service = "two"
-[http.services.two.loadBalancer]
-servers = [{{ url = "{}" }}]
+http:
+  routers:
+    Kept:
+      rule: Host(`kept.example`)
+      service: two
+    New:
+      rule: "Host(`new.example`)"
+      service: two
+  services:
+    two:
+      loadBalancer:
+        servers:
+          - url: "{}"
 "#,
             two.url()
         ),

@@ -52,6 +52,8 @@ pub struct RawEntryPoint {
     pub address: Option<String>,
     pub redirect: Option<RawRedirect>,
     pub tls: Option<RawTls>,
+    /// Traefik v2/v3: `http.redirections` and `http.tls`.
+    pub http: Option<RawEntryPointHttp>,
     pub forwardedheaders: Option<RawTrustedIps>,
     pub proxyprotocol: Option<RawTrustedIps>,
     #[serde(default, deserialize_with = "lenient::bool")]
@@ -65,6 +67,40 @@ pub struct RawRedirect {
     pub permanent: Option<bool>,
     pub regex: Option<String>,
     pub replacement: Option<String>,
+}
+
+/// `[entryPoints.<name>.http]`, Traefik v2/v3's form of an entrypoint's defaults.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawEntryPointHttp {
+    pub redirections: Option<RawRedirections>,
+    pub tls: Option<RawEntryPointTls>,
+    #[serde(default, deserialize_with = "lenient::list")]
+    pub middlewares: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawRedirections {
+    pub entrypoint: Option<RawRedirectTo>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawRedirectTo {
+    /// An entrypoint's name, or `:port` of one.
+    pub to: Option<String>,
+    pub scheme: Option<String>,
+    #[serde(default, deserialize_with = "lenient::bool")]
+    pub permanent: Option<bool>,
+    #[serde(default, deserialize_with = "lenient::u64")]
+    pub priority: Option<u64>,
+}
+
+/// `http.tls`: routers on the entrypoint are TLS routers by default.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawEntryPointTls {
+    pub certresolver: Option<String>,
+    pub options: Option<String>,
+    #[serde(default)]
+    pub domains: Vec<RawDomain>,
 }
 
 #[derive(Debug, Default, Deserialize)]

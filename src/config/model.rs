@@ -169,6 +169,21 @@ pub(super) fn build(raw: RawConfig, c: &mut Checker) -> Option<StaticConfig> {
             let target = r.entrypoint.clone()?;
             Some(Redirect { entry_point: target, permanent: r.permanent.unwrap_or(true) })
         });
+        let v2 = ep.http.as_ref();
+        let redirect = redirect.or_else(|| {
+            let to = v2?.redirections.as_ref()?.entrypoint.as_ref()?;
+            let Some(target) = &to.to else {
+                c.error(&format!("{path}.http.redirections.entrypoint"), "a redirection needs `to`");
+                return None;
+            };
+            if to.scheme.as_deref().is_some_and(|s| s != "https" && s != "http") {
+                c.error(&format!("{path}.http.redirections.entrypoint.scheme"), "scheme must be http or https");
+            }
+            Some(Redirect { entry_point: target.clone(), permanent: to.permanent.unwrap_or(true) })
+        });
+        if v2.and_then(|h| h.middlewares.as_ref()).is_some() {
+            c.warn(&format!("{path}.http.middlewares"), "middlewares are not supported yet; ignored");
+        }
         let tls = ep.tls.as_ref().map(|t| Tls {
             min_version: t.minversion.clone(),
             certificates: t
@@ -177,6 +192,7 @@ pub(super) fn build(raw: RawConfig, c: &mut Checker) -> Option<StaticConfig> {
                 .filter_map(|cert| Some((cert.certfile.clone()?, cert.keyfile.clone()?)))
                 .collect(),
         });
+        let tls = tls.or_else(|| v2.and_then(|h| h.tls.as_ref()).map(|_| Tls::default()));
         let mut forwarded_trust = ForwardedTrust::default();
         if let Some(f) = &ep.forwardedheaders {
             forwarded_trust.insecure = f.insecure.unwrap_or(false);
@@ -237,13 +253,26 @@ pub(super) fn build(raw: RawConfig, c: &mut Checker) -> Option<StaticConfig> {
         );
     }
 
+    // `to = ":443"` (Traefik v2) names the entrypoint listening on that port.
+    let by_port: BTreeMap<String, String> =
+        entry_points.iter().map(|(name, ep)| (format!(":{}", ep.address.port()), name.clone())).collect();
+    for ep in entry_points.values_mut() {
+        if let Some(r) = &mut ep.redirect {
+            if let Some(name) = by_port.get(&r.entry_point) {
+                r.entry_point = name.clone();
+            }
+        }
+    }
     let exists = |name: &str| entry_points.contains_key(name);
     let known = || entry_points.keys().cloned().collect::<Vec<_>>().join(", ");
     for (name, ep) in &entry_points {
         if let Some(r) = &ep.redirect {
             if !exists(&r.entry_point) {
+                let v2 = format!("entrypoints.{name}.http.redirections.entrypoint.to");
+                let key =
+                    if c.origins.contains_key(&v2) { v2 } else { format!("entrypoints.{name}.redirect.entrypoint") };
                 c.error(
-                    &format!("entrypoints.{name}.redirect.entrypoint"),
+                    &key,
                     format!(
                         "redirect to entrypoint {:?}, which does not exist (entrypoints: {})",
                         r.entry_point,
@@ -386,6 +415,20 @@ fn acme(a: &RawAcme, c: &mut Checker, entry_points: &BTreeMap<String, EntryPoint
 #[cfg(test)]
 mod tests {
     use super::parse_address;
+    use crate::config::{load, tree::Node, tree::STATIC_NAMES};
+
+    #[test]
+    fn traefik_v2_entrypoint_http_section_means_what_v1s_does() {
+        let v1 = "[entryPoints.web]\naddress = \":80\"\n[entryPoints.web.redirect]\nentryPoint = \"websecure\"\n\
+                  [entryPoints.websecure]\naddress = \":443\"\n[entryPoints.websecure.tls]\n";
+        let v2 = "entryPoints:\n  web:\n    address: ':80'\n    http:\n      redirections:\n        entryPoint:\n\
+                  \x20         to: ':443'\n          scheme: https\n  websecure:\n    address: ':443'\n    http:\n\
+                  \x20     tls: {}\n";
+        let v1 = load(Node::from_toml("t.toml", v1, STATIC_NAMES).unwrap()).unwrap().config;
+        let v2 = load(Node::from_yaml("t.yml", v2, STATIC_NAMES).unwrap()).unwrap().config;
+        assert_eq!(v2.entry_points, v1.entry_points);
+        assert_eq!(v2.entry_points["web"].redirect.as_ref().unwrap().entry_point, "websecure");
+    }
 
     #[test]
     fn traefik_address_forms_parse() {

@@ -149,7 +149,7 @@ impl Node {
 
     /// Lowercases keys (but not user-chosen names) and turns tables keyed `0`, `1`, ... (as
     /// lists come from KV keys) into arrays.
-    fn normalized(self, path: &[String], names: NamedTables) -> Node {
+    pub(super) fn normalized(self, path: &[String], names: NamedTables) -> Node {
         match self {
             Node::Table(map, origin) => {
                 let named = is_named(names, path);

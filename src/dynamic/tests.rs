@@ -155,3 +155,55 @@ fn the_file_provider_format_loads_the_same_model() {
     assert!(typo.warnings.iter().any(|w| w.to_string().starts_with("dynamic.toml:3:")), "{:?}", typo.warnings);
     assert!(typo.rejected.iter().any(|r| r.message.contains("needs a service")));
 }
+
+#[test]
+fn yaml_and_toml_files_load_the_same_model() {
+    let toml = r#"
+[http.routers.Web]
+  rule = "Host(`a.example`)"
+  service = "app"
+  entryPoints = ["websecure"]
+  [http.routers.Web.tls]
+[http.services.app.loadBalancer]
+  passHostHeader = false
+  [[http.services.app.loadBalancer.servers]]
+    url = "http://127.0.0.1:8081"
+    weight = 3
+  [http.services.app.loadBalancer.sticky.cookie]
+    name = "lb"
+"#;
+    let yaml = r#"
+http:
+  routers:
+    Web:
+      rule: Host(`a.example`)
+      service: app
+      entryPoints: [websecure]
+      tls: {}
+  services:
+    app:
+      loadBalancer:
+        passHostHeader: false
+        servers:
+          - url: http://127.0.0.1:8081
+            weight: 3
+        sticky:
+          cookie:
+            name: lb
+"#;
+    let from_toml = build(Node::from_toml("d.toml", toml, DYNAMIC_NAMES).unwrap());
+    let from_yaml = build(Node::from_yaml("d.yml", yaml, DYNAMIC_NAMES).unwrap());
+    assert!(from_yaml.rejected.is_empty() && from_yaml.warnings.is_empty(), "{:?}", from_yaml.warnings);
+    assert_eq!(format!("{:?}", from_yaml.routers), format!("{:?}", from_toml.routers));
+    assert_eq!(format!("{:?}", from_yaml.services), format!("{:?}", from_toml.services));
+
+    let typo = build(
+        Node::from_yaml(
+            "d.yml",
+            "http:\n  routers:\n    x:\n      rule: Path(`/`)\n      servise: app\n",
+            DYNAMIC_NAMES,
+        )
+        .unwrap(),
+    );
+    assert!(typo.warnings.iter().any(|w| w.to_string().starts_with("d.yml:5:")), "{:?}", typo.warnings);
+}
