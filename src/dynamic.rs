@@ -5,6 +5,9 @@
 //! a rejected or missing service. Everything else is kept.
 
 pub mod file;
+mod parts;
+
+pub use parts::{Owner, Parts};
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -12,7 +15,11 @@ use std::{
 };
 
 use crate::{
-    config::{model::Domain, tree::NamedTables, Checker, Diagnostic, Node},
+    config::{
+        model::Domain,
+        tree::{NamedTables, Origin},
+        Checker, Diagnostic, Node,
+    },
     routing::rule::Rule,
 };
 use file::*;
@@ -151,58 +158,7 @@ pub fn unqualified(name: &str) -> &str {
 
 /// Validates a source tree (keys as `http.routers.<r>...`, `tls.certificates...`).
 pub fn build(tree: Node) -> DynamicConfig {
-    let (value, origins) = tree.into_value();
-    let mut c = Checker::new(origins);
-    let mut out = DynamicConfig::default();
-    let http = value.get("http").and_then(|v| v.as_table()).cloned().unwrap_or_default();
-    let table = |name: &str| http.get(name).and_then(|v| v.as_table()).cloned().unwrap_or_default();
-
-    for (name, raw) in table("services") {
-        let path = format!("http.services.{name}");
-        match c.deserialize::<RawService>(raw, &path).and_then(|raw| service(&raw, &path, &mut c)) {
-            Some(service) => {
-                out.services.insert(name, service);
-            }
-            None => c.error(&path, format!("service {name:?} rejected")),
-        }
-    }
-    drop_broken_references(&mut out.services, &mut c);
-
-    for (name, raw) in table("routers") {
-        let path = format!("http.routers.{name}");
-        match c.deserialize::<RawRouter>(raw, &path).and_then(|raw| router(&raw, &path, &mut c)) {
-            Some(router) if out.services.contains_key(unqualified(&router.service)) => {
-                out.routers.insert(name, router);
-            }
-            Some(router) => c.error(
-                &format!("{path}.service"),
-                format!("router {name:?} rejected: its service {:?} does not exist or was rejected", router.service),
-            ),
-            None => c.error(&path, format!("router {name:?} rejected")),
-        }
-    }
-    if !table("middlewares").is_empty() {
-        c.warn("http.middlewares", "middlewares are not supported yet; routers that use them route without them");
-    }
-
-    let tls = value.get("tls").and_then(|v| v.as_table()).cloned().unwrap_or_default();
-    if let Some(list) = tls.get("certificates").cloned() {
-        if let Some(certs) = c.deserialize::<Vec<RawCertificate>>(list, "tls.certificates") {
-            for (i, cert) in certs.into_iter().enumerate() {
-                match certificate(cert) {
-                    Some(cert) => out.certificates.push(cert),
-                    None => c.error(&format!("tls.certificates.{i}"), "a certificate needs both certFile and keyFile"),
-                }
-            }
-        }
-    }
-    if let Some(store) = tls.get("stores").and_then(|s| s.get("default")).cloned() {
-        if let Some(store) = c.deserialize::<RawTlsStore>(store, "tls.stores.default") {
-            out.default_certificate = store.defaultcertificate.and_then(certificate);
-        }
-    }
-    (out.rejected, out.warnings) = c.take();
-    out
+    Parts::from_tree(tree).assemble()
 }
 
 fn certificate(raw: RawCertificate) -> Option<Certificate> {
@@ -371,8 +327,13 @@ fn health_check(raw: &RawHealthCheck, path: &str, c: &mut Checker) -> Option<Hea
     })
 }
 
-/// Removes services that refer to missing services or sit on a reference cycle, until none do.
-fn drop_broken_references(services: &mut BTreeMap<String, Service>, c: &mut Checker) {
+/// Removes services that refer to missing services or sit on a reference cycle, until none do;
+/// one diagnostic per removed service, located by `origin_of`.
+fn drop_broken_references(
+    services: &mut BTreeMap<String, Service>,
+    origin_of: impl Fn(&str) -> Origin,
+) -> Vec<Diagnostic> {
+    let mut rejected = Vec::new();
     loop {
         let names: BTreeSet<String> = services.keys().cloned().collect();
         let broken: Vec<(String, String)> = services
@@ -393,11 +354,11 @@ fn drop_broken_references(services: &mut BTreeMap<String, Service>, c: &mut Chec
             )
             .collect();
         if broken.is_empty() {
-            return;
+            return rejected;
         }
         for (name, message) in broken {
             if services.remove(&name).is_some() {
-                c.error(&format!("http.services.{name}"), message);
+                rejected.push(Diagnostic { origin: origin_of(&name), message });
             }
         }
     }

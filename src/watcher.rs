@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     balancer::{self, Pool},
     config::StaticConfig,
-    dynamic::{self, DynamicConfig},
+    dynamic::{DynamicConfig, Owner, Parts},
     routing::Table,
     store::{codec, keys::Keys, KeyValue, Revision, Store, WatchEvent},
     tls::{self, CertStore, Source},
@@ -52,6 +52,36 @@ pub struct Watcher {
     pub status: watch::Sender<Status>,
     /// The pools of the current table, reused by the next build when unchanged.
     pools: HashMap<String, Arc<Pool>>,
+    /// Every owner's keys as stored, and decoded.
+    mirror: Mirror,
+    parts: Parts,
+    /// The certificates loaded from `tls/...` and the rejected ones, kept until it changes.
+    certificates: (usize, Vec<String>),
+}
+
+/// The stored dynamic keys, grouped by the router, service or middleware they configure, and
+/// the owners changed since the last rebuild.
+#[derive(Default)]
+struct Mirror {
+    owners: BTreeMap<Owner, BTreeMap<String, KeyValue>>,
+    dirty: BTreeSet<Owner>,
+}
+
+impl Mirror {
+    fn put(&mut self, owner: Owner, kv: KeyValue) {
+        self.owners.entry(owner.clone()).or_default().insert(kv.key.clone(), kv);
+        self.dirty.insert(owner);
+    }
+
+    fn delete(&mut self, key: &str, owner: Owner) {
+        let Some(keys) = self.owners.get_mut(&owner) else { return };
+        if keys.remove(key).is_some() {
+            if keys.is_empty() {
+                self.owners.remove(&owner);
+            }
+            self.dirty.insert(owner);
+        }
+    }
 }
 
 enum Next {
@@ -76,6 +106,9 @@ impl Watcher {
             upstream,
             status: watch::channel(Status::default()).0,
             pools: HashMap::new(),
+            mirror: Mirror::default(),
+            parts: Parts::default(),
+            certificates: (0, Vec::new()),
         }
     }
 
@@ -103,14 +136,16 @@ impl Watcher {
                 }
             };
             delay = Duration::from_millis(250);
-            let mut mirror: BTreeMap<String, KeyValue> = listing
-                .kvs
-                .into_iter()
-                .filter(|kv| self.keys.dynamic_path(&kv.key).is_some())
-                .map(|kv| (kv.key.clone(), kv))
-                .collect();
-            self.apply(&mirror, listing.revision, &shutdown);
-            match self.follow(&prefix, listing.revision, &mut mirror, &shutdown).await {
+            self.mirror = Mirror::default();
+            self.parts = Parts::default();
+            self.mirror.dirty.insert(Owner::Rest);
+            for kv in listing.kvs {
+                if let Some(path) = self.keys.dynamic_path(&kv.key) {
+                    self.mirror.put(Owner::of(&path), kv);
+                }
+            }
+            self.apply(listing.revision, &shutdown);
+            match self.follow(&prefix, listing.revision, &shutdown).await {
                 Next::Stop => return,
                 Next::Relist => continue,
             }
@@ -118,13 +153,7 @@ impl Watcher {
     }
 
     /// Applies watch events until the watch breaks (re-list) or shutdown.
-    async fn follow(
-        &mut self,
-        prefix: &str,
-        after: Revision,
-        mirror: &mut BTreeMap<String, KeyValue>,
-        shutdown: &CancellationToken,
-    ) -> Next {
+    async fn follow(&mut self, prefix: &str, after: Revision, shutdown: &CancellationToken) -> Next {
         let mut watch = match self.store.watch(prefix, after).await {
             Ok(watch) => watch,
             Err(err) => {
@@ -137,7 +166,6 @@ impl Watcher {
                 _ = shutdown.cancelled() => return Next::Stop,
                 event = watch.next() => event,
             };
-            let mut dirty = false;
             let mut revision;
             let mut pending = event;
             let burst = Instant::now() + MAX_BURST;
@@ -150,14 +178,15 @@ impl Watcher {
                     }
                     Some(WatchEvent::Put(kv)) => {
                         revision = kv.mod_revision;
-                        if self.keys.dynamic_path(&kv.key).is_some() {
-                            dirty = true;
-                            mirror.insert(kv.key.clone(), kv);
+                        if let Some(path) = self.keys.dynamic_path(&kv.key) {
+                            self.mirror.put(Owner::of(&path), kv);
                         }
                     }
                     Some(WatchEvent::Delete { key, revision: r }) => {
                         revision = r;
-                        dirty |= mirror.remove(&key).is_some();
+                        if let Some(path) = self.keys.dynamic_path(&key) {
+                            self.mirror.delete(&key, Owner::of(&path));
+                        }
                     }
                 }
                 let wait = QUIET.min(burst.saturating_duration_since(Instant::now()));
@@ -166,16 +195,23 @@ impl Watcher {
                     Err(_) => break,
                 }
             }
-            if dirty {
-                self.apply(mirror, revision, shutdown);
+            if !self.mirror.dirty.is_empty() {
+                self.apply(revision, shutdown);
             }
         }
     }
 
-    /// Builds and swaps in the table and certificates for the keys in `mirror`.
-    fn apply(&mut self, mirror: &BTreeMap<String, KeyValue>, revision: Revision, shutdown: &CancellationToken) {
+    /// Decodes the owners changed since the last rebuild, then builds and swaps in the table
+    /// and certificates.
+    fn apply(&mut self, revision: Revision, shutdown: &CancellationToken) {
         let started = Instant::now();
-        let config = dynamic::build(codec::decode_dynamic(&self.keys, mirror.values()));
+        let certificates_changed = self.mirror.dirty.contains(&Owner::Rest);
+        for owner in std::mem::take(&mut self.mirror.dirty) {
+            let keys = self.mirror.owners.get(&owner);
+            let tree = keys.map(|keys| codec::decode_dynamic(&self.keys, keys.values()));
+            self.parts.update(owner, tree);
+        }
+        let config = self.parts.assemble();
         let services = balancer::build(&config, &self.pools);
         for pool in &services.new_pools {
             balancer::health::spawn(pool, self.upstream.clone(), shutdown.child_token());
@@ -183,7 +219,11 @@ impl Watcher {
         let (table, warnings) = Table::build(&config, &services, &self.statics);
         let mut rejected: Vec<String> = config.rejected.iter().map(ToString::to_string).collect();
         rejected.extend(warnings);
-        let certificates = self.load_certificates(&config, &mut rejected);
+        if certificates_changed {
+            self.certificates = self.load_certificates(&config);
+        }
+        let certificates = self.certificates.0;
+        rejected.extend(self.certificates.1.iter().cloned());
         for warning in &config.warnings {
             tracing::warn!("{warning}");
         }
@@ -208,8 +248,10 @@ impl Watcher {
         self.status.send_replace(Status { revision, routers, services: config.services.len(), certificates, rejected });
     }
 
-    /// Loads `tls/certificates` and the default certificate; a bad one is rejected alone.
-    fn load_certificates(&self, config: &DynamicConfig, rejected: &mut Vec<String>) -> usize {
+    /// Loads `tls/certificates` and the default certificate, counting them; a bad one is
+    /// rejected alone.
+    fn load_certificates(&self, config: &DynamicConfig) -> (usize, Vec<String>) {
+        let mut rejected = Vec::new();
         let mut loaded = Vec::new();
         for (i, cert) in config.certificates.iter().enumerate() {
             match tls::Loaded::from_pem(&cert.cert, &cert.key) {
@@ -228,6 +270,6 @@ impl Watcher {
                 .ok()
         });
         self.certs.set_default(default);
-        count
+        (count, rejected)
     }
 }
