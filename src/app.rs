@@ -104,7 +104,7 @@ pub async fn run(cli: &Cli, logging: &Logging, shutdown: CancellationToken) -> R
         "pylon {} started",
         env!("CARGO_PKG_VERSION")
     );
-    let proxy = Arc::new(Proxy { table, upstream, draining: false.into(), access_log });
+    let proxy = Arc::new(Proxy { table, upstream, draining: Arc::default(), access_log: access_log.map(Arc::new) });
     server.serve(proxy, certs, shutdown).await;
     tracing::info!("stopped");
     Ok(())

@@ -12,6 +12,10 @@ use pylon::{
 };
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc: per-thread heaps suit the worker-per-core server better than glibc's arenas.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = match cli::parse(std::env::args()) {
         Ok(cli) => cli,
@@ -21,7 +25,9 @@ fn main() -> ExitCode {
         }
     };
     let logging = Logging::init(cli.global.loglevel.as_deref().unwrap_or("info"));
-    let runtime = match tokio::runtime::Runtime::new() {
+    // The control plane (store, watcher, health checks, signals) runs here, on one thread;
+    // connections are served by the server's worker threads, one per core.
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("pylon: cannot start the runtime: {err}");

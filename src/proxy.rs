@@ -47,14 +47,24 @@ use crate::{
 /// Response bodies: the upstream's, streamed, or a short one of Pylon's own.
 pub type ProxyBody = Either<Incoming, Full<Bytes>>;
 
-/// What the pipeline shares across requests.
+/// What the pipeline shares across requests. Each worker thread has its own copy, with its
+/// own upstream connection pool; the rest is shared.
+#[derive(Clone)]
 pub struct Proxy {
     /// The routing table; the watcher swaps in a new one on every change.
     pub table: Arc<ArcSwap<Table>>,
     pub upstream: Upstream,
     /// Set at SIGTERM: `/ping` answers 503 from then on.
-    pub draining: AtomicBool,
-    pub access_log: Option<AccessLog>,
+    pub draining: Arc<AtomicBool>,
+    pub access_log: Option<Arc<AccessLog>>,
+}
+
+impl Proxy {
+    /// A copy for another worker thread: the same table, state and log, a pool of its own, so
+    /// that a worker's requests use connections driven by that worker.
+    pub fn for_worker(&self) -> Proxy {
+        Proxy { upstream: self.upstream.with_own_pool(), ..self.clone() }
+    }
 }
 
 /// One entrypoint, as the pipeline sees it.

@@ -40,7 +40,7 @@ pub struct BindError {
 
 /// Bound listeners, ready to serve.
 pub struct Server {
-    listeners: BTreeMap<String, TcpListener>,
+    listeners: BTreeMap<String, std::net::TcpListener>,
     config: Arc<StaticConfig>,
 }
 
@@ -59,11 +59,8 @@ impl Server {
     pub async fn bind(config: Arc<StaticConfig>) -> Result<Server, BindError> {
         let mut listeners = BTreeMap::new();
         for (name, ep) in &config.entry_points {
-            let listener = TcpListener::bind(ep.address).await.map_err(|source| BindError {
-                name: name.clone(),
-                address: ep.address,
-                source,
-            })?;
+            let listener =
+                listen(ep.address).map_err(|source| BindError { name: name.clone(), address: ep.address, source })?;
             listeners.insert(name.clone(), listener);
         }
         Ok(Server { listeners, config })
@@ -84,7 +81,7 @@ impl Server {
         let stop_accepting = CancellationToken::new();
         let drain = CancellationToken::new();
         let connections = TaskTracker::new();
-        let mut accept_loops = Vec::new();
+        let mut entrypoints = Vec::new();
         for (name, listener) in self.listeners {
             let ep = &config.entry_points[&name];
             let redirect = ep.redirect.as_ref().map(|r| RedirectTo {
@@ -106,15 +103,57 @@ impl Server {
                 builder: builder.clone(),
                 transport: transport.clone(),
             });
-            accept_loops.push(tokio::spawn(accept(
-                listener,
-                shared,
-                proxy.clone(),
-                limit.clone(),
-                stop_accepting.clone(),
-                drain.clone(),
-                connections.clone(),
-            )));
+            entrypoints.push((listener, shared));
+        }
+
+        // One worker thread per core, each with a single-threaded runtime accepting on every
+        // listener: a connection, its requests and its upstream connections stay on one thread.
+        let workers = std::thread::available_parallelism().map_or(1, usize::from);
+        let finished = CancellationToken::new();
+        let mut accept_loops = Vec::new();
+        for index in 0..workers {
+            let listeners: Vec<_> = entrypoints
+                .iter()
+                .filter_map(|(l, shared)| match l.try_clone() {
+                    Ok(l) => Some((l, shared.clone())),
+                    Err(err) => {
+                        tracing::error!(entrypoint = %shared.ep.name, "worker {index} cannot share the listener: {err}");
+                        None
+                    }
+                })
+                .collect();
+            let ctx = Accept {
+                proxy: Arc::new(proxy.for_worker()),
+                limit: limit.clone(),
+                stop: stop_accepting.clone(),
+                drain: drain.clone(),
+                connections: connections.clone(),
+            };
+            let (done, accepted) = tokio::sync::oneshot::channel::<()>();
+            let finished = finished.clone();
+            let spawned = std::thread::Builder::new().name(format!("pylon-worker-{index}")).spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(runtime) => runtime,
+                    Err(err) => return tracing::error!("worker {index} cannot start its runtime: {err}"),
+                };
+                runtime.block_on(async move {
+                    let mut loops = tokio::task::JoinSet::new();
+                    for (listener, shared) in listeners {
+                        match TcpListener::from_std(listener) {
+                            Ok(listener) => drop(loops.spawn(accept(listener, shared, ctx.clone()))),
+                            Err(err) => tracing::error!(entrypoint = %shared.ep.name, "worker {index}: {err}"),
+                        }
+                    }
+                    while loops.join_next().await.is_some() {}
+                    let _ = done.send(());
+                    // Keep driving this worker's connections until the drain is over.
+                    finished.cancelled().await;
+                });
+            });
+            match spawned {
+                Ok(_) => accept_loops.push(accepted),
+                Err(err) => tracing::error!("cannot start worker {index}: {err}"),
+            }
         }
 
         shutdown.cancelled().await;
@@ -125,8 +164,8 @@ impl Server {
             tokio::time::sleep(grace).await;
         }
         stop_accepting.cancel();
-        for handle in accept_loops {
-            let _ = handle.await;
+        for accept_loop in accept_loops {
+            let _ = accept_loop.await;
         }
         let timeout = config.lifecycle.grace_timeout;
         tracing::info!("listeners closed; waiting up to {timeout:?} for in-flight requests");
@@ -135,7 +174,16 @@ impl Server {
         if tokio::time::timeout(timeout, connections.wait()).await.is_err() {
             tracing::warn!("grace time of {timeout:?} ran out with requests still in flight");
         }
+        finished.cancel();
     }
+}
+
+/// A non-blocking listening socket with a backlog fit for bursts of connections.
+fn listen(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = if address.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(1024)?.into_std()
 }
 
 /// The HTTP/1.1 and HTTP/2 settings every entrypoint shares.
@@ -155,15 +203,18 @@ fn http_builder(t: &Transport) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-async fn accept(
-    listener: TcpListener,
-    shared: Arc<Listener>,
+/// What every accept loop of one worker shares.
+#[derive(Clone)]
+struct Accept {
     proxy: Arc<Proxy>,
     limit: Option<Arc<Semaphore>>,
     stop: CancellationToken,
     drain: CancellationToken,
     connections: TaskTracker,
-) {
+}
+
+async fn accept(listener: TcpListener, shared: Arc<Listener>, ctx: Accept) {
+    let Accept { proxy, limit, stop, drain, connections } = ctx;
     loop {
         let permit = match &limit {
             Some(limit) => tokio::select! {

@@ -36,6 +36,8 @@ pub struct Upstream {
     pub client: Client<HttpsConnector<HttpConnector>, Body>,
     /// How long a server may take to send its response head (`None`: no limit).
     pub response_header_timeout: Option<Duration>,
+    connector: HttpsConnector<HttpConnector>,
+    max_idle_per_host: usize,
 }
 
 impl Upstream {
@@ -59,12 +61,28 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(transport.max_idle_per_host)
-            .build(connector);
-        Ok(Upstream { client, response_header_timeout: transport.response_header_timeout })
+        Ok(Upstream {
+            client: pool(connector.clone(), transport.max_idle_per_host),
+            response_header_timeout: transport.response_header_timeout,
+            connector,
+            max_idle_per_host: transport.max_idle_per_host,
+        })
     }
+
+    /// The same client settings over a connection pool of its own.
+    pub fn with_own_pool(&self) -> Upstream {
+        Upstream { client: pool(self.connector.clone(), self.max_idle_per_host), ..self.clone() }
+    }
+}
+
+fn pool(
+    connector: HttpsConnector<HttpConnector>,
+    max_idle_per_host: usize,
+) -> Client<HttpsConnector<HttpConnector>, Body> {
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(max_idle_per_host)
+        .build(connector)
 }
 
 /// An error with its source chain: hyper's client errors hide the cause (connection refused,
