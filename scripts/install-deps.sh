@@ -6,6 +6,7 @@
 #   consul             Consul 1.8.7 from Debian 11 (bullseye): Debian 12 has none
 #   curl               the README's quickstart check and the TLS/h2 tests' client
 #   haproxy            the load balancer in front of replicas in the graceful-termination test
+#   pebble             the ACME test server (and pebble-challtestsrv, its DNS) for the ACME tests
 set -euo pipefail
 
 SUDO=""
@@ -17,13 +18,17 @@ command -v protoc >/dev/null || need+=(protobuf-compiler)
 command -v etcd >/dev/null || need+=(etcd-server)
 command -v curl >/dev/null || need+=(curl)
 command -v haproxy >/dev/null || need+=(haproxy)
+command -v pebble >/dev/null || need+=(pebble)
 
 bullseye_source() {
   # The machine's own Debian source tells us the mirror and keyring to reuse.
   local src=/etc/apt/sources.list.d/debian.sources uris signed
   uris=$(sed -n 's/^URIs:[[:space:]]*//p' "$src" 2>/dev/null | grep -v security | head -n1 || true)
   signed=$(sed -n 's/^Signed-By:[[:space:]]*//p' "$src" 2>/dev/null | head -n1 || true)
-  [ -n "$uris" ] || uris="http://deb.debian.org/debian"
+  if [ -z "$uris" ]; then
+    uris=$(awk '$1 == "deb" && $3 !~ /security/ { print $2; exit }' /etc/apt/sources.list 2>/dev/null || true)
+  fi
+  [ -n "$uris" ] || { echo "install-deps: no Debian mirror found in the apt sources; cannot add bullseye for consul" >&2; exit 1; }
   [ -n "$signed" ] || signed="/usr/share/keyrings/debian-archive-keyring.gpg"
   $SUDO tee /etc/apt/sources.list.d/pylon-bullseye.sources >/dev/null <<SRC
 Types: deb

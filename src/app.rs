@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     access_log::AccessLog,
+    acme,
     cli::Cli,
     config::{self, Loaded},
     logging::Logging,
@@ -69,11 +70,16 @@ pub async fn run(cli: &Cli, logging: &Logging, shutdown: CancellationToken) -> R
     let upstream = Upstream::new(&config.transport)?;
     let access_log = config.access_log.as_ref().map(AccessLog::start).transpose().map_err(RunError::AccessLog)?;
 
-    // 5. Dynamic configuration.
+    // 5. Dynamic configuration, and ACME when configured.
     let watcher = Watcher::new(store.clone(), target.keys.clone(), config.clone(), certs.clone(), upstream.clone());
     let table = watcher.table.clone();
     let mut status = watcher.status.subscribe();
+    let wanted = watcher.acme_wanted.subscribe();
     tokio::spawn(watcher.run(shutdown.child_token()));
+    let challenges = match &config.acme {
+        Some(acme) => Some(start_acme(acme, &store, &target.keys, &certs, wanted, &shutdown)?),
+        None => None,
+    };
     if tokio::time::timeout(FIRST_TABLE, status.changed()).await.is_err() {
         tracing::warn!("no dynamic configuration after {FIRST_TABLE:?}; serving without routers until it arrives");
     }
@@ -104,10 +110,45 @@ pub async fn run(cli: &Cli, logging: &Logging, shutdown: CancellationToken) -> R
         "pylon {} started",
         env!("CARGO_PKG_VERSION")
     );
-    let proxy = Arc::new(Proxy { table, upstream, draining: Arc::default(), access_log: access_log.map(Arc::new) });
+    let access_log = access_log.map(Arc::new);
+    let proxy = Arc::new(Proxy { table, upstream, draining: Arc::default(), access_log, challenges });
     server.serve(proxy, certs, shutdown).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts this replica's ACME manager; returns the HTTP-01 answers the entrypoints serve.
+fn start_acme(
+    acme: &config::model::Acme,
+    store: &Store,
+    keys: &crate::store::keys::Keys,
+    certs: &Arc<CertStore>,
+    wanted: tokio::sync::watch::Receiver<Vec<config::model::Domain>>,
+    shutdown: &CancellationToken,
+) -> Result<Arc<acme::Challenges>, RunError> {
+    let key_text = acme.storage_encryption_key.clone().or_else(|| std::env::var("PYLON_STORAGE_KEY").ok());
+    let keyring = acme::sealed::Keyring::parse(key_text.as_deref().unwrap_or_default())
+        .map_err(|e| RunError::Certificate(format!("acme.storageEncryptionKey: {e}")))?;
+    let challenges = acme::Challenges::new(store.clone(), keys.clone());
+    let manager = acme::Manager {
+        store: store.clone(),
+        keys: keys.clone(),
+        acme: acme.clone(),
+        keyring: Arc::new(keyring),
+        holder: holder(),
+        certs: certs.clone(),
+        challenges: challenges.clone(),
+        wanted,
+        events: tokio::sync::broadcast::channel(64).0,
+    };
+    tokio::spawn(manager.run(shutdown.child_token()));
+    Ok(challenges)
+}
+
+/// This replica's name in lock keys: host name (the pod's name on Kubernetes) and process id.
+fn holder() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}/{}", host.trim(), std::process::id())
 }
 
 /// The certificates of `[[entryPoints.<name>.tls.certificates]]`: file paths or PEM contents.

@@ -13,6 +13,7 @@
 //! - [`routing`]: Traefik routing rules.
 
 pub mod access_log;
+pub mod acme;
 pub mod app;
 pub mod balancer;
 pub mod cli;

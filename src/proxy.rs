@@ -38,6 +38,7 @@ pub use error::{Fault, ProxyError};
 
 use crate::{
     access_log::{AccessLog, Entry as LogEntry},
+    acme::{challenge, Challenges},
     balancer::{Mirroring, Pick, Service},
     config::model::ForwardedTrust,
     routing::{RequestView, Route, Table},
@@ -57,6 +58,8 @@ pub struct Proxy {
     /// Set at SIGTERM: `/ping` answers 503 from then on.
     pub draining: Arc<AtomicBool>,
     pub access_log: Option<Arc<AccessLog>>,
+    /// HTTP-01 tokens of pending ACME orders, answered on every plain entrypoint.
+    pub challenges: Option<Arc<Challenges>>,
 }
 
 impl Proxy {
@@ -134,6 +137,15 @@ impl Proxy {
             } else {
                 error::text(StatusCode::OK, "OK")
             });
+        }
+        // 1b. ACME HTTP-01, before the redirect: the CA validates over plain HTTP.
+        if let (Some(challenges), false) = (&self.challenges, conn.tls) {
+            if let Some(token) = req.uri().path().strip_prefix(challenge::PATH_PREFIX) {
+                return Ok(match challenges.answer(token).await {
+                    Some(key_authorization) => error::text(StatusCode::OK, key_authorization),
+                    None => error::text(StatusCode::NOT_FOUND, "Not Found\n"),
+                });
+            }
         }
         let host = host_of(&req).to_string();
 

@@ -50,6 +50,8 @@ pub struct Watcher {
     pub certs: Arc<CertStore>,
     pub upstream: Upstream,
     pub status: watch::Sender<Status>,
+    /// The certificates the routers ask ACME for (when `[acme]` is configured).
+    pub acme_wanted: watch::Sender<Vec<crate::config::model::Domain>>,
     /// The pools of the current table, reused by the next build when unchanged.
     pools: HashMap<String, Arc<Pool>>,
     /// Every owner's keys as stored, and decoded.
@@ -105,6 +107,7 @@ impl Watcher {
             certs,
             upstream,
             status: watch::channel(Status::default()).0,
+            acme_wanted: watch::channel(Vec::new()).0,
             pools: HashMap::new(),
             mirror: Mirror::default(),
             parts: Parts::default(),
@@ -230,6 +233,14 @@ impl Watcher {
 
         let routers = table.routers;
         self.table.store(Arc::new(table));
+        if self.statics.acme.is_some() {
+            let wanted = crate::acme::wanted(&config, &self.statics);
+            self.acme_wanted.send_if_modified(|current| {
+                let changed = *current != wanted;
+                *current = wanted;
+                changed
+            });
+        }
         self.pools = services.pools;
 
         let previous: BTreeSet<String> = self.status.borrow().rejected.iter().cloned().collect();

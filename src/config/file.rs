@@ -225,6 +225,19 @@ pub struct RawAcme {
     pub dnschallenge: Option<toml::Table>,
     #[serde(default)]
     pub domains: Vec<RawDomain>,
+    #[serde(default, deserialize_with = "lenient::list")]
+    pub cacertificates: Option<Vec<String>>,
+    pub storageencryptionkey: Option<String>,
+    #[serde(default, deserialize_with = "lenient::duration")]
+    pub leasettl: Option<std::time::Duration>,
+    pub eab: Option<RawEab>,
+}
+
+/// External account binding (`[acme.eab] kid`, `hmacEncoded`), for CAs that require one.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawEab {
+    pub kid: Option<String>,
+    pub hmacencoded: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

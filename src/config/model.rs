@@ -105,6 +105,14 @@ pub struct Acme {
     pub http_challenge: Option<String>,
     pub tls_challenge: bool,
     pub domains: Vec<Domain>,
+    /// PEM files (or PEM text) trusted for the ACME server besides the system's roots.
+    pub ca_certificates: Vec<String>,
+    /// `id:BASE64[,id:BASE64]`: seals private keys at rest (also `PYLON_STORAGE_KEY`).
+    pub storage_encryption_key: Option<String>,
+    /// TTL of the leases behind the per-certificate locks and the challenge tokens.
+    pub lease_ttl: std::time::Duration,
+    /// External account binding: key id and the HMAC key's bytes.
+    pub eab: Option<(String, Vec<u8>)>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -398,7 +406,32 @@ fn acme(a: &RawAcme, c: &mut Checker, entry_points: &BTreeMap<String, EntryPoint
             _ => c.error(&format!("acme.domains.{i}"), "each [[acme.domains]] needs a main domain"),
         }
     }
+    let eab = a.eab.as_ref().and_then(|e| {
+        use base64::Engine;
+        let (Some(kid), Some(hmac)) = (&e.kid, &e.hmacencoded) else {
+            c.error("acme.eab", "[acme.eab] needs both kid and hmacEncoded");
+            return None;
+        };
+        let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(hmac.trim_end_matches('='))
+            .or_else(|_| base64::engine::general_purpose::STANDARD.decode(hmac));
+        match decoded {
+            Ok(bytes) => Some((kid.clone(), bytes)),
+            Err(_) => {
+                c.error("acme.eab.hmacencoded", "hmacEncoded is not base64");
+                None
+            }
+        }
+    });
+    let lease_ttl = a.leasettl.unwrap_or(std::time::Duration::from_secs(30));
+    if lease_ttl < std::time::Duration::from_secs(2) {
+        c.error("acme.leasettl", "acme.leaseTTL must be at least 2s");
+    }
     Acme {
+        ca_certificates: a.cacertificates.clone().unwrap_or_default(),
+        storage_encryption_key: a.storageencryptionkey.clone(),
+        lease_ttl,
+        eab,
         email: a.email.clone().unwrap_or_default(),
         storage: a.storage.clone().unwrap_or_else(|| "acme.json".into()),
         entry_point,

@@ -104,6 +104,16 @@ impl Rule {
         }
     }
 
+    /// Every host named by a `Host` matcher outside a negation, in order: the names a
+    /// certificate for this rule's router covers (ACME's onHostRule).
+    pub fn hosts(&self) -> Vec<String> {
+        match self {
+            Rule::Match(Matcher::Host(hosts)) => hosts.clone(),
+            Rule::And(rules) | Rule::Or(rules) => rules.iter().flat_map(Rule::hosts).collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// The exact hosts one of which a request must have for this rule to match, or `None`
     /// when the rule can match other hosts too. This is what the host index dispatches on.
     pub fn required_hosts(&self) -> Option<Vec<String>> {

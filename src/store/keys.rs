@@ -63,6 +63,36 @@ impl Keys {
     pub fn acme_root(&self) -> String {
         format!("{}/acme/", self.prefix)
     }
+
+    /// The cluster's ACME account at one CA.
+    pub fn acme_account(&self, ca_id: &str) -> String {
+        format!("{}/acme/account/{ca_id}", self.prefix)
+    }
+
+    /// Every stored certificate, with a trailing slash.
+    pub fn acme_certs(&self) -> String {
+        format!("{}/acme/certs/", self.prefix)
+    }
+
+    /// One certificate, by its main domain (`*.a.example` for a wildcard).
+    pub fn acme_cert(&self, main: &str) -> String {
+        format!("{}{main}", self.acme_certs())
+    }
+
+    /// Pending HTTP-01 tokens, with a trailing slash.
+    pub fn acme_challenges(&self) -> String {
+        format!("{}/acme/challenges/", self.prefix)
+    }
+
+    /// One HTTP-01 token's key authorization.
+    pub fn acme_challenge(&self, token: &str) -> String {
+        format!("{}{token}", self.acme_challenges())
+    }
+
+    /// A lock: `cert/<main>` for an order, `account/<CA id>` for the account.
+    pub fn acme_lock(&self, name: &str) -> String {
+        format!("{}/acme/locks/{name}", self.prefix)
+    }
 }
 
 #[cfg(test)]

@@ -272,6 +272,7 @@ pub fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
+pub mod pebble;
 pub mod replica;
 pub mod upstream;
 

@@ -31,8 +31,14 @@ impl Replica {
     /// Starts a replica on `store_flags` with `extra` appended to its static file, and waits
     /// until `/ping` answers.
     pub async fn start(store_flags: &[String], extra: &str) -> Replica {
+        Replica::start_with_web(store_flags, extra, free_port()).await
+    }
+
+    /// Like [`Replica::start`], with the plain entrypoint on a given port (the one an ACME test
+    /// server validates HTTP-01 on).
+    pub async fn start_with_web(store_flags: &[String], extra: &str, web: u16) -> Replica {
         let dir = tempfile::tempdir().unwrap();
-        let (web, websecure, redir, admin) = (free_port(), free_port(), free_port(), free_port());
+        let (websecure, redir, admin) = (free_port(), free_port(), free_port());
         let config = format!(
             r#"
 logLevel = "INFO"

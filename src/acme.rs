@@ -1,0 +1,95 @@
+//! Distributed ACME. Every replica runs a [`Manager`]: it follows `<prefix>/acme/` to serve
+//! every stored certificate and answer every pending HTTP-01 token, and it schedules orders for
+//! the names the cluster wants (`[[acme.domains]]`, routers' `Host` rules with `onHostRule`,
+//! routers' `tls.domains`). An order runs under that certificate's lock (see [`order`]), so one
+//! replica orders while the others wait for the result to appear in the store.
+
+pub mod account;
+pub mod challenge;
+pub mod der;
+mod manager;
+pub mod order;
+pub mod record;
+pub mod sealed;
+
+use crate::{
+    config::{model::Domain, StaticConfig},
+    dynamic::DynamicConfig,
+    store::StoreError,
+};
+
+pub use challenge::Challenges;
+pub use manager::{Event, Manager};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AcmeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{domain}: {kind}: {detail}")]
+    Problem { domain: String, kind: String, detail: String },
+    #[error("{domain}: {detail}")]
+    Order { domain: String, detail: String },
+    #[error("lost the lock before writing {0}; another replica took over")]
+    LockLost(String),
+    #[error("KV key {key}: {reason}")]
+    Stored { key: String, reason: String },
+    #[error("{0}")]
+    Setup(String),
+}
+
+impl AcmeError {
+    /// An instant-acme error, with the ACME problem type when the CA sent one.
+    pub fn from_acme(domain: &str, err: instant_acme::Error) -> AcmeError {
+        match err {
+            instant_acme::Error::Api(problem) => AcmeError::Problem {
+                domain: domain.to_string(),
+                kind: problem.r#type.unwrap_or_else(|| "problem".into()),
+                detail: problem.detail.unwrap_or_default(),
+            },
+            other => AcmeError::Order { domain: domain.to_string(), detail: other.to_string() },
+        }
+    }
+}
+
+/// Unix seconds now.
+pub fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The certificates the dynamic configuration asks for: per TLS router that uses ACME (its
+/// `tls.certResolver` is set, or `onHostRule` is on), its `tls.domains`, else the hosts of its
+/// rule, as one certificate.
+pub fn wanted(config: &DynamicConfig, statics: &StaticConfig) -> Vec<Domain> {
+    let Some(acme) = &statics.acme else { return Vec::new() };
+    let mut out = Vec::new();
+    for router in config.routers.values() {
+        let entry_points =
+            if router.entry_points.is_empty() { &statics.default_entry_points } else { &router.entry_points };
+        let on_tls_entry_point =
+            entry_points.iter().any(|ep| statics.entry_points.get(ep).is_some_and(|e| e.tls.is_some()));
+        let resolver = router.tls.as_ref().is_some_and(|t| t.cert_resolver.is_some());
+        if !(resolver || (acme.on_host_rule && (router.tls.is_some() || on_tls_entry_point))) {
+            continue;
+        }
+        match router.tls.as_ref().filter(|t| !t.domains.is_empty()) {
+            Some(tls) => out.extend(tls.domains.iter().cloned()),
+            None => {
+                let mut hosts = router.rule.hosts().into_iter().filter(|h| valid_name(h));
+                if let Some(main) = hosts.next() {
+                    out.push(Domain { main, sans: hosts.collect() });
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| a.main.cmp(&b.main));
+    out.dedup_by(|a, b| a.main == b.main);
+    out
+}
+
+/// A DNS name a public CA could issue for.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.contains('.')
+        && name.parse::<std::net::IpAddr>().is_err()
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'*')
+}

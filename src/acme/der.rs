@@ -1,0 +1,131 @@
+//! Just enough DER to read what certificate bookkeeping needs from an X.509 certificate: its
+//! validity (notBefore, notAfter) and its issuer's common name. A full X.509 parser would be a
+//! large dependency for three fields.
+
+/// What Pylon keeps about a certificate besides its PEM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Facts {
+    /// Unix seconds.
+    pub not_before: i64,
+    pub not_after: i64,
+    pub issuer: String,
+}
+
+/// Reads the validity and issuer of a DER certificate.
+pub fn facts(cert: &[u8]) -> Option<Facts> {
+    let (certificate, _) = element(cert, SEQUENCE)?;
+    let (mut tbs, _) = element(certificate, SEQUENCE)?;
+    // [0] EXPLICIT version, optional.
+    if tbs.first() == Some(&0xa0) {
+        tbs = skip(tbs)?;
+    }
+    let tbs = skip(tbs)?; // serialNumber
+    let tbs = skip(tbs)?; // signature algorithm
+    let (issuer, tbs) = element(tbs, SEQUENCE)?;
+    let (validity, _) = element(tbs, SEQUENCE)?;
+    let (not_before, rest) = time(validity)?;
+    let (not_after, _) = time(rest)?;
+    Some(Facts { not_before, not_after, issuer: common_name(issuer).unwrap_or_default() })
+}
+
+const SEQUENCE: u8 = 0x30;
+const SET: u8 = 0x31;
+const OID: u8 = 0x06;
+const UTC_TIME: u8 = 0x17;
+const GENERALIZED_TIME: u8 = 0x18;
+const COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];
+
+/// The tag, content and the bytes after one element.
+fn next(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, &rest[n..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+fn element(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    let (t, content, rest) = next(input)?;
+    (t == tag).then_some((content, rest))
+}
+
+fn skip(input: &[u8]) -> Option<&[u8]> {
+    next(input).map(|(_, _, rest)| rest)
+}
+
+/// UTCTime (`YYMMDDHHMMSSZ`) or GeneralizedTime (`YYYYMMDDHHMMSSZ`) as Unix seconds.
+fn time(input: &[u8]) -> Option<(i64, &[u8])> {
+    let (tag, content, rest) = next(input)?;
+    let text = std::str::from_utf8(content).ok()?.strip_suffix('Z')?;
+    let (year, rest_digits) = match tag {
+        UTC_TIME if text.len() == 12 => {
+            let yy: i64 = text[..2].parse().ok()?;
+            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, &text[2..])
+        }
+        GENERALIZED_TIME if text.len() == 14 => (text[..4].parse().ok()?, &text[4..]),
+        _ => return None,
+    };
+    let field = |i: usize| rest_digits.get(i..i + 2)?.parse::<i64>().ok();
+    let (month, day, hour, minute, second) = (field(0)?, field(2)?, field(4)?, field(6)?, field(8)?);
+    let days = days_from_civil(year, month, day);
+    Some((days * 86_400 + hour * 3_600 + minute * 60 + second, rest))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The first commonName in a Name (a sequence of sets of attribute pairs).
+fn common_name(mut name: &[u8]) -> Option<String> {
+    while !name.is_empty() {
+        let (set, rest) = element(name, SET)?;
+        name = rest;
+        let (pair, _) = element(set, SEQUENCE)?;
+        let (oid, value) = element(pair, OID)?;
+        if oid == COMMON_NAME {
+            let (_, text, _) = next(value)?;
+            return Some(String::from_utf8_lossy(text).into_owned());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validity_and_issuer_of_a_generated_certificate() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["a.example".to_string()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(2026, 3, 1);
+        params.not_after = rcgen::date_time_ymd(2051, 5, 31);
+        params.distinguished_name.push(rcgen::DnType::CommonName, "Pylon Test Issuer");
+        let cert = params.self_signed(&key).unwrap();
+        let facts = facts(cert.der()).unwrap();
+        assert_eq!(facts.not_before, 1_772_323_200, "2026-03-01T00:00:00Z (UTCTime)");
+        assert_eq!(facts.not_after, 2_569_104_000, "2051-05-31T00:00:00Z (GeneralizedTime)");
+        assert_eq!(facts.issuer, "Pylon Test Issuer");
+    }
+
+    #[test]
+    fn garbage_is_none() {
+        assert_eq!(facts(b"not a certificate"), None);
+        assert_eq!(facts(&[0x30, 0x82, 0xff]), None);
+    }
+}
