@@ -9,7 +9,7 @@ use support::{
     eventually, free_port,
     pebble::{Options, Pebble},
     replica::Replica,
-    Etcd,
+    Consul, Etcd,
 };
 
 /// Whether `port` serves `host` a certificate that verifies against `root` (curl's own check).
@@ -24,11 +24,20 @@ fn verifies(dir: &Path, port: u16, host: &str) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn one_replica_orders_another_answers_and_all_three_serve_within_a_second() {
+async fn on_etcd_one_replica_orders_another_answers_and_all_three_serve_within_a_second() {
     let etcd = Etcd::start().await;
+    one_orders_another_answers_all_serve(etcd.flags(), etcd.spec()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_consul_one_replica_orders_another_answers_and_all_three_serve_within_a_second() {
+    let consul = Consul::start().await;
+    one_orders_another_answers_all_serve(consul.flags(), consul.spec()).await;
+}
+
+async fn one_orders_another_answers_all_serve(flags: Vec<String>, spec: pylon::store::StoreSpec) {
     let b_web = free_port();
     let pebble = Pebble::start(Options { http_port: b_web, validity: None, nonce_reject: 0 }).await;
-    let flags = etcd.flags();
     // Only A wants the name; Pebble validates on B's plain port.
     let b = Replica::start_with_web(&flags, &pebble.acme_section(""), b_web).await;
     let c = Replica::start(&flags, &pebble.acme_section("")).await;
@@ -38,7 +47,7 @@ async fn one_replica_orders_another_answers_and_all_three_serve_within_a_second(
     )
     .await;
 
-    let store = pylon::store::open(&etcd.spec()).await.unwrap();
+    let store = pylon::store::open(&spec).await.unwrap();
     let key = "traefik/acme/certs/a.pylon.test";
     eventually("the certificate is stored", Duration::from_secs(60), || async {
         store.get(key).await.unwrap().is_some()
@@ -60,4 +69,45 @@ async fn one_replica_orders_another_answers_and_all_three_serve_within_a_second(
     assert_eq!(accounts.kvs.len(), 1, "one account");
     let challenges = store.list("traefik/acme/challenges/").await.unwrap();
     assert!(challenges.kvs.is_empty(), "tokens are deleted when the order ends");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_replicas_with_the_same_20_host_rules_make_20_orders_on_one_account() {
+    let etcd = Etcd::start().await;
+    let web = free_port();
+    let pebble = Pebble::start(Options { http_port: web, validity: None, nonce_reject: 0 }).await;
+    let flags = etcd.flags();
+    let store = pylon::store::open(&etcd.spec()).await.unwrap();
+    let names: Vec<String> = (0..20).map(|i| format!("h{i}.pylon.test")).collect();
+    for name in &names {
+        let router = format!("traefik/http/routers/{name}");
+        store.put(&format!("{router}/rule"), format!("Host(`{name}`)")).await.unwrap();
+        store.put(&format!("{router}/service"), "app").await.unwrap();
+        store.put(&format!("{router}/tls/certresolver"), "default").await.unwrap();
+    }
+    store.put("traefik/http/services/app/loadbalancer/servers/0/url", "http://127.0.0.1:9").await.unwrap();
+    let section = pebble.acme_section("onHostRule = true");
+    let (a, b, c) = tokio::join!(
+        Replica::start_with_web(&flags, &section, web),
+        Replica::start(&flags, &section),
+        Replica::start(&flags, &section)
+    );
+    eventually("20 certificates stored", Duration::from_secs(90), || async {
+        store.list("traefik/acme/certs/").await.unwrap().kvs.len() == 20
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("root.pem"), pebble.issuing_root().await).unwrap();
+    for replica in [&a, &b, &c] {
+        for name in &names {
+            eventually(&format!("{name} served"), Duration::from_secs(1), || async {
+                verifies(dir.path(), replica.websecure, name)
+            })
+            .await;
+        }
+    }
+    assert_eq!(pebble.orders(), 20, "exactly one order per name reached Pebble");
+    assert_eq!(store.list("traefik/acme/account/").await.unwrap().kvs.len(), 1, "one account");
+    let registrations = pebble.log().lines().filter(|l| l.contains("POST /sign-me-up")).count();
+    assert_eq!(registrations, 1, "one account registration reached Pebble");
 }
