@@ -85,6 +85,8 @@ impl Manager {
     async fn schedule(&self, mut records: watch::Receiver<Records>) {
         let mut wanted = self.wanted.clone();
         let mut account: Option<Arc<Account>> = None;
+        // After a failure to reach the CA for the account: (failures, next attempt).
+        let mut account_failures: (u32, Instant) = (0, Instant::now());
         let mut failures: HashMap<String, (u32, Instant)> = HashMap::new();
         let mut running: JoinSet<(Vec<String>, bool, Result<Outcome, AcmeError>)> = JoinSet::new();
         let mut in_flight: HashSet<String> = HashSet::new();
@@ -104,13 +106,19 @@ impl Manager {
                 {
                     continue;
                 }
+                if account.is_none() && Instant::now() < account_failures.1 {
+                    break;
+                }
                 let account = match &account {
                     Some(a) => a.clone(),
                     None => {
                         match account::account(&self.store, &self.keys, &self.acme, &self.keyring, &self.holder).await {
                             Ok(a) => account.insert(Arc::new(a)).clone(),
                             Err(err) => {
-                                tracing::error!(ca = %self.acme.ca_server, "ACME account: {err}");
+                                let failures = account_failures.0 + 1;
+                                let retry_in = Duration::from_secs(5 << failures.min(6)).min(Duration::from_secs(300));
+                                account_failures = (failures, Instant::now() + retry_in);
+                                tracing::error!(ca = %self.acme.ca_server, ?retry_in, "ACME account: {err}");
                                 break;
                             }
                         }
