@@ -218,46 +218,92 @@ async fn follow(
             }
         };
         delay = Duration::from_millis(250);
-        let mut mirror: BTreeMap<String, KeyValue> = listing.kvs.into_iter().map(|kv| (kv.key.clone(), kv)).collect();
-        let mut reported = HashSet::new();
-        publish(&keys, &keyring, &mirror, &certs, &challenges, &records, &mut reported);
+        let mut state = State::new(&keys);
+        for kv in listing.kvs {
+            state.put(kv);
+        }
+        state.publish(&keyring, &certs, &challenges, &records);
         let Ok(mut watch) = store.watch(&root, listing.revision).await else { continue };
+        // Apply each event and what is already queued behind it, then publish once; re-list
+        // when the watch breaks.
+        let mut next = watch.next().await;
         loop {
-            match watch.next().await {
-                Some(WatchEvent::Put(kv)) => drop(mirror.insert(kv.key.clone(), kv)),
-                Some(WatchEvent::Delete { key, .. }) => drop(mirror.remove(&key)),
+            match next {
+                Some(WatchEvent::Put(kv)) => state.put(kv),
+                Some(WatchEvent::Delete { key, .. }) => state.delete(&key),
                 Some(WatchEvent::Compacted { .. }) | None => break,
             }
-            // Drain what is already queued, then publish once.
-            while let Ok(Some(event)) = tokio::time::timeout(Duration::ZERO, watch.next()).await {
-                match event {
-                    WatchEvent::Put(kv) => drop(mirror.insert(kv.key.clone(), kv)),
-                    WatchEvent::Delete { key, .. } => drop(mirror.remove(&key)),
-                    WatchEvent::Compacted { .. } => break,
+            next = match tokio::time::timeout(Duration::ZERO, watch.next()).await {
+                Ok(queued) => queued,
+                Err(_) => {
+                    state.publish(&keyring, &certs, &challenges, &records);
+                    watch.next().await
                 }
-            }
-            publish(&keys, &keyring, &mirror, &certs, &challenges, &records, &mut reported);
+            };
         }
     }
 }
 
-fn publish(
-    keys: &Keys,
-    keyring: &Keyring,
-    mirror: &BTreeMap<String, KeyValue>,
-    certs: &CertStore,
-    challenges: &Challenges,
-    records: &watch::Sender<Records>,
-    reported: &mut HashSet<String>,
-) {
-    let (cert_root, token_root) = (keys.acme_certs(), keys.acme_challenges());
-    let mut loaded = Vec::new();
-    let mut by_main = BTreeMap::new();
-    let mut tokens = HashMap::new();
-    for (key, kv) in mirror {
-        if let Some(token) = key.strip_prefix(&token_root) {
-            tokens.insert(token.to_string(), String::from_utf8_lossy(&kv.value).into_owned());
-        } else if key.starts_with(&cert_root) {
+/// The ACME keys as stored, and which kind changed since the last publish.
+struct State {
+    cert_root: String,
+    token_root: String,
+    certs: BTreeMap<String, KeyValue>,
+    tokens: HashMap<String, String>,
+    certs_changed: bool,
+    tokens_changed: bool,
+    /// Unusable certificate values already logged (key and revision), so each is logged once.
+    reported: HashSet<(String, crate::store::Revision)>,
+}
+
+impl State {
+    fn new(keys: &Keys) -> State {
+        State {
+            cert_root: keys.acme_certs(),
+            token_root: keys.acme_challenges(),
+            certs: BTreeMap::new(),
+            tokens: HashMap::new(),
+            certs_changed: true,
+            tokens_changed: true,
+            reported: HashSet::new(),
+        }
+    }
+
+    fn put(&mut self, kv: KeyValue) {
+        if let Some(token) = kv.key.strip_prefix(&self.token_root) {
+            self.tokens.insert(token.to_string(), String::from_utf8_lossy(&kv.value).into_owned());
+            self.tokens_changed = true;
+        } else if kv.key.starts_with(&self.cert_root) {
+            self.certs.insert(kv.key.clone(), kv);
+            self.certs_changed = true;
+        }
+    }
+
+    fn delete(&mut self, key: &str) {
+        if let Some(token) = key.strip_prefix(&self.token_root) {
+            self.tokens_changed |= self.tokens.remove(token).is_some();
+        } else {
+            self.certs_changed |= self.certs.remove(key).is_some();
+        }
+    }
+
+    /// Hands what changed to the resolver, the HTTP-01 cache and the scheduler.
+    fn publish(
+        &mut self,
+        keyring: &Keyring,
+        certs: &CertStore,
+        challenges: &Challenges,
+        records: &watch::Sender<Records>,
+    ) {
+        if std::mem::take(&mut self.tokens_changed) {
+            challenges.replace(self.tokens.clone());
+        }
+        if !std::mem::take(&mut self.certs_changed) {
+            return;
+        }
+        let mut loaded = Vec::new();
+        let mut by_main = BTreeMap::new();
+        for (key, kv) in &self.certs {
             // A record this replica cannot open (wrong storage key) still counts as stored, so
             // that it is never ordered again over another replica's certificate.
             let result = CertRecord::decode(key, &kv.value).and_then(|record| {
@@ -268,14 +314,13 @@ fn publish(
             match result {
                 Ok(certificate) => loaded.push(certificate),
                 Err(err) => {
-                    if reported.insert(format!("{key}@{}", kv.mod_revision)) {
+                    if self.reported.insert((key.clone(), kv.mod_revision)) {
                         tracing::error!("ACME certificate not served: {err}");
                     }
                 }
             }
         }
+        certs.replace(Source::Acme, loaded);
+        records.send_replace(Arc::new(by_main));
     }
-    certs.replace(Source::Acme, loaded);
-    challenges.replace(tokens);
-    records.send_replace(Arc::new(by_main));
 }
