@@ -43,10 +43,10 @@ pub fn ca_id(directory: &str) -> String {
     authority.unwrap_or_else(|| directory.to_string()).replace(['/', ' '], "_")
 }
 
-fn http(acme: &Acme) -> Result<Box<dyn HttpClient>, AcmeError> {
+/// The client for the CA: the system's roots plus `acme.caCertificates` (read once).
+fn client(acme: &Acme) -> Result<Upstream, AcmeError> {
     let transport = Transport { root_cas: acme.ca_certificates.clone(), ..Transport::default() };
-    let upstream = Upstream::new(&transport).map_err(|e| AcmeError::Setup(e.to_string()))?;
-    Ok(Box::new(Http(upstream)))
+    Upstream::new(&transport).map_err(|e| AcmeError::Setup(e.to_string()))
 }
 
 /// The cluster's account for `acme.caServer`, created once.
@@ -58,12 +58,13 @@ pub async fn account(
     holder: &str,
 ) -> Result<Account, AcmeError> {
     let key = keys.acme_account(&ca_id(&acme.ca_server));
-    if let Some(account) = stored(store, &key, acme, keyring).await? {
+    let client = client(acme)?;
+    if let Some(account) = stored(store, &key, acme, keyring, &client).await? {
         return Ok(account);
     }
     let lease = store.lease(acme.lease_ttl).await?;
     let guard = store.lock(&keys.acme_lock(&format!("account/{}", ca_id(&acme.ca_server))), holder, &lease).await?;
-    if let Some(account) = stored(store, &key, acme, keyring).await? {
+    if let Some(account) = stored(store, &key, acme, keyring, &client).await? {
         guard.release().await?;
         return Ok(account);
     }
@@ -71,7 +72,7 @@ pub async fn account(
     let contacts: Vec<&str> = if acme.email.is_empty() { vec![] } else { vec![contact.as_str()] };
     let new = NewAccount { contact: &contacts, terms_of_service_agreed: true, only_return_existing: false };
     let eab = acme.eab.as_ref().map(|(kid, hmac)| instant_acme::ExternalAccountKey::new(kid.clone(), hmac));
-    let (account, credentials) = Account::builder_with_http(http(acme)?)
+    let (account, credentials) = Account::builder_with_http(Box::new(Http(client)))
         .create(&new, acme.ca_server.clone(), eab.as_ref())
         .await
         .map_err(|e| AcmeError::from_acme(&acme.ca_server, e))?;
@@ -85,14 +86,20 @@ pub async fn account(
     Ok(account)
 }
 
-async fn stored(store: &Store, key: &str, acme: &Acme, keyring: &Keyring) -> Result<Option<Account>, AcmeError> {
+async fn stored(
+    store: &Store,
+    key: &str,
+    acme: &Acme,
+    keyring: &Keyring,
+    client: &Upstream,
+) -> Result<Option<Account>, AcmeError> {
     let Some(kv) = store.get(key).await? else { return Ok(None) };
     let text = String::from_utf8_lossy(&kv.value);
     let json =
         keyring.open(key, &text).map_err(|e| AcmeError::Stored { key: key.to_string(), reason: e.to_string() })?;
     let credentials: AccountCredentials = serde_json::from_str(&json)
         .map_err(|e| AcmeError::Stored { key: key.to_string(), reason: format!("not account credentials: {e}") })?;
-    let account = Account::builder_with_http(http(acme)?)
+    let account = Account::builder_with_http(Box::new(Http(client.clone())))
         .from_credentials(credentials)
         .await
         .map_err(|e| AcmeError::from_acme(&acme.ca_server, e))?;

@@ -85,8 +85,8 @@ pub async fn obtain(ctx: &Context<'_>, names: &[String], force: bool) -> Result<
         RetryPolicy::new().initial_delay(Duration::from_millis(250)).backoff(1.5).timeout(Duration::from_secs(90));
     let status = order.poll_ready(&patience).await.map_err(problem)?;
     if status != OrderStatus::Ready {
+        // The tokens go with the lease, revoked when this returns.
         let detail = failure_detail(&mut order).await.unwrap_or_else(|| format!("order {status:?}"));
-        cleanup(ctx.store, &tokens).await;
         return Err(AcmeError::Order { domain: main.clone(), detail });
     }
     let (csr, key_pem) = csr(names, &ctx.acme.key_type)?;
@@ -125,12 +125,6 @@ async fn failure_detail(order: &mut instant_acme::Order) -> Option<String> {
         }
     }
     None
-}
-
-async fn cleanup(store: &Store, tokens: &[String]) {
-    for key in tokens {
-        let _ = store.delete(key).await;
-    }
 }
 
 /// A CSR for `names` with a fresh key of `key_type` (Traefik's names), and that key's PEM.
