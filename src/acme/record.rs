@@ -4,6 +4,7 @@
 //! has storage keys (see [`super::sealed`]). A value that does not decode is reported with its
 //! KV key and skipped; it never stops a replica.
 
+use rustls_pki_types::pem::PemObject as _;
 use serde::{Deserialize, Serialize};
 
 use super::{der, sealed::Keyring};
@@ -93,8 +94,6 @@ impl CertRecord {
         self.not_after - (self.not_after - self.not_before) / 3
     }
 }
-
-use rustls_pki_types::pem::PemObject as _;
 
 #[cfg(test)]
 mod tests {

@@ -1,4 +1,4 @@
-//! The source tree: every configuration source, static or dynamic (a TOML file, KV pairs from
+//! The source tree: every configuration source, static or dynamic (a TOML or YAML file, KV pairs from
 //! the store, dotted flags), becomes one tree of the same shape, whose every node remembers where
 //! it came from, so that errors found later (by serde or by validation) can name a
 //! file:line:column, a flag or a KV key. Keys are case-insensitive, as in Traefik: they are
@@ -57,6 +57,15 @@ impl Node {
     pub fn origin(&self) -> &Origin {
         match self {
             Node::Value(_, o) | Node::Table(_, o) | Node::Array(_, o) => o,
+        }
+    }
+
+    /// Parses a file's text as YAML when its name ends in `.yml` or `.yaml`, else as TOML.
+    pub fn from_text(path: &std::path::Path, text: &str, names: NamedTables) -> Result<Node, (Origin, String)> {
+        let name = path.display().to_string();
+        match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+            Some("yml" | "yaml") => Node::from_yaml(&name, text, names),
+            _ => Node::from_toml(&name, text, names),
         }
     }
 

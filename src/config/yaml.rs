@@ -10,15 +10,6 @@ use saphyr_parser::{Event, Parser, ScalarStyle, Span};
 use super::tree::{NamedTables, Node, Origin};
 
 impl Node {
-    /// Parses a file's text as YAML when its name ends in `.yml` or `.yaml`, else as TOML.
-    pub fn from_text(path: &std::path::Path, text: &str, names: NamedTables) -> Result<Node, (Origin, String)> {
-        let name = path.display().to_string();
-        match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
-            Some("yml" | "yaml") => Node::from_yaml(&name, text, names),
-            _ => Node::from_toml(&name, text, names),
-        }
-    }
-
     /// Parses the first YAML document of `text`.
     pub fn from_yaml(path: &str, text: &str, names: NamedTables) -> Result<Node, (Origin, String)> {
         let at = |span: &Span| Origin::File {
