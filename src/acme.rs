@@ -4,11 +4,31 @@
 //! routers' `tls.domains`). An order runs under that certificate's lock (see [`order`]), so one
 //! replica orders while the others wait for the result to appear in the store.
 
+/// Re-runs an instant-acme call while the CA answers `badNonce` (instant-acme itself retries
+/// each request only three times; a CA under load may reject more nonces than that). A request
+/// rejected for its nonce was not processed, so running it again is safe.
+macro_rules! patiently {
+    ($call:expr) => {{
+        let mut attempts = 0;
+        loop {
+            match $call {
+                Err(err) if $crate::acme::bad_nonce(&err) && attempts < 10 => attempts += 1,
+                other => break other,
+            }
+        }
+    }};
+}
+
 pub mod account;
+pub mod admin;
+mod ari;
 pub mod challenge;
 pub mod der;
+mod follow;
 mod manager;
+pub mod on_demand;
 pub mod order;
+pub mod progress;
 pub mod record;
 pub mod sealed;
 
@@ -51,6 +71,17 @@ impl AcmeError {
     }
 }
 
+/// The storage keys of `acme.storageEncryptionKey`, else `PYLON_STORAGE_KEY`, else none.
+pub fn keyring(acme: &crate::config::model::Acme) -> Result<sealed::Keyring, String> {
+    let text = acme.storage_encryption_key.clone().or_else(|| std::env::var("PYLON_STORAGE_KEY").ok());
+    sealed::Keyring::parse(text.as_deref().unwrap_or_default()).map_err(|e| format!("acme.storageEncryptionKey: {e}"))
+}
+
+/// Whether the CA rejected a request's nonce.
+pub fn bad_nonce(err: &instant_acme::Error) -> bool {
+    matches!(err, instant_acme::Error::Api(p) if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:badNonce"))
+}
+
 /// Unix seconds now.
 pub fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
@@ -87,7 +118,7 @@ pub fn wanted(config: &DynamicConfig, statics: &StaticConfig) -> Vec<Domain> {
 }
 
 /// A DNS name a public CA could issue for.
-fn valid_name(name: &str) -> bool {
+pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.contains('.')
         && name.parse::<std::net::IpAddr>().is_err()

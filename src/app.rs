@@ -43,6 +43,27 @@ pub enum RunError {
     RootCa(#[from] RootCaError),
     #[error("access log: {0}")]
     AccessLog(std::io::Error),
+    #[error("{0}")]
+    Acme(#[from] acme::AcmeError),
+}
+
+/// `pylon acme ...`: the static configuration from the file or the store, then the action.
+pub async fn acme_command(cli: &Cli, action: &acme::admin::Action) -> Result<(), RunError> {
+    let file = match setup::file_tree(&cli.global, &cli.overrides)? {
+        Some(tree) => Some(config::load(tree).map_err(SetupError::from)?),
+        None => None,
+    };
+    let target = setup::target(&cli.global, file.as_ref().and_then(|l| l.store.as_ref()))?;
+    let store = store::open(&target.spec).await.map_err(SetupError::from)?;
+    let loaded = match file {
+        Some(loaded) => loaded,
+        None => setup::stored_config(&store, &target.keys, &cli.overrides).await?,
+    };
+    let Some(acme) = &loaded.config.acme else {
+        return Err(RunError::Certificate("the static configuration has no [acme] section".into()));
+    };
+    acme::admin::run(&store, &target.keys, acme, action, &mut std::io::stdout()).await?;
+    Ok(())
 }
 
 pub async fn run(cli: &Cli, logging: &Logging, shutdown: CancellationToken) -> Result<(), RunError> {
@@ -117,7 +138,8 @@ pub async fn run(cli: &Cli, logging: &Logging, shutdown: CancellationToken) -> R
     Ok(())
 }
 
-/// Starts this replica's ACME manager; returns the HTTP-01 answers the entrypoints serve.
+/// Starts this replica's ACME manager and its part in handshakes; returns the HTTP-01 answers
+/// the entrypoints serve.
 fn start_acme(
     acme: &config::model::Acme,
     store: &Store,
@@ -126,10 +148,17 @@ fn start_acme(
     wanted: tokio::sync::watch::Receiver<Vec<config::model::Domain>>,
     shutdown: &CancellationToken,
 ) -> Result<Arc<acme::Challenges>, RunError> {
-    let key_text = acme.storage_encryption_key.clone().or_else(|| std::env::var("PYLON_STORAGE_KEY").ok());
-    let keyring = acme::sealed::Keyring::parse(key_text.as_deref().unwrap_or_default())
-        .map_err(|e| RunError::Certificate(format!("acme.storageEncryptionKey: {e}")))?;
+    let keyring = acme::keyring(acme).map_err(RunError::Certificate)?;
     let challenges = acme::Challenges::new(store.clone(), keys.clone());
+    let (demand, demands) = tokio::sync::mpsc::unbounded_channel();
+    let on_demand = match acme.on_demand {
+        true => Some(
+            acme::on_demand::OnDemand::new(acme.on_demand_policy.clone(), certs, demand)
+                .map_err(|e| RunError::Certificate(format!("acme.onDemandPolicy: {e}")))?,
+        ),
+        false => None,
+    };
+    certs.set_hooks(Arc::new(acme::on_demand::Hooks { challenges: challenges.clone(), on_demand }));
     let manager = acme::Manager {
         store: store.clone(),
         keys: keys.clone(),
@@ -139,6 +168,7 @@ fn start_acme(
         certs: certs.clone(),
         challenges: challenges.clone(),
         wanted,
+        demands,
         events: tokio::sync::broadcast::channel(64).0,
     };
     tokio::spawn(manager.run(shutdown.child_token()));

@@ -1,4 +1,5 @@
-//! The command line: `run` (the default), `storeconfig`, `version`, and Traefik v1.7's flags.
+//! The command line: `run` (the default), `storeconfig`, `acme`, `version`, and Traefik v1.7's
+//! flags.
 //! Named flags (`--consul.endpoint`, ...) are clap arguments with `PYLON_*` environment
 //! variables; any other static key is set with a dotted flag (`--entryPoints.http.address=...`)
 //! or Traefik 1.x's `--entryPoints='Name:http Address::80 ...'` form, which become overrides
@@ -41,6 +42,11 @@ pub enum Command {
         /// certificates) to write under <prefix>/http/ and <prefix>/tls/, replacing what is there
         #[arg(long, value_name = "FILE")]
         dynamic: Option<std::path::PathBuf>,
+    },
+    /// Operate the cluster's ACME certificates: list, renew NAME, revoke NAME
+    Acme {
+        #[command(subcommand)]
+        action: crate::acme::admin::Action,
     },
     /// Print the version
     Version,

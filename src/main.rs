@@ -47,6 +47,7 @@ fn main() -> ExitCode {
                     .map(|_| ())
                     .map_err(RunError::from)
             }
+            Some(Command::Acme { action }) => app::acme_command(&cli, action).await,
             Some(Command::Run) | None => {
                 let shutdown = CancellationToken::new();
                 tokio::spawn(cancel_on_signal(shutdown.clone()));

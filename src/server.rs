@@ -18,13 +18,12 @@ use tokio::{
     net::{TcpListener, TcpStream},
     sync::Semaphore,
 };
-use tokio_rustls::TlsAcceptor;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     config::{transport::Transport, StaticConfig},
     proxy::{Connection, EntryPoint, Proxy, ProxyBody, RedirectTo},
-    tls::CertStore,
+    tls::{self, Accepted, CertStore},
 };
 
 /// The first byte of a TLS record carrying a handshake.
@@ -49,7 +48,8 @@ struct Listener {
     ep: Arc<EntryPoint>,
     /// True on entrypoints with a `tls` section: every connection is TLS.
     tls_only: bool,
-    acceptor: TlsAcceptor,
+    tls: Arc<rustls::ServerConfig>,
+    certs: Arc<CertStore>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     transport: Transport,
 }
@@ -99,7 +99,8 @@ impl Server {
                     trust: ep.forwarded_trust.clone(),
                 }),
                 tls_only: ep.tls.is_some(),
-                acceptor: TlsAcceptor::from(certs.server_config(min_tls13)),
+                tls: certs.server_config(min_tls13),
+                certs: certs.clone(),
                 builder: builder.clone(),
                 transport: transport.clone(),
             });
@@ -268,9 +269,12 @@ async fn connection(
         async move { Ok::<_, Infallible>(proxy.handle(req, &ep, conn).await) }
     });
     if tls {
-        let handshake = tokio::time::timeout(t.header_read_timeout, shared.acceptor.accept(stream)).await;
-        let stream = match handshake {
-            Ok(Ok(stream)) => stream,
+        let handshake = tokio::time::timeout(t.header_read_timeout, tls::accept(&shared.certs, &shared.tls, stream));
+        let stream = match handshake.await {
+            Ok(Ok(Accepted::Serve(stream))) => stream,
+            Ok(Ok(Accepted::Validation(name))) => {
+                return tracing::info!(%peer, domain = %name, "answered a TLS-ALPN-01 validation")
+            }
             Ok(Err(err)) => return tracing::debug!(%peer, "TLS handshake failed: {err}"),
             Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
         };

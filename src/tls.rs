@@ -1,10 +1,18 @@
 //! The live certificate store and the rustls resolver over it. Certificates come from sources
-//! (the static file's entrypoint certificates, the store's `tls/certificates`, and ACME in a
-//! later step); each source is replaced whole, and the merged name index is an immutable snapshot
+//! (the static file's entrypoint certificates, the store's `tls/certificates`, and ACME); each
+//! source is replaced whole, and the merged name index is an immutable snapshot
 //! swapped in atomically, so a handshake never waits for a reload. Names the store does not
 //! cover get the default certificate: the configured one, or one generated at start.
 
-use std::{collections::HashMap, fmt, sync::Arc, sync::Mutex};
+mod accept;
+
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{Arc, Mutex, OnceLock},
+};
+
+pub use accept::{accept, Accepted, BoxFuture, HandshakeHooks, ACME_TLS};
 
 use arc_swap::ArcSwap;
 use rustls::{
@@ -122,6 +130,10 @@ pub struct CertStore {
     /// The configured default certificate, or the generated one.
     default: ArcSwap<CertifiedKey>,
     generated: Arc<CertifiedKey>,
+    /// ACME's part in handshakes (TLS-ALPN-01, on-demand certificates), when ACME is on.
+    hooks: OnceLock<Arc<dyn HandshakeHooks>>,
+    /// Bumped on every change, for handshakes waiting for a certificate.
+    generation: tokio::sync::watch::Sender<u64>,
 }
 
 impl CertStore {
@@ -133,6 +145,8 @@ impl CertStore {
             sources: Mutex::new(Vec::new()),
             default: ArcSwap::new(generated.clone()),
             generated,
+            hooks: OnceLock::new(),
+            generation: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -153,6 +167,17 @@ impl CertStore {
             }
         }
         self.index.store(Arc::new(index));
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Lets ACME take part in handshakes; the first call wins.
+    pub fn set_hooks(&self, hooks: Arc<dyn HandshakeHooks>) {
+        let _ = self.hooks.set(hooks);
+    }
+
+    /// Fires after every change of the certificates.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
     }
 
     /// Sets the default certificate; `None` goes back to the generated one.

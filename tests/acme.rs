@@ -37,7 +37,7 @@ async fn on_consul_one_replica_orders_another_answers_and_all_three_serve_within
 
 async fn one_orders_another_answers_all_serve(flags: Vec<String>, spec: pylon::store::StoreSpec) {
     let b_web = free_port();
-    let pebble = Pebble::start(Options { http_port: b_web, validity: None, nonce_reject: 0 }).await;
+    let pebble = Pebble::start(Options { http_port: b_web, ..Options::default() }).await;
     // Only A wants the name; Pebble validates on B's plain port.
     let b = Replica::start_with_web(&flags, &pebble.acme_section(""), b_web).await;
     let c = Replica::start(&flags, &pebble.acme_section("")).await;
@@ -75,7 +75,7 @@ async fn one_orders_another_answers_all_serve(flags: Vec<String>, spec: pylon::s
 async fn three_replicas_with_the_same_20_host_rules_make_20_orders_on_one_account() {
     let etcd = Etcd::start().await;
     let web = free_port();
-    let pebble = Pebble::start(Options { http_port: web, validity: None, nonce_reject: 0 }).await;
+    let pebble = Pebble::start(Options { http_port: web, ..Options::default() }).await;
     let flags = etcd.flags();
     let store = pylon::store::open(&etcd.spec()).await.unwrap();
     let names: Vec<String> = (0..20).map(|i| format!("h{i}.pylon.test")).collect();

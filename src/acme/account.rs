@@ -72,10 +72,12 @@ pub async fn account(
     let contacts: Vec<&str> = if acme.email.is_empty() { vec![] } else { vec![contact.as_str()] };
     let new = NewAccount { contact: &contacts, terms_of_service_agreed: true, only_return_existing: false };
     let eab = acme.eab.as_ref().map(|(kid, hmac)| instant_acme::ExternalAccountKey::new(kid.clone(), hmac));
-    let (account, credentials) = Account::builder_with_http(Box::new(Http(client)))
-        .create(&new, acme.ca_server.clone(), eab.as_ref())
-        .await
-        .map_err(|e| AcmeError::from_acme(&acme.ca_server, e))?;
+    let (account, credentials) = patiently!(
+        Account::builder_with_http(Box::new(Http(client.clone())))
+            .create(&new, acme.ca_server.clone(), eab.as_ref())
+            .await
+    )
+    .map_err(|e| AcmeError::from_acme(&acme.ca_server, e))?;
     let json = serde_json::to_string(&credentials).map_err(|e| AcmeError::Setup(e.to_string()))?;
     let written = guard.fenced(vec![Op::put(key.clone(), keyring.seal(&key, &json))]).await?;
     if !written.succeeded {

@@ -1,6 +1,7 @@
 //! Just enough DER to read what certificate bookkeeping needs from an X.509 certificate: its
-//! validity (notBefore, notAfter) and its issuer's common name. A full X.509 parser would be a
-//! large dependency for three fields.
+//! validity (notBefore, notAfter), its issuer's common name, and the two parts of its ACME
+//! renewal-information identifier (authority key identifier and serial). A full X.509 parser
+//! would be a large dependency for five fields.
 
 /// What Pylon keeps about a certificate besides its PEM.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,7 +29,52 @@ pub fn facts(cert: &[u8]) -> Option<Facts> {
     Some(Facts { not_before, not_after, issuer: common_name(issuer).unwrap_or_default() })
 }
 
+/// The authority key identifier's `keyIdentifier` and the serial number's content octets, which
+/// make a certificate's ACME renewal-information identifier (RFC 9773 §4.1).
+pub fn renewal_parts(cert: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let (certificate, _) = element(cert, SEQUENCE)?;
+    let (mut tbs, _) = element(certificate, SEQUENCE)?;
+    if tbs.first() == Some(&0xa0) {
+        tbs = skip(tbs)?;
+    }
+    let (serial, mut tbs) = element(tbs, INTEGER)?;
+    for _ in 0..5 {
+        tbs = skip(tbs)?; // signature, issuer, validity, subject, subjectPublicKeyInfo
+    }
+    while let Some((tag, content, rest)) = next(tbs) {
+        tbs = rest;
+        if tag != EXTENSIONS {
+            continue;
+        }
+        let (mut extensions, _) = element(content, SEQUENCE)?;
+        while !extensions.is_empty() {
+            let (extension, rest) = element(extensions, SEQUENCE)?;
+            extensions = rest;
+            let (oid, mut value) = element(extension, OID)?;
+            if oid != AUTHORITY_KEY_IDENTIFIER {
+                continue;
+            }
+            if value.first() == Some(&BOOLEAN) {
+                value = skip(value)?;
+            }
+            let (octets, _) = element(value, OCTET_STRING)?;
+            let (aki, _) = element(octets, SEQUENCE)?;
+            let (key_id, _) = element(aki, KEY_IDENTIFIER)?;
+            return Some((key_id.to_vec(), serial.to_vec()));
+        }
+    }
+    None
+}
+
 const SEQUENCE: u8 = 0x30;
+const INTEGER: u8 = 0x02;
+const BOOLEAN: u8 = 0x01;
+const OCTET_STRING: u8 = 0x04;
+/// `[3] EXPLICIT Extensions` in a TBSCertificate.
+const EXTENSIONS: u8 = 0xa3;
+/// `[0] IMPLICIT KeyIdentifier` in an AuthorityKeyIdentifier.
+const KEY_IDENTIFIER: u8 = 0x80;
+const AUTHORITY_KEY_IDENTIFIER: &[u8] = &[0x55, 0x1d, 0x23];
 const SET: u8 = 0x31;
 const OID: u8 = 0x06;
 const UTC_TIME: u8 = 0x17;
@@ -124,7 +170,28 @@ mod tests {
     }
 
     #[test]
+    fn renewal_parts_match_rfc_9773s_example() {
+        // RFC 9773 §4.1: AKI 69:88:5B:6B:87:46:40:41:E1:B3:7B:84:7B:A0:AE:2C:DE:01:C8:D4 and
+        // serial 00:87:65:43:21 give the identifier "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE".
+        let aki = [0x69, 0x88, 0x5B, 0x6B, 0x87, 0x46, 0x40, 0x41, 0xE1, 0xB3, 0x7B, 0x84, 0x7B, 0xA0, 0xAE, 0x2C];
+        let aki: Vec<u8> = aki.iter().copied().chain([0xDE, 0x01, 0xC8, 0xD4]).collect();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(aki.clone());
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap()).unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["a.example".to_string()]).unwrap();
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(&[0x00, 0x87, 0x65, 0x43, 0x21]));
+        params.use_authority_key_identifier_extension = true;
+        let leaf = params.signed_by(&rcgen::KeyPair::generate().unwrap(), &ca).unwrap();
+        let (key_id, serial) = renewal_parts(leaf.der()).unwrap();
+        assert_eq!((key_id.as_slice(), serial.as_slice()), (aki.as_slice(), &[0x00, 0x87, 0x65, 0x43, 0x21][..]));
+        let id = instant_acme::CertificateIdentifier::new(key_id.as_slice().into(), serial.as_slice().into());
+        assert_eq!(id.to_string(), "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE");
+    }
+
+    #[test]
     fn garbage_is_none() {
+        assert_eq!(renewal_parts(b"not a certificate"), None);
         assert_eq!(facts(b"not a certificate"), None);
         assert_eq!(facts(&[0x30, 0x82, 0xff]), None);
     }

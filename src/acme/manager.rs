@@ -1,9 +1,9 @@
 //! The ACME manager of one replica. Two loops:
-//! - **follow**: lists and watches `<prefix>/acme/`, serves every stored certificate (the
-//!   certificate store's ACME source) and answers every pending HTTP-01 token;
+//! - **follow** (see [`super::follow`]): serves every stored certificate and answers every
+//!   pending challenge;
 //! - **schedule**: for every wanted certificate that the store lacks, or that is due for
-//!   renewal, runs an order under its lock (at most [`PARALLEL`] at once), with per-name
-//!   exponential backoff after failures. Outcomes are [`Event`]s.
+//!   renewal (see [`super::ari`]), runs an order under its lock (at most [`PARALLEL`] at once),
+//!   unless the cluster's backoff for that name is running. Outcomes are [`Event`]s.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -13,39 +13,54 @@ use std::{
 
 use instant_acme::Account;
 use tokio::{
-    sync::{broadcast, watch},
+    sync::{broadcast, mpsc, watch},
     task::JoinSet,
 };
 use tokio_util::sync::CancellationToken;
 
 use super::{
     account,
-    order::{self, Outcome},
-    record::CertRecord,
+    ari::Renewals,
+    follow::{self, Sinks, Stored},
+    order::{self, Mode, Outcome},
     sealed::Keyring,
     AcmeError, Challenges,
 };
 use crate::{
     config::model::{Acme, Domain},
-    store::{keys::Keys, KeyValue, Store, WatchEvent},
-    tls::{CertStore, Source},
+    store::{keys::Keys, Store},
+    tls::CertStore,
 };
 
 /// Orders one replica runs at once.
 const PARALLEL: usize = 4;
 /// How often wanted names are checked without an event (a holder that died frees its lock
-/// when its lease runs out; renewals come due).
-const TICK: Duration = Duration::from_secs(2);
-/// Backoff after a failed order: doubled per failure from `BACKOFF_BASE` up to `BACKOFF_CAP`.
-/// Two minutes first keeps a failing name at about five attempts in its first hour, Let's
-/// Encrypt's limit of failed validations per name per hour.
-const BACKOFF_BASE: Duration = Duration::from_secs(120);
-const BACKOFF_CAP: Duration = Duration::from_secs(6 * 3600);
+/// when its lease runs out; renewals and backoffs come due).
+const TICK: Duration = Duration::from_secs(1);
 
-#[derive(Clone, Debug)]
+/// What happened to a certificate, for logs and, later, the API and metrics.
+#[derive(Clone, Debug, PartialEq)]
 pub enum Event {
-    Issued { domain: String, not_after: i64, renewal: bool },
-    Failed { domain: String, error: String, retry_in: Duration },
+    Issued {
+        domain: String,
+        not_after: i64,
+    },
+    Renewed {
+        domain: String,
+        not_after: i64,
+    },
+    /// An order failed; `problem` is the ACME problem type when the CA sent one.
+    Failed {
+        domain: String,
+        problem: Option<String>,
+        error: String,
+        retry_in: Duration,
+    },
+    /// This replica took over an order whose holder died mid-order.
+    TakenOver {
+        domain: String,
+        from: String,
+    },
 }
 
 pub struct Manager {
@@ -59,72 +74,74 @@ pub struct Manager {
     pub challenges: Arc<Challenges>,
     /// Certificates the dynamic configuration asks for (from the watcher).
     pub wanted: watch::Receiver<Vec<Domain>>,
+    /// Names handshakes asked for (onDemand, already admitted by the policy).
+    pub demands: mpsc::UnboundedReceiver<Domain>,
     pub events: broadcast::Sender<Event>,
 }
 
-type Records = Arc<BTreeMap<String, CertRecord>>;
+/// The scheduler's memory between passes.
+#[derive(Default)]
+struct Schedule {
+    account: Option<Arc<Account>>,
+    /// After failing to get the account: (failures, next attempt).
+    account_backoff: (u32, Option<Instant>),
+    /// Names whose order could not even start (store unreachable): local backoff.
+    local_backoff: HashMap<String, Instant>,
+    demanded: BTreeMap<String, Domain>,
+    in_flight: HashSet<String>,
+    renewals: Renewals,
+}
+
+type Job = (String, bool, Result<Outcome, AcmeError>);
 
 impl Manager {
-    pub async fn run(self, shutdown: CancellationToken) {
-        let (records_tx, records) = watch::channel(Records::default());
-        let follow = follow(
-            self.store.clone(),
-            self.keys.clone(),
-            self.keyring.clone(),
-            self.certs.clone(),
-            self.challenges.clone(),
-            records_tx,
-        );
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let (stored_tx, stored) = watch::channel(Arc::<Stored>::default());
+        let sinks = Sinks {
+            keyring: self.keyring.clone(),
+            certs: self.certs.clone(),
+            challenges: self.challenges.clone(),
+            stored: stored_tx,
+        };
+        let follow = follow::follow(self.store.clone(), self.keys.clone(), sinks);
+        let (_, demands) = mpsc::unbounded_channel();
+        let demands = std::mem::replace(&mut self.demands, demands);
         tokio::select! {
             _ = shutdown.cancelled() => {}
             _ = follow => {}
-            _ = self.schedule(records) => {}
+            _ = self.schedule(stored, demands) => {}
         }
     }
 
-    async fn schedule(&self, mut records: watch::Receiver<Records>) {
+    async fn schedule(&self, mut stored: watch::Receiver<Arc<Stored>>, mut demands: mpsc::UnboundedReceiver<Domain>) {
         let mut wanted = self.wanted.clone();
-        let mut account: Option<Arc<Account>> = None;
-        // After a failure to reach the CA for the account: (failures, next attempt).
-        let mut account_failures: (u32, Instant) = (0, Instant::now());
-        let mut failures: HashMap<String, (u32, Instant)> = HashMap::new();
-        let mut running: JoinSet<(Vec<String>, bool, Result<Outcome, AcmeError>)> = JoinSet::new();
-        let mut in_flight: HashSet<String> = HashSet::new();
+        let mut s = Schedule::default();
+        let mut running: JoinSet<Job> = JoinSet::new();
         loop {
-            let stored = records.borrow_and_update().clone();
-            let mut domains = self.acme.domains.clone();
-            domains.extend(wanted.borrow_and_update().iter().cloned());
-            for domain in domains {
-                let names: Vec<String> = std::iter::once(domain.main.clone()).chain(domain.sans.clone()).collect();
+            let snapshot = stored.borrow_and_update().clone();
+            let jobs = self.jobs(&snapshot, &wanted.borrow_and_update(), &s.demanded);
+            if !jobs.is_empty() || !snapshot.certs.is_empty() {
+                if let Some(account) = self.account(&mut s).await {
+                    s.renewals.refresh(&account, &snapshot.certs).await;
+                }
+            }
+            for (domain, mode) in jobs {
+                if running.len() >= PARALLEL {
+                    break;
+                }
+                let names: Vec<String> = std::iter::once(domain.main.clone()).chain(domain.sans).collect();
                 let now = super::now();
-                let current = stored.get(&domain.main);
-                let renewal = current.is_some_and(|r| r.covers(&names, now));
-                if current.is_some_and(|r| r.covers(&names, now) && now < r.renew_at())
-                    || in_flight.contains(&domain.main)
-                    || running.len() >= PARALLEL
-                    || failures.get(&domain.main).is_some_and(|(_, next)| Instant::now() < *next)
+                let current = snapshot.certs.get(&domain.main);
+                let replacing = current.filter(|r| r.covers(&names, now)).map(|r| r.not_after);
+                if current.is_some_and(|r| r.covers(&names, now) && now < s.renewals.renew_at(r))
+                    || s.in_flight.contains(&domain.main)
+                    || snapshot.failures.get(&domain.main).is_some_and(|f| !f.wait().is_zero())
+                    || s.local_backoff.get(&domain.main).is_some_and(|at| Instant::now() < *at)
                 {
                     continue;
                 }
-                if account.is_none() && Instant::now() < account_failures.1 {
-                    break;
-                }
-                let account = match &account {
-                    Some(a) => a.clone(),
-                    None => {
-                        match account::account(&self.store, &self.keys, &self.acme, &self.keyring, &self.holder).await {
-                            Ok(a) => account.insert(Arc::new(a)).clone(),
-                            Err(err) => {
-                                let failures = account_failures.0 + 1;
-                                let retry_in = Duration::from_secs(5 << failures.min(6)).min(Duration::from_secs(300));
-                                account_failures = (failures, Instant::now() + retry_in);
-                                tracing::error!(ca = %self.acme.ca_server, ?retry_in, "ACME account: {err}");
-                                break;
-                            }
-                        }
-                    }
-                };
-                in_flight.insert(domain.main.clone());
+                let Some(account) = s.account.clone() else { break };
+                s.in_flight.insert(domain.main.clone());
                 let (store, keys, acme, keyring, holder) = (
                     self.store.clone(),
                     self.keys.clone(),
@@ -141,186 +158,96 @@ impl Manager {
                         keyring: &keyring,
                         holder: &holder,
                     };
-                    let outcome = order::obtain(&ctx, &names, false).await;
-                    (names, renewal, outcome)
+                    let outcome = order::obtain(&ctx, &names, mode, replacing).await;
+                    (names[0].clone(), replacing.is_some(), outcome)
                 });
             }
             tokio::select! {
                 _ = wanted.changed() => {}
-                _ = records.changed() => {}
+                _ = stored.changed() => {}
+                Some(domain) = demands.recv() => drop(s.demanded.insert(domain.main.clone(), domain)),
                 _ = tokio::time::sleep(TICK) => {}
-                Some(Ok((names, renewal, outcome))) = running.join_next() => {
-                    in_flight.remove(&names[0]);
-                    self.settle(&names[0], renewal, outcome, &mut failures);
+                Some(Ok((domain, renewal, outcome))) = running.join_next() => {
+                    s.in_flight.remove(&domain);
+                    self.settle(&domain, renewal, outcome, &mut s);
                 }
             }
         }
     }
 
-    fn settle(
-        &self,
-        domain: &str,
-        renewal: bool,
-        outcome: Result<Outcome, AcmeError>,
-        failures: &mut HashMap<String, (u32, Instant)>,
-    ) {
+    /// Every certificate this replica should keep: static domains, the routers', onDemand names
+    /// asked for here and stored onDemand certificates (for renewal), by main domain.
+    fn jobs(&self, stored: &Stored, wanted: &[Domain], demanded: &BTreeMap<String, Domain>) -> Vec<(Domain, Mode)> {
+        let mut jobs: BTreeMap<String, (Domain, Mode)> = BTreeMap::new();
+        let on_demand = stored
+            .certs
+            .values()
+            .filter(|r| r.on_demand && self.acme.on_demand)
+            .map(|r| Domain { main: r.main.clone(), sans: r.names.iter().skip(1).cloned().collect() });
+        for domain in on_demand.chain(demanded.values().cloned()) {
+            jobs.insert(domain.main.clone(), (domain, Mode::OnDemand));
+        }
+        for domain in self.acme.domains.iter().chain(wanted) {
+            jobs.insert(domain.main.clone(), (domain.clone(), Mode::Wanted));
+        }
+        jobs.into_values().collect()
+    }
+
+    /// The cluster's account, once this replica has it; retried with backoff when the CA or
+    /// the store cannot be reached.
+    async fn account(&self, s: &mut Schedule) -> Option<Arc<Account>> {
+        if let Some(account) = &s.account {
+            return Some(account.clone());
+        }
+        if s.account_backoff.1.is_some_and(|at| Instant::now() < at) {
+            return None;
+        }
+        match account::account(&self.store, &self.keys, &self.acme, &self.keyring, &self.holder).await {
+            Ok(account) => Some(s.account.insert(Arc::new(account)).clone()),
+            Err(err) => {
+                let failures = s.account_backoff.0 + 1;
+                let retry_in = Duration::from_secs(5 << failures.min(6)).min(Duration::from_secs(300));
+                s.account_backoff = (failures, Some(Instant::now() + retry_in));
+                tracing::error!(ca = %self.acme.ca_server, ?retry_in, "ACME account: {err}");
+                None
+            }
+        }
+    }
+
+    fn settle(&self, domain: &str, renewal: bool, outcome: Result<Outcome, AcmeError>, s: &mut Schedule) {
+        let emit = |event: Event| drop(self.events.send(event));
+        let domain_s = domain.to_string();
         match outcome {
-            Ok(Outcome::Issued(record)) => {
-                failures.remove(domain);
+            Ok(Outcome::Issued { record, took_over }) => {
+                s.local_backoff.remove(domain);
+                if let Some(from) = took_over {
+                    emit(Event::TakenOver { domain: domain_s.clone(), from });
+                }
                 tracing::info!(domain, not_after = record.not_after, renewal, "certificate issued and stored");
-                let _ = self.events.send(Event::Issued { domain: domain.into(), not_after: record.not_after, renewal });
+                emit(if renewal {
+                    Event::Renewed { domain: domain_s, not_after: record.not_after }
+                } else {
+                    Event::Issued { domain: domain_s, not_after: record.not_after }
+                });
             }
-            Ok(Outcome::AlreadyStored | Outcome::Busy) => {}
-            Err(err) => {
-                let count = failures.get(domain).map_or(1, |(n, _)| n + 1);
-                let retry_in = backoff(count);
-                failures.insert(domain.to_string(), (count, Instant::now() + retry_in));
-                tracing::warn!(domain, failures = count, ?retry_in, "certificate order failed: {err}");
-                let _ = self.events.send(Event::Failed { domain: domain.into(), error: err.to_string(), retry_in });
-            }
-        }
-    }
-}
-
-/// The delay before attempt `failures + 1`, with ±20% jitter so replicas do not retry together.
-fn backoff(failures: u32) -> Duration {
-    let exponent = failures.saturating_sub(1).min(16);
-    let delay = BACKOFF_BASE.saturating_mul(1 << exponent).min(BACKOFF_CAP);
-    let jitter = 0.8 + 0.4 * (rand_unit());
-    delay.mul_f64(jitter)
-}
-
-fn rand_unit() -> f64 {
-    let mut byte = [0u8; 2];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut byte);
-    f64::from(u16::from_le_bytes(byte)) / f64::from(u16::MAX)
-}
-
-/// Follows `<prefix>/acme/`: certificates to the TLS resolver, tokens to the HTTP-01 cache.
-async fn follow(
-    store: Store,
-    keys: Keys,
-    keyring: Arc<Keyring>,
-    certs: Arc<CertStore>,
-    challenges: Arc<Challenges>,
-    records: watch::Sender<Records>,
-) {
-    let root = keys.acme_root();
-    let mut delay = Duration::from_millis(250);
-    loop {
-        let listing = match store.list(&root).await {
-            Ok(listing) => listing,
-            Err(err) => {
-                tracing::warn!("reading ACME state: {err}; retrying in {delay:?}");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        delay = Duration::from_millis(250);
-        let mut state = State::new(&keys);
-        for kv in listing.kvs {
-            state.put(kv);
-        }
-        state.publish(&keyring, &certs, &challenges, &records);
-        let Ok(mut watch) = store.watch(&root, listing.revision).await else { continue };
-        // Apply each event and what is already queued behind it, then publish once; re-list
-        // when the watch breaks.
-        let mut next = watch.next().await;
-        loop {
-            match next {
-                Some(WatchEvent::Put(kv)) => state.put(kv),
-                Some(WatchEvent::Delete { key, .. }) => state.delete(&key),
-                Some(WatchEvent::Compacted { .. }) | None => break,
-            }
-            next = match tokio::time::timeout(Duration::ZERO, watch.next()).await {
-                Ok(queued) => queued,
-                Err(_) => {
-                    state.publish(&keyring, &certs, &challenges, &records);
-                    watch.next().await
+            Ok(Outcome::Failed { error, retry_in, took_over }) => {
+                if let Some(from) = took_over {
+                    emit(Event::TakenOver { domain: domain_s.clone(), from });
                 }
-            };
-        }
-    }
-}
-
-/// The ACME keys as stored, and which kind changed since the last publish.
-struct State {
-    cert_root: String,
-    token_root: String,
-    certs: BTreeMap<String, KeyValue>,
-    tokens: HashMap<String, String>,
-    certs_changed: bool,
-    tokens_changed: bool,
-    /// Unusable certificate values already logged (key and revision), so each is logged once.
-    reported: HashSet<(String, crate::store::Revision)>,
-}
-
-impl State {
-    fn new(keys: &Keys) -> State {
-        State {
-            cert_root: keys.acme_certs(),
-            token_root: keys.acme_challenges(),
-            certs: BTreeMap::new(),
-            tokens: HashMap::new(),
-            certs_changed: true,
-            tokens_changed: true,
-            reported: HashSet::new(),
-        }
-    }
-
-    fn put(&mut self, kv: KeyValue) {
-        if let Some(token) = kv.key.strip_prefix(&self.token_root) {
-            self.tokens.insert(token.to_string(), String::from_utf8_lossy(&kv.value).into_owned());
-            self.tokens_changed = true;
-        } else if kv.key.starts_with(&self.cert_root) {
-            self.certs.insert(kv.key.clone(), kv);
-            self.certs_changed = true;
-        }
-    }
-
-    fn delete(&mut self, key: &str) {
-        if let Some(token) = key.strip_prefix(&self.token_root) {
-            self.tokens_changed |= self.tokens.remove(token).is_some();
-        } else {
-            self.certs_changed |= self.certs.remove(key).is_some();
-        }
-    }
-
-    /// Hands what changed to the resolver, the HTTP-01 cache and the scheduler.
-    fn publish(
-        &mut self,
-        keyring: &Keyring,
-        certs: &CertStore,
-        challenges: &Challenges,
-        records: &watch::Sender<Records>,
-    ) {
-        if std::mem::take(&mut self.tokens_changed) {
-            challenges.replace(self.tokens.clone());
-        }
-        if !std::mem::take(&mut self.certs_changed) {
-            return;
-        }
-        let mut loaded = Vec::new();
-        let mut by_main = BTreeMap::new();
-        for (key, kv) in &self.certs {
-            // A record this replica cannot open (wrong storage key) still counts as stored, so
-            // that it is never ordered again over another replica's certificate.
-            let result = CertRecord::decode(key, &kv.value).and_then(|record| {
-                let loaded = record.load(key, keyring);
-                by_main.insert(record.main.clone(), record);
-                loaded
-            });
-            match result {
-                Ok(certificate) => loaded.push(certificate),
-                Err(err) => {
-                    if self.reported.insert((key.clone(), kv.mod_revision)) {
-                        tracing::error!("ACME certificate not served: {err}");
-                    }
-                }
+                tracing::warn!(domain, ?retry_in, "certificate order failed: {error}");
+                let problem = match &error {
+                    AcmeError::Problem { kind, .. } => Some(kind.clone()),
+                    _ => None,
+                };
+                emit(Event::Failed { domain: domain_s, problem, error: error.to_string(), retry_in });
+            }
+            Ok(Outcome::AlreadyStored | Outcome::Busy | Outcome::BackingOff) => {}
+            Err(error) => {
+                let retry_in = super::progress::backoff(1, Duration::from_secs(10));
+                s.local_backoff.insert(domain_s.clone(), Instant::now() + retry_in);
+                tracing::warn!(domain, ?retry_in, "certificate order could not start: {error}");
+                emit(Event::Failed { domain: domain_s, problem: None, error: error.to_string(), retry_in });
             }
         }
-        certs.replace(Source::Acme, loaded);
-        records.send_replace(Arc::new(by_main));
     }
 }

@@ -1,18 +1,24 @@
 //! One certificate order, under that certificate's lock: take the lock (held through a lease
 //! that a background task keeps alive), look at the store again (another replica may have just
-//! finished), order, publish each HTTP-01 key authorization under `acme/challenges/<token>`
-//! bound to the lease so that any replica can answer, wait for the CA, finalize with a fresh key,
-//! and write the certificate fenced on the lock: a holder that lost its lock (paused past its
-//! lease) can never overwrite a newer certificate.
+//! finished), mark the order as started, order, publish each challenge response bound to the
+//! lease so that any replica can answer, wait for the CA, finalize with a fresh key, and write
+//! the certificate fenced on the lock: a holder that lost its lock (paused past its lease) can
+//! never overwrite a newer certificate. A failed order records the cluster's backoff instead.
 
 use std::time::Duration;
 
 use instant_acme::{Account, AuthorizationStatus, ChallengeType, Identifier, NewOrder, OrderStatus, RetryPolicy};
 
-use super::{record::CertRecord, sealed::Keyring, AcmeError};
+use super::{
+    challenge,
+    progress::{self, FailureRecord, OrderMarker},
+    record::CertRecord,
+    sealed::Keyring,
+    AcmeError,
+};
 use crate::{
     config::model::Acme,
-    store::{keys::Keys, Op, Store},
+    store::{keys::Keys, lock::LockGuard, Lease, Op, Store},
 };
 
 /// Everything an order needs.
@@ -26,20 +32,43 @@ pub struct Context<'a> {
     pub holder: &'a str,
 }
 
+/// Why a certificate is ordered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// The configuration wants it: ordered unless a valid certificate not yet due is stored.
+    Wanted,
+    /// A handshake asked for it (onDemand); the record is marked so that it is renewed.
+    OnDemand,
+    /// Ordered even when a valid certificate is stored (`pylon acme renew`).
+    Forced,
+}
+
 /// What an attempt to order came to.
 #[derive(Debug)]
 pub enum Outcome {
-    /// Ordered and stored by this replica.
-    Issued(CertRecord),
+    /// Ordered and stored by this replica; `took_over` names a previous holder that died
+    /// mid-order.
+    Issued { record: CertRecord, took_over: Option<String> },
+    /// This replica held the lock and the order failed; the failure is recorded in the store.
+    Failed { error: AcmeError, retry_in: Duration, took_over: Option<String> },
     /// The store already had a valid certificate for these names (ordered by someone else).
     AlreadyStored,
     /// Another replica holds the lock: it is ordering.
     Busy,
+    /// The cluster's backoff after failed orders has not run out.
+    BackingOff,
 }
 
-/// Orders a certificate for `names` (the first is the main domain) unless the store has one
-/// that covers them and is not due; `force` orders anyway (renewal, `pylon acme renew`).
-pub async fn obtain(ctx: &Context<'_>, names: &[String], force: bool) -> Result<Outcome, AcmeError> {
+/// Orders a certificate for `names` (the first is the main domain). Under the lock, the store is
+/// read again: unless `mode` forces the order, a certificate that covers the names and is not
+/// the one being renewed (`replacing`: its notAfter) means another replica just finished. `Err`
+/// is for failures before the order could start (the store unreachable).
+pub async fn obtain(
+    ctx: &Context<'_>,
+    names: &[String],
+    mode: Mode,
+    replacing: Option<i64>,
+) -> Result<Outcome, AcmeError> {
     let main = &names[0];
     let cert_key = ctx.keys.acme_cert(main);
     let lease = ctx.store.lease(ctx.acme.lease_ttl).await?;
@@ -47,66 +76,142 @@ pub async fn obtain(ctx: &Context<'_>, names: &[String], force: bool) -> Result<
     else {
         return Ok(Outcome::Busy);
     };
-    if !force {
-        if let Some(kv) = ctx.store.get(&cert_key).await? {
-            if let Ok(record) = CertRecord::decode(&cert_key, &kv.value) {
-                if record.covers(names, super::now()) && super::now() < record.renew_at() {
-                    guard.release().await?;
-                    return Ok(Outcome::AlreadyStored);
-                }
-            }
-        }
+    let existing = match ctx.store.get(&cert_key).await? {
+        Some(kv) => CertRecord::decode(&cert_key, &kv.value).ok(),
+        None => None,
+    };
+    let now = super::now();
+    let fresh = |r: &CertRecord| r.covers(names, now) && replacing.is_none_or(|seen| r.not_after != seen);
+    if mode != Mode::Forced && existing.as_ref().is_some_and(fresh) {
+        guard.release().await?;
+        return Ok(Outcome::AlreadyStored);
+    }
+    let on_demand = mode == Mode::OnDemand || (mode == Mode::Forced && existing.is_some_and(|r| r.on_demand));
+    let (order_key, failure_key) = (ctx.keys.acme_order(main), ctx.keys.acme_failure(main));
+    let previous_failure = match ctx.store.get(&failure_key).await? {
+        Some(kv) => progress::decode::<FailureRecord>(&failure_key, &kv.value).ok(),
+        None => None,
+    };
+    // The scheduler's view may predate another replica's failure: the backoff is checked here.
+    if mode != Mode::Forced && previous_failure.as_ref().is_some_and(|f| !f.wait().is_zero()) {
+        guard.release().await?;
+        return Ok(Outcome::BackingOff);
+    }
+    let took_over = match ctx.store.get(&order_key).await? {
+        Some(kv) => progress::decode::<OrderMarker>(&order_key, &kv.value).ok().map(|m| m.holder),
+        None => None,
+    };
+    if let Some(previous) = &took_over {
+        tracing::warn!(domain = %main, previous, "taking over an order whose holder stopped (its lease expired)");
+    }
+    let marker = OrderMarker { holder: ctx.holder.to_string(), started: super::now() };
+    if !guard.fenced(vec![Op::put(order_key.clone(), progress::encode(&marker))]).await?.succeeded {
+        return Err(AcmeError::LockLost(cert_key));
     }
 
+    let outcome = match order(ctx, names, &lease).await {
+        Ok((mut record, responses)) => {
+            record.on_demand = on_demand;
+            let mut ops = vec![
+                Op::put(cert_key.clone(), record.encode()),
+                Op::Delete { key: order_key },
+                Op::Delete { key: failure_key },
+            ];
+            ops.extend(responses.into_iter().map(|key| Op::Delete { key }));
+            if !guard.fenced(ops).await?.succeeded {
+                return Err(AcmeError::LockLost(cert_key));
+            }
+            Outcome::Issued { record, took_over }
+        }
+        Err(error) => {
+            let failure =
+                FailureRecord::next(previous_failure.as_ref(), ctx.acme.failure_backoff, error.to_string(), ctx.holder);
+            let retry_in = failure.wait();
+            let ops = vec![Op::put(failure_key, progress::encode(&failure)), Op::Delete { key: order_key }];
+            guard.fenced(ops).await?;
+            // The challenge responses go with the lease, revoked below.
+            Outcome::Failed { error, retry_in, took_over }
+        }
+    };
+    finish(guard, lease).await?;
+    Ok(outcome)
+}
+
+async fn finish(guard: LockGuard, lease: Lease) -> Result<(), AcmeError> {
+    guard.release().await?;
+    lease.revoke().await?;
+    Ok(())
+}
+
+/// The order itself: returns the record to store and the challenge response keys to delete.
+async fn order(ctx: &Context<'_>, names: &[String], lease: &Lease) -> Result<(CertRecord, Vec<String>), AcmeError> {
+    let main = &names[0];
     let identifiers: Vec<Identifier> = names.iter().map(|n| Identifier::Dns(n.clone())).collect();
     let problem = |e| AcmeError::from_acme(main, e);
-    let mut order = ctx.account.new_order(&NewOrder::new(&identifiers)).await.map_err(problem)?;
-    let mut tokens = Vec::new();
-    let mut authorizations = order.authorizations();
-    while let Some(authz) = authorizations.next().await {
-        let mut authz = authz.map_err(problem)?;
-        match authz.status {
-            AuthorizationStatus::Pending => {}
-            AuthorizationStatus::Valid => continue,
-            other => return Err(AcmeError::Order { domain: main.clone(), detail: format!("authorization {other:?}") }),
+    let kind = if ctx.acme.http_challenge.is_some() { ChallengeType::Http01 } else { ChallengeType::TlsAlpn01 };
+    let mut order = patiently!(ctx.account.new_order(&NewOrder::new(&identifiers)).await).map_err(problem)?;
+    let mut responses = Vec::new();
+    let mut answered = std::collections::HashSet::new();
+    // Authorizations are fetched one by one; a rejected nonce restarts the pass, and those
+    // already fetched or answered are skipped.
+    let mut restarts = 0;
+    'pass: loop {
+        let mut authorizations = order.authorizations();
+        while let Some(authz) = authorizations.next().await {
+            let mut authz = match authz {
+                Ok(authz) => authz,
+                Err(err) if super::bad_nonce(&err) && restarts < 10 => {
+                    restarts += 1;
+                    continue 'pass;
+                }
+                Err(err) => return Err(problem(err)),
+            };
+            let Identifier::Dns(name) = authz.identifier().identifier.clone() else {
+                return Err(AcmeError::Order { domain: main.clone(), detail: "a non-DNS identifier".into() });
+            };
+            match authz.status {
+                AuthorizationStatus::Pending if !answered.contains(&name) => {}
+                AuthorizationStatus::Pending | AuthorizationStatus::Valid => continue,
+                other => {
+                    return Err(AcmeError::Order { domain: main.clone(), detail: format!("authorization {other:?}") })
+                }
+            }
+            let mut challenge = authz.challenge(kind.clone()).ok_or_else(|| AcmeError::Order {
+                domain: main.clone(),
+                detail: format!("the CA offers no {kind:?} challenge"),
+            })?;
+            let key_authorization = challenge.key_authorization();
+            let (key, value) = match kind {
+                ChallengeType::Http01 => {
+                    (ctx.keys.acme_challenge(&challenge.token), key_authorization.as_str().as_bytes().to_vec())
+                }
+                _ => (ctx.keys.acme_alpn(&name), challenge::alpn_response(&name, key_authorization.digest().as_ref())?),
+            };
+            ctx.store.put_with_lease(&key, value, lease).await?;
+            responses.push(key);
+            patiently!(challenge.set_ready().await).map_err(problem)?;
+            answered.insert(name);
         }
-        let mut challenge = authz.challenge(ChallengeType::Http01).ok_or_else(|| AcmeError::Order {
-            domain: main.clone(),
-            detail: "the CA offers no http-01 challenge".into(),
-        })?;
-        let token_key = ctx.keys.acme_challenge(&challenge.token);
-        let key_authorization = challenge.key_authorization().as_str().to_string();
-        ctx.store.put_with_lease(&token_key, key_authorization, &lease).await?;
-        tokens.push(token_key);
-        challenge.set_ready().await.map_err(problem)?;
+        break;
     }
 
     let patience =
         RetryPolicy::new().initial_delay(Duration::from_millis(250)).backoff(1.5).timeout(Duration::from_secs(90));
-    let status = order.poll_ready(&patience).await.map_err(problem)?;
+    let status = patiently!(order.poll_ready(&patience).await).map_err(problem)?;
     if status != OrderStatus::Ready {
-        // The tokens go with the lease, revoked when this returns.
         let detail = failure_detail(&mut order).await.unwrap_or_else(|| format!("order {status:?}"));
         return Err(AcmeError::Order { domain: main.clone(), detail });
     }
     let (csr, key_pem) = csr(names, &ctx.acme.key_type)?;
-    order.finalize_csr(&csr).await.map_err(problem)?;
-    let chain = order.poll_certificate(&patience).await.map_err(problem)?;
+    patiently!(order.finalize_csr(&csr).await).map_err(problem)?;
+    let chain = patiently!(order.poll_certificate(&patience).await).map_err(problem)?;
+    let cert_key = ctx.keys.acme_cert(main);
     let record = CertRecord::new(main, names.to_vec(), chain, &key_pem, &ctx.acme.ca_server, ctx.keyring, &cert_key)
         .ok_or_else(|| AcmeError::Order {
             domain: main.clone(),
             detail: "the CA sent an unreadable certificate".into(),
         })?;
-
-    let mut ops = vec![Op::put(cert_key.clone(), record.encode())];
-    ops.extend(tokens.iter().map(|k| Op::Delete { key: k.clone() }));
-    let written = guard.fenced(ops).await?;
-    if !written.succeeded {
-        return Err(AcmeError::LockLost(cert_key));
-    }
-    guard.release().await?;
-    lease.revoke().await?;
-    Ok(Outcome::Issued(record))
+    Ok((record, responses))
 }
 
 /// The first failed challenge's problem, for the event and the log.
@@ -131,11 +236,6 @@ async fn failure_detail(order: &mut instant_acme::Order) -> Option<String> {
 fn csr(names: &[String], key_type: &str) -> Result<(Vec<u8>, String), AcmeError> {
     let algorithm = match key_type {
         "EC384" => &rcgen::PKCS_ECDSA_P384_SHA384,
-        "RSA2048" | "RSA4096" | "RSA8192" => {
-            return Err(AcmeError::Setup(format!(
-                "acme.keyType {key_type}: RSA keys are not supported yet; use EC256 or EC384"
-            )))
-        }
         _ => &rcgen::PKCS_ECDSA_P256_SHA256,
     };
     let failed = |e: rcgen::Error| AcmeError::Setup(format!("generating the certificate key: {e}"));

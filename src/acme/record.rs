@@ -26,6 +26,9 @@ pub struct CertRecord {
     pub issuer: String,
     /// The ACME directory it came from.
     pub ca: String,
+    /// Ordered at a handshake (onDemand): renewed while onDemand is on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub on_demand: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +63,7 @@ impl CertRecord {
             not_after: facts.not_after,
             issuer: facts.issuer,
             ca: ca.to_string(),
+            on_demand: false,
         })
     }
 
@@ -88,8 +92,7 @@ impl CertRecord {
         self.not_before <= now && now < self.not_after && names.iter().all(|n| self.names.contains(n))
     }
 
-    /// When to renew: a third of the lifetime before expiry (the CA's renewal window, when it
-    /// gives one, is used instead by the renewal task).
+    /// A third of the lifetime before expiry; see [`super::ari`] for when renewal starts.
     pub fn renew_at(&self) -> i64 {
         self.not_after - (self.not_after - self.not_before) / 3
     }

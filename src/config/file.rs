@@ -230,7 +230,22 @@ pub struct RawAcme {
     pub storageencryptionkey: Option<String>,
     #[serde(default, deserialize_with = "lenient::duration")]
     pub leasettl: Option<std::time::Duration>,
+    #[serde(default, deserialize_with = "lenient::duration")]
+    pub failurebackoff: Option<std::time::Duration>,
     pub eab: Option<RawEab>,
+    pub ondemandpolicy: Option<RawOnDemandPolicy>,
+}
+
+/// `[acme.onDemandPolicy]`: which names may be ordered at the TLS handshake.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawOnDemandPolicy {
+    #[serde(default, deserialize_with = "lenient::list")]
+    pub allow: Option<Vec<String>>,
+    pub ask: Option<String>,
+    #[serde(default, deserialize_with = "lenient::u64")]
+    pub rateperminute: Option<u64>,
+    #[serde(default, deserialize_with = "lenient::duration")]
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// External account binding (`[acme.eab] kid`, `hmacEncoded`), for CAs that require one.

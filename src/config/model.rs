@@ -113,6 +113,22 @@ pub struct Acme {
     pub lease_ttl: std::time::Duration,
     /// External account binding: key id and the HMAC key's bytes.
     pub eab: Option<(String, Vec<u8>)>,
+    /// The first delay after a failed order; doubled per further failure.
+    pub failure_backoff: std::time::Duration,
+    pub on_demand_policy: OnDemandPolicy,
+}
+
+/// Which names `onDemand` may order at the TLS handshake. With neither `allow` nor `ask`, none.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OnDemandPolicy {
+    /// `name` or `*.parent` (any name under `parent`).
+    pub allow: Vec<String>,
+    /// A URL asked `?domain=<name>`; only a 200 allows the name.
+    pub ask: Option<String>,
+    /// New names this replica orders per minute at most.
+    pub rate_per_minute: u32,
+    /// How long a handshake waits for its certificate before it gets the default one.
+    pub timeout: std::time::Duration,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -393,9 +409,15 @@ fn acme(a: &RawAcme, c: &mut Checker, entry_points: &BTreeMap<String, EntryPoint
     {
         c.error("acme.caserver", format!("acme.caServer {ca_server:?} is not an http(s) URL"));
     }
-    let key_type = a.keytype.clone().unwrap_or_else(|| "EC256".to_string());
+    let mut key_type = a.keytype.clone().unwrap_or_else(|| "EC256".to_string());
     if !KEY_TYPES.contains(&key_type.as_str()) {
         c.error("acme.keytype", format!("acme.keyType {key_type:?} is not one of {}", KEY_TYPES.join(", ")));
+    } else if key_type.starts_with("RSA") {
+        c.warn(
+            "acme.keytype",
+            format!("acme.keyType {key_type}: Pylon does not generate RSA keys; certificates get EC256 (ECDSA P-256) keys, which every current client accepts"),
+        );
+        key_type = "EC256".into();
     }
     let mut domains = Vec::new();
     for (i, d) in a.domains.iter().enumerate() {
@@ -423,6 +445,18 @@ fn acme(a: &RawAcme, c: &mut Checker, entry_points: &BTreeMap<String, EntryPoint
             }
         }
     });
+    let failure_backoff = a.failurebackoff.unwrap_or(std::time::Duration::from_secs(120));
+    if failure_backoff < std::time::Duration::from_secs(1) {
+        c.error("acme.failurebackoff", "acme.failureBackoff must be at least 1s");
+    }
+    let on_demand_policy = on_demand_policy(a.ondemandpolicy.as_ref().unwrap_or(&Default::default()), c);
+    if a.ondemand == Some(true) && on_demand_policy.allow.is_empty() && on_demand_policy.ask.is_none() {
+        c.warn(
+            "acme.ondemand",
+            "acme.onDemand is on but [acme.onDemandPolicy] has neither allow nor ask: no name will be ordered at \
+             the handshake (anyone could make this cluster order certificates otherwise)",
+        );
+    }
     let lease_ttl = a.leasettl.unwrap_or(std::time::Duration::from_secs(30));
     if lease_ttl < std::time::Duration::from_secs(2) {
         c.error("acme.leasettl", "acme.leaseTTL must be at least 2s");
@@ -432,6 +466,8 @@ fn acme(a: &RawAcme, c: &mut Checker, entry_points: &BTreeMap<String, EntryPoint
         storage_encryption_key: a.storageencryptionkey.clone(),
         lease_ttl,
         eab,
+        failure_backoff,
+        on_demand_policy,
         email: a.email.clone().unwrap_or_default(),
         storage: a.storage.clone().unwrap_or_else(|| "acme.json".into()),
         entry_point,
@@ -442,6 +478,31 @@ fn acme(a: &RawAcme, c: &mut Checker, entry_points: &BTreeMap<String, EntryPoint
         http_challenge,
         tls_challenge: a.tlschallenge.is_some(),
         domains,
+    }
+}
+
+fn on_demand_policy(p: &crate::config::file::RawOnDemandPolicy, c: &mut Checker) -> OnDemandPolicy {
+    let allow: Vec<String> =
+        p.allow.clone().unwrap_or_default().iter().map(|a| a.trim().to_ascii_lowercase()).collect();
+    for (i, pattern) in allow.iter().enumerate() {
+        let name = pattern.strip_prefix("*.").unwrap_or(pattern);
+        if name.is_empty() || name.contains('*') || !name.contains('.') {
+            c.error(
+                &format!("acme.ondemandpolicy.allow.{i}"),
+                format!("{pattern:?} is not a name or *.parent pattern"),
+            );
+        }
+    }
+    if let Some(ask) = &p.ask {
+        if !ask.starts_with("http://") && !ask.starts_with("https://") || ask.parse::<http::Uri>().is_err() {
+            c.error("acme.ondemandpolicy.ask", format!("acme.onDemandPolicy.ask {ask:?} is not an http(s) URL"));
+        }
+    }
+    OnDemandPolicy {
+        allow,
+        ask: p.ask.clone(),
+        rate_per_minute: p.rateperminute.map_or(10, |r| r.min(u64::from(u32::MAX)) as u32),
+        timeout: p.timeout.unwrap_or(std::time::Duration::from_secs(10)),
     }
 }
 

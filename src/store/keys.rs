@@ -89,6 +89,36 @@ impl Keys {
         format!("{}{token}", self.acme_challenges())
     }
 
+    /// TLS-ALPN-01 challenge certificates, with a trailing slash.
+    pub fn acme_alpns(&self) -> String {
+        format!("{}/acme/alpn/", self.prefix)
+    }
+
+    /// The TLS-ALPN-01 challenge certificate for one name.
+    pub fn acme_alpn(&self, name: &str) -> String {
+        format!("{}{name}", self.acme_alpns())
+    }
+
+    /// Orders in progress, with a trailing slash.
+    pub fn acme_orders(&self) -> String {
+        format!("{}/acme/orders/", self.prefix)
+    }
+
+    /// The marker of an order in progress for one certificate.
+    pub fn acme_order(&self, main: &str) -> String {
+        format!("{}{main}", self.acme_orders())
+    }
+
+    /// Failure counts and backoff, with a trailing slash.
+    pub fn acme_failures(&self) -> String {
+        format!("{}/acme/failures/", self.prefix)
+    }
+
+    /// The failure count and backoff of one certificate.
+    pub fn acme_failure(&self, main: &str) -> String {
+        format!("{}{main}", self.acme_failures())
+    }
+
     /// A lock: `cert/<main>` for an order, `account/<CA id>` for the account.
     pub fn acme_lock(&self, name: &str) -> String {
         format!("{}/acme/locks/{name}", self.prefix)

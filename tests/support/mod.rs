@@ -272,8 +272,10 @@ pub fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
+pub mod gate;
 pub mod pebble;
 pub mod replica;
+pub mod tls;
 pub mod upstream;
 
 /// A response as tests look at it.

@@ -19,9 +19,12 @@ pub struct Pebble {
     _dir: tempfile::TempDir,
 }
 
+#[derive(Default)]
 pub struct Options {
     /// Where Pebble connects to validate HTTP-01.
     pub http_port: u16,
+    /// Where Pebble connects to validate TLS-ALPN-01 (a free port when not set).
+    pub tls_port: Option<u16>,
     /// `certificateValidityPeriod`, seconds.
     pub validity: Option<u64>,
     /// `PEBBLE_WFE_NONCEREJECT` (percent of nonces rejected).
@@ -66,7 +69,7 @@ impl Pebble {
                     "certificate": cert,
                     "privateKey": key,
                     "httpPort": options.http_port,
-                    "tlsPort": free_port(),
+                    "tlsPort": options.tls_port.unwrap_or_else(free_port),
                     "ocspResponderURL": "",
                     "externalAccountBindingRequired": false,
                 });
@@ -121,13 +124,35 @@ impl Pebble {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Pebble's status of the certificate `leaf` (DER): "Valid" or "Revoked".
+    pub async fn status_of(&self, leaf: &[u8]) -> String {
+        let (_, serial) = pylon::acme::der::renewal_parts(leaf).expect("a certificate with a serial");
+        let hex: String = serial.iter().map(|b| format!("{b:02x}")).collect();
+        let url =
+            format!("https://127.0.0.1:{}/cert-status-by-serial/{}", self.management, hex.trim_start_matches('0'));
+        let output = Command::new("curl")
+            .args(["-sS", "--max-time", "5", "--cacert"])
+            .arg(&self.api_ca)
+            .arg(&url)
+            .output()
+            .expect("curl");
+        let body: serde_json::Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|_| panic!("GET {url}: {}", String::from_utf8_lossy(&output.stdout)));
+        body["Status"].as_str().unwrap_or_default().to_string()
+    }
+
     /// How many orders Pebble accepted (from its log).
     pub fn orders(&self) -> usize {
         self.log().lines().filter(|l| l.contains("Added order")).count()
     }
 
-    /// `[acme]` settings for a replica using this Pebble.
+    /// `[acme]` settings for a replica using this Pebble, validated by HTTP-01.
     pub fn acme_section(&self, extra: &str) -> String {
+        format!("{}\n[acme.httpChallenge]\nentryPoint = \"web\"\n", self.acme_base(extra))
+    }
+
+    /// `[acme]` settings without a challenge section: TLS-ALPN-01 is added by the caller.
+    pub fn acme_base(&self, extra: &str) -> String {
         format!(
             r#"
 [acme]
@@ -137,8 +162,6 @@ caCertificates = ["{}"]
 entryPoint = "websecure"
 leaseTTL = "5s"
 {extra}
-[acme.httpChallenge]
-entryPoint = "web"
 "#,
             self.directory,
             self.api_ca.display()

@@ -17,6 +17,8 @@ pub struct Replica {
     pub redir: u16,
     pub admin: u16,
     pub log: PathBuf,
+    /// The static file, for `pylon acme` commands against the same store.
+    pub config: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -37,8 +39,23 @@ impl Replica {
     /// Like [`Replica::start`], with the plain entrypoint on a given port (the one an ACME test
     /// server validates HTTP-01 on).
     pub async fn start_with_web(store_flags: &[String], extra: &str, web: u16) -> Replica {
+        Replica::start_with(store_flags, extra, web, &[]).await
+    }
+
+    /// Like [`Replica::start`], with the TLS entrypoint on a given port (where an ACME test
+    /// server validates TLS-ALPN-01).
+    pub async fn start_tls_at(store_flags: &[String], extra: &str, websecure: u16) -> Replica {
+        Replica::launch(store_flags, extra, free_port(), websecure, &[]).await
+    }
+
+    /// Like [`Replica::start_with_web`], with environment variables.
+    pub async fn start_with(store_flags: &[String], extra: &str, web: u16, env: &[(&str, &str)]) -> Replica {
+        Replica::launch(store_flags, extra, web, free_port(), env).await
+    }
+
+    async fn launch(store_flags: &[String], extra: &str, web: u16, websecure: u16, env: &[(&str, &str)]) -> Replica {
         let dir = tempfile::tempdir().unwrap();
-        let (websecure, redir, admin) = (free_port(), free_port(), free_port());
+        let (redir, admin) = (free_port(), free_port());
         let config = format!(
             r#"
 logLevel = "INFO"
@@ -64,6 +81,7 @@ entryPoint = "traefik"
         let log = dir.path().join("pylon.log");
         let child = pylon()
             .arg(format!("--configfile={}", file.display()))
+            .envs(env.iter().copied())
             .arg(format!("--datadir={}", dir.path().join("data").display()))
             .args(store_flags)
             .current_dir(dir.path())
@@ -71,7 +89,7 @@ entryPoint = "traefik"
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let replica = Replica { child, web, websecure, redir, admin, log, _dir: dir };
+        let replica = Replica { child, web, websecure, redir, admin, log, config: file, _dir: dir };
         let ping = format!("http://127.0.0.1:{admin}/ping");
         let start = Instant::now();
         while !matches!(get(&ping).await, Ok((200, _))) {

@@ -1,0 +1,192 @@
+//! Follows `<prefix>/acme/` on every replica: stored certificates go to the TLS resolver,
+//! challenge responses to the challenge caches, and a snapshot of certificates and failures to
+//! the scheduler. Each batch of watch events is applied, then published once.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
+
+use tokio::sync::watch;
+
+use super::{
+    challenge,
+    progress::{self, FailureRecord},
+    record::CertRecord,
+    sealed::Keyring,
+    Challenges,
+};
+use crate::{
+    store::{keys::Keys, KeyValue, Revision, Store, WatchEvent},
+    tls::{CertStore, Source},
+};
+
+/// What the scheduler needs from the store.
+#[derive(Debug, Default)]
+pub struct Stored {
+    /// Certificates by main domain, including ones this replica cannot open.
+    pub certs: BTreeMap<String, CertRecord>,
+    /// The cluster's backoff per main domain.
+    pub failures: HashMap<String, FailureRecord>,
+}
+
+/// Where the published pieces go.
+pub struct Sinks {
+    pub keyring: Arc<Keyring>,
+    pub certs: Arc<CertStore>,
+    pub challenges: Arc<Challenges>,
+    pub stored: watch::Sender<Arc<Stored>>,
+}
+
+pub async fn follow(store: Store, keys: Keys, sinks: Sinks) {
+    let root = keys.acme_root();
+    let mut delay = Duration::from_millis(250);
+    loop {
+        let listing = match store.list(&root).await {
+            Ok(listing) => listing,
+            Err(err) => {
+                tracing::warn!("reading ACME state: {err}; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        delay = Duration::from_millis(250);
+        let mut state = State::new(&keys);
+        for kv in listing.kvs {
+            state.put(kv);
+        }
+        state.publish(&sinks);
+        let Ok(mut watch) = store.watch(&root, listing.revision).await else { continue };
+        // Apply each event and what is already queued behind it, then publish once; re-list
+        // when the watch breaks.
+        let mut next = watch.next().await;
+        loop {
+            match next {
+                Some(WatchEvent::Put(kv)) => state.put(kv),
+                Some(WatchEvent::Delete { key, .. }) => state.delete(&key),
+                Some(WatchEvent::Compacted { .. }) | None => break,
+            }
+            next = match tokio::time::timeout(Duration::ZERO, watch.next()).await {
+                Ok(queued) => queued,
+                Err(_) => {
+                    state.publish(&sinks);
+                    watch.next().await
+                }
+            };
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    Cert,
+    Token,
+    Alpn,
+    Failure,
+}
+
+/// The ACME keys as stored, and which kinds changed since the last publish.
+struct State {
+    roots: [(String, Kind); 4],
+    values: HashMap<Kind, BTreeMap<String, KeyValue>>,
+    changed: HashSet<Kind>,
+    /// Unusable values already logged (key and revision), so each is logged once.
+    reported: HashSet<(String, Revision)>,
+}
+
+impl State {
+    fn new(keys: &Keys) -> State {
+        State {
+            roots: [
+                (keys.acme_certs(), Kind::Cert),
+                (keys.acme_challenges(), Kind::Token),
+                (keys.acme_alpns(), Kind::Alpn),
+                (keys.acme_failures(), Kind::Failure),
+            ],
+            values: HashMap::new(),
+            changed: [Kind::Cert, Kind::Token, Kind::Alpn, Kind::Failure].into_iter().collect(),
+            reported: HashSet::new(),
+        }
+    }
+
+    fn kind(&self, key: &str) -> Option<Kind> {
+        self.roots.iter().find(|(root, _)| key.starts_with(root.as_str())).map(|(_, kind)| *kind)
+    }
+
+    fn put(&mut self, kv: KeyValue) {
+        if let Some(kind) = self.kind(&kv.key) {
+            self.values.entry(kind).or_default().insert(kv.key.clone(), kv);
+            self.changed.insert(kind);
+        }
+    }
+
+    fn delete(&mut self, key: &str) {
+        if let Some(kind) = self.kind(key) {
+            if self.values.entry(kind).or_default().remove(key).is_some() {
+                self.changed.insert(kind);
+            }
+        }
+    }
+
+    fn report(&mut self, kv: &KeyValue, error: impl std::fmt::Display) {
+        if self.reported.insert((kv.key.clone(), kv.mod_revision)) {
+            tracing::error!("ACME: {error}");
+        }
+    }
+
+    /// Hands what changed to the resolver, the challenge caches and the scheduler.
+    fn publish(&mut self, sinks: &Sinks) {
+        let changed = std::mem::take(&mut self.changed);
+        let values = std::mem::take(&mut self.values);
+        let of = |kind| values.get(&kind).into_iter().flat_map(|m| m.values());
+        if changed.contains(&Kind::Token) {
+            let root = &self.roots[1].0;
+            let tokens = of(Kind::Token)
+                .map(|kv| (kv.key[root.len()..].to_string(), String::from_utf8_lossy(&kv.value).into_owned()))
+                .collect();
+            sinks.challenges.replace(tokens);
+        }
+        if changed.contains(&Kind::Alpn) {
+            let root = self.roots[2].0.clone();
+            let mut alpn = HashMap::new();
+            for kv in of(Kind::Alpn) {
+                match challenge::load_alpn(&kv.key, &kv.value) {
+                    Ok(key) => drop(alpn.insert(kv.key[root.len()..].to_string(), key)),
+                    Err(err) => self.report(kv, err),
+                }
+            }
+            sinks.challenges.replace_alpn(alpn);
+        }
+        if changed.contains(&Kind::Cert) || changed.contains(&Kind::Failure) {
+            let mut stored = Stored::default();
+            let mut loaded = Vec::new();
+            for kv in of(Kind::Cert) {
+                // A record this replica cannot open (wrong storage key) still counts as stored,
+                // so that it is never ordered again over another replica's certificate.
+                let result = CertRecord::decode(&kv.key, &kv.value).and_then(|record| {
+                    let certificate = record.load(&kv.key, &sinks.keyring);
+                    stored.certs.insert(record.main.clone(), record);
+                    certificate
+                });
+                match result {
+                    Ok(certificate) => loaded.push(certificate),
+                    Err(err) => self.report(kv, format_args!("certificate not served: {err}")),
+                }
+            }
+            let root = self.roots[3].0.clone();
+            for kv in of(Kind::Failure) {
+                match progress::decode::<FailureRecord>(&kv.key, &kv.value) {
+                    Ok(failure) => drop(stored.failures.insert(kv.key[root.len()..].to_string(), failure)),
+                    Err(err) => self.report(kv, err),
+                }
+            }
+            if changed.contains(&Kind::Cert) {
+                sinks.certs.replace(Source::Acme, loaded);
+            }
+            sinks.stored.send_replace(Arc::new(stored));
+        }
+        self.values = values;
+    }
+}

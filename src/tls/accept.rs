@@ -1,0 +1,85 @@
+//! The TLS handshake of every connection. The ClientHello is read first (rustls'
+//! `LazyConfigAcceptor`) so that ACME can step in before a certificate is chosen: a handshake
+//! that offers only `acme-tls/1` is a TLS-ALPN-01 validation and gets the challenge certificate
+//! for its SNI; a name no certificate covers may be obtained on demand while the handshake waits.
+//! Everything else goes straight to the entrypoint's configuration.
+
+use std::{future::Future, io, pin::Pin, sync::Arc};
+
+use rustls::{
+    server::{Acceptor, ClientHello, ResolvesServerCert},
+    sign::CertifiedKey,
+    ServerConfig,
+};
+use tokio::net::TcpStream;
+use tokio_rustls::{server::TlsStream, LazyConfigAcceptor};
+
+use super::CertStore;
+
+/// The ALPN protocol of TLS-ALPN-01 validations (RFC 8737).
+pub const ACME_TLS: &[u8] = b"acme-tls/1";
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What ACME adds to handshakes; set on the certificate store once at start.
+pub trait HandshakeHooks: Send + Sync {
+    /// The TLS-ALPN-01 certificate for `name`, when this cluster's order is waiting for it.
+    fn alpn_certificate<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Option<Arc<CertifiedKey>>>;
+    /// Called for a name no certificate covers; resolves when the handshake should go on (the
+    /// certificate arrived, the policy refused, or the wait timed out).
+    fn on_demand<'a>(&'a self, name: &'a str) -> BoxFuture<'a, ()>;
+}
+
+pub enum Accepted {
+    /// A client to serve HTTP to.
+    Serve(Box<TlsStream<TcpStream>>),
+    /// A TLS-ALPN-01 validation for this name, answered by the handshake itself.
+    Validation(String),
+}
+
+/// Runs the handshake of `stream` for an entrypoint whose configuration is `config`.
+pub async fn accept(certs: &CertStore, config: &Arc<ServerConfig>, stream: TcpStream) -> io::Result<Accepted> {
+    let start = LazyConfigAcceptor::new(Acceptor::default(), stream).await?;
+    if let Some(hooks) = certs.hooks.get() {
+        let hello = start.client_hello();
+        let name = hello.server_name().map(|n| n.trim_end_matches('.').to_ascii_lowercase());
+        if let Some(name) = name {
+            if only_acme_tls(&hello) {
+                let Some(key) = hooks.alpn_certificate(&name).await else {
+                    return Err(io::Error::other(format!("no TLS-ALPN-01 challenge pending for {name}")));
+                };
+                start.into_stream(validation_config(key)).await?;
+                return Ok(Accepted::Validation(name));
+            }
+            if certs.lookup(&name).is_none() {
+                hooks.on_demand(&name).await;
+            }
+        }
+    }
+    Ok(Accepted::Serve(Box::new(start.into_stream(config.clone()).await?)))
+}
+
+fn only_acme_tls(hello: &ClientHello<'_>) -> bool {
+    hello.alpn().is_some_and(|mut protocols| protocols.next() == Some(ACME_TLS) && protocols.next().is_none())
+}
+
+/// A configuration that presents `key` and negotiates `acme-tls/1`.
+fn validation_config(key: Arc<CertifiedKey>) -> Arc<ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
+        .expect("ring supports TLS 1.2 and 1.3")
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(Fixed(key)));
+    config.alpn_protocols = vec![ACME_TLS.to_vec()];
+    Arc::new(config)
+}
+
+#[derive(Debug)]
+struct Fixed(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for Fixed {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}

@@ -1,0 +1,134 @@
+//! Distributed ACME when things go wrong, against a real Pebble: a lock holder killed mid-order,
+//! a CA rejecting half of its nonces, and validations that cannot succeed.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{
+    eventually, free_port,
+    gate::Gate,
+    pebble::{Options, Pebble},
+    replica::Replica,
+    tls::fetch,
+    Etcd,
+};
+
+const NAME: &str = "k.pylon.test";
+const DOMAIN: &str = "[[acme.domains]]\nmain = \"k.pylon.test\"";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn when_the_lock_holder_is_killed_mid_order_another_replica_completes_after_the_lease_expires() {
+    let etcd = Etcd::start().await;
+    // Pebble's validation connects to a gate that holds it: A's order cannot finish.
+    let gate = Gate::holding().await;
+    let pebble = Pebble::start(Options { http_port: gate.port, ..Options::default() }).await;
+    let flags = etcd.flags();
+    let store = pylon::store::open(&etcd.spec()).await.unwrap();
+    let mut a = Replica::start(&flags, &pebble.acme_section(DOMAIN)).await;
+    let marker = format!("traefik/acme/orders/{NAME}");
+    eventually("A starts ordering", Duration::from_secs(30), || async { store.get(&marker).await.unwrap().is_some() })
+        .await;
+    let a_holder = String::from_utf8(store.get(&marker).await.unwrap().unwrap().value).unwrap();
+    assert!(a_holder.contains(&format!("/{}\"", a.child.id())), "A holds the order: {a_holder}");
+    a.child.kill().unwrap();
+    let killed = Instant::now();
+
+    let b = Replica::start(&flags, &pebble.acme_section(DOMAIN)).await;
+    let c = Replica::start(&flags, &pebble.acme_section(DOMAIN)).await;
+    gate.open_to(b.web);
+    eventually("the certificate is stored", Duration::from_secs(60), || async {
+        store.get(&format!("traefik/acme/certs/{NAME}")).await.unwrap().is_some()
+    })
+    .await;
+    let waited = killed.elapsed();
+    assert!(waited >= Duration::from_secs(3), "nobody took A's lock before its 5s lease ran out: {waited:?}");
+    let taker = [&b, &c].into_iter().find(|r| r.log().contains("taking over an order")).expect("B or C took over");
+    assert!(taker.log().contains(&format!("/{}", a.child.id())), "the takeover names A:\n{}", taker.log());
+    let root = pebble.issuing_root().await;
+    for replica in [&b, &c] {
+        eventually("served", Duration::from_secs(1), || async {
+            fetch(replica.websecure, NAME, &root).await.is_ok_and(|s| s.status != 0)
+        })
+        .await;
+    }
+    assert!(store.get(&marker).await.unwrap().is_none(), "the order marker is gone");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn issuance_succeeds_while_the_ca_rejects_half_of_its_nonces() {
+    let etcd = Etcd::start().await;
+    let web = free_port();
+    let pebble = Pebble::start(Options { http_port: web, nonce_reject: 50, ..Options::default() }).await;
+    let names = ["n1.pylon.test", "n2.pylon.test", "n3.pylon.test"];
+    let domains: String = names.iter().map(|n| format!("[[acme.domains]]\nmain = \"{n}\"\n")).collect();
+    let a = Replica::start_with_web(&etcd.flags(), &pebble.acme_section(&domains), web).await;
+    let store = pylon::store::open(&etcd.spec()).await.unwrap();
+    eventually("the certificates are stored", Duration::from_secs(60), || async {
+        store.list("traefik/acme/certs/").await.unwrap().kvs.len() == names.len()
+    })
+    .await;
+    assert!(!a.log().contains("order failed"), "no order failed:\n{}", a.log());
+    assert_eq!(pebble.orders(), names.len());
+    // Requests made once per account (sign-me-up) or once per order (order-plz, chalZ,
+    // finalize-order, certZ): any count above that is a request Pebble rejected for its nonce
+    // and Pylon sent again. With 13 such requests at 50%, none rejected has odds of 1 in 8192.
+    let once = ["POST /sign-me-up", "POST /order-plz", "POST /chalZ/", "POST /finalize-order/", "POST /certZ/"];
+    let sent = pebble.log().lines().filter(|l| once.iter().any(|o| l.contains(o))).count();
+    assert!(sent > 1 + 4 * names.len(), "some requests were rejected and retried ({sent} sent)");
+    let root = pebble.issuing_root().await;
+    for name in names {
+        assert!(fetch(a.websecure, name, &root).await.is_ok(), "{name} served");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failing_renewals_back_off_across_the_cluster_and_the_previous_certificate_stays() {
+    let etcd = Etcd::start().await;
+    let gate = Gate::holding().await;
+    // 30 s certificates: renewal is due after about 20 s.
+    let pebble = Pebble::start(Options { http_port: gate.port, validity: Some(30), ..Options::default() }).await;
+    let flags = etcd.flags();
+    let section = pebble.acme_section(&format!("failureBackoff = \"2s\"\n{DOMAIN}"));
+    let a_web = free_port();
+    gate.open_to(a_web);
+    let a = Replica::start_with_web(&flags, &section, a_web).await;
+    let b = Replica::start(&flags, &section).await;
+    let store = pylon::store::open(&etcd.spec()).await.unwrap();
+    let cert_key = format!("traefik/acme/certs/{NAME}");
+    eventually("the certificate is stored", Duration::from_secs(60), || async {
+        store.get(&cert_key).await.unwrap().is_some()
+    })
+    .await;
+    let root = pebble.issuing_root().await;
+    let first = fetch(a.websecure, NAME, &root).await.unwrap().leaf;
+    gate.refuse();
+
+    // Watch the cluster's failure record until three renewals failed; the certificate must be
+    // served unchanged by both replicas all along.
+    let failure_key = format!("traefik/acme/failures/{NAME}");
+    let mut seen: Vec<(u32, Instant)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while seen.len() < 3 {
+        assert!(Instant::now() < deadline, "three failures within 40 s; saw {seen:?}\n{}", a.log());
+        if let Some(kv) = store.get(&failure_key).await.unwrap() {
+            let record: serde_json::Value = serde_json::from_slice(&kv.value).unwrap();
+            let failures = record["failures"].as_u64().unwrap() as u32;
+            if seen.last().is_none_or(|(n, _)| *n != failures) {
+                seen.push((failures, Instant::now()));
+            }
+        }
+        for replica in [&a, &b] {
+            let served = fetch(replica.websecure, NAME, &root).await.expect("the certificate is still served");
+            assert_eq!(served.leaf, first, "the previous certificate is served while renewal fails");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let numbers: Vec<u32> = seen.iter().map(|(n, _)| *n).collect();
+    assert_eq!(numbers, [1, 2, 3], "every failure is counted once, cluster-wide");
+    // Nominal delays 2 s then 4 s, with ±20% jitter.
+    let gap = |i: usize| seen[i + 1].1 - seen[i].1;
+    assert!(gap(0) >= Duration::from_millis(1_500), "first retry after ~2 s: {:?}", gap(0));
+    assert!(gap(1) >= Duration::from_millis(3_100), "second retry after ~4 s: {:?}", gap(1));
+    assert_eq!(pebble.orders(), 1 + 3, "one order per attempt, whichever replica made it");
+}
