@@ -4,7 +4,8 @@
 #   - h2load: HTTP/2 over TLS, 64 connections x 10 streams, to each proxy's TLS port;
 # each proxy forwards to one fast upstream (nginx, keep-alive both ways). Then Pylon alone:
 # requests/s with 10 and with 10,000 routers, and the delay from a change written to etcd to
-# that change being served (p50/p99 over 100 changes). Writes docs/benchmarks.md.
+# that change being served (p50/p99 over 100 changes). Last, scripts/bench-acme.sh: time to a
+# certificate from Pebble for three replicas beside Caddy. Writes docs/benchmarks.md.
 #
 #   scripts/bench.sh            # full run (~6 minutes after the release build)
 #   DURATION=3 scripts/bench.sh # shorter runs
@@ -249,4 +250,5 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf 
   read -r P50 P99 <<<"$PROPAGATION"
   echo "Store change to served (a new router written to etcd until Pylon routes it), over 100 changes: p50 ${P50} ms, p99 ${P99} ms."
 } > "$OUT"
+{ echo; scripts/bench-acme.sh; } >> "$OUT"
 cat "$OUT"

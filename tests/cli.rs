@@ -271,6 +271,30 @@ fn unknown_keys_are_located_warnings() {
 }
 
 #[test]
+fn acme_settings_that_cannot_work_are_named_and_traefik_defaults_are_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("acme.toml");
+    let base = "[entryPoints.https]\naddress = \":443\"\n[entryPoints.https.tls]\n[acme]\nentryPoint = \"https\"\n";
+    let check = |extra: &str| {
+        std::fs::write(&file, format!("{base}{extra}")).unwrap();
+        pylon_output(&["storeconfig", "--dry-run", "-c", file.to_str().unwrap()], dir.path())
+    };
+    // The seed's form: onDemand without a policy, RSA keys, no challenge section.
+    let (code, _, err) = check("onDemand = true\nkeyType = \"RSA4096\"\n");
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("acme.onDemand is on but [acme.onDemandPolicy] has neither allow nor ask"), "{err}");
+    assert!(err.contains("RSA4096") && err.contains("EC256"), "{err}");
+    assert!(err.contains("using TLS-ALPN-01"), "{err}");
+    let (code, _, err) =
+        check("failureBackoff = \"10ms\"\n[acme.onDemandPolicy]\nallow = [\"*\"]\nask = \"ftp://x\"\n");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("acme.failureBackoff must be at least 1s"), "{err}");
+    assert!(err.contains("\"*\" is not a name or *.parent pattern"), "{err}");
+    assert!(err.contains("acme.onDemandPolicy.ask \"ftp://x\" is not an http(s) URL"), "{err}");
+    assert!(err.contains("acme.toml:"), "errors are located: {err}");
+}
+
+#[test]
 fn an_unreachable_store_is_named_within_a_bounded_time() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();

@@ -28,8 +28,8 @@ pub struct Renewals {
 }
 
 struct Window {
-    /// The certificate the window is for (a renewed certificate needs a new window).
-    id: String,
+    /// The notAfter of the certificate the window is for (a renewed one needs a new window).
+    not_after: i64,
     renew_at: i64,
     next_check: Instant,
 }
@@ -37,8 +37,7 @@ struct Window {
 impl Renewals {
     /// Unix seconds at which `record` should be renewed.
     pub fn renew_at(&self, record: &CertRecord) -> i64 {
-        let id = identifier(record).map(|id| id.to_string());
-        let window = self.windows.get(&record.main).filter(|w| Some(&w.id) == id.as_ref());
+        let window = self.windows.get(&record.main).filter(|w| w.not_after == record.not_after);
         window.map_or_else(|| fallback(record), |w| w.renew_at)
     }
 
@@ -48,17 +47,17 @@ impl Renewals {
             return;
         }
         self.windows.retain(|main, _| certs.contains_key(main));
-        let due: Vec<(&String, CertificateIdentifier)> = certs
+        let now = Instant::now();
+        let due: Vec<(&String, &CertRecord, CertificateIdentifier)> = certs
             .iter()
-            .filter_map(|(main, record)| Some((main, identifier(record)?)))
-            .filter(|(main, id)| {
-                self.windows.get(*main).is_none_or(|w| w.id != id.to_string() || Instant::now() >= w.next_check)
+            .filter(|(main, record)| {
+                self.windows.get(*main).is_none_or(|w| w.not_after != record.not_after || now >= w.next_check)
             })
+            .filter_map(|(main, record)| Some((main, record, identifier(record)?)))
             .take(LOOKUPS_PER_PASS)
             .collect();
-        for (main, parsed) in due {
-            let id = parsed.to_string();
-            let (renew_at, recheck) = match account.renewal_info(&parsed).await {
+        for (main, record, id) in due {
+            let (renew_at, recheck) = match account.renewal_info(&id).await {
                 Ok((info, retry_after)) => {
                     self.supported = Some(true);
                     let (start, end) =
@@ -74,11 +73,11 @@ impl Renewals {
                 }
                 Err(err) => {
                     tracing::debug!(domain = %main, "ACME renewal information: {err}");
-                    (fallback(&certs[main]), Duration::from_secs(3600))
+                    (fallback(record), Duration::from_secs(3600))
                 }
             };
             let next_check = Instant::now() + recheck.clamp(MIN_RECHECK, MAX_RECHECK);
-            self.windows.insert(main.clone(), Window { id, renew_at, next_check });
+            self.windows.insert(main.clone(), Window { not_after: record.not_after, renew_at, next_check });
         }
     }
 }
@@ -95,4 +94,54 @@ fn identifier(record: &CertRecord) -> Option<CertificateIdentifier<'static>> {
     let leaf = CertificateDer::from_pem_slice(record.chain.as_bytes()).ok()?;
     let (key_id, serial) = der::renewal_parts(&leaf)?;
     Some(CertificateIdentifier::new(key_id.as_slice().into(), serial.as_slice().into()).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(main: &str, not_before: i64, not_after: i64) -> CertRecord {
+        CertRecord {
+            main: main.into(),
+            names: vec![main.into()],
+            chain: String::new(),
+            key: String::new(),
+            not_before,
+            not_after,
+            issuer: String::new(),
+            ca: String::new(),
+            on_demand: false,
+        }
+    }
+
+    #[test]
+    fn without_a_window_renewal_is_at_two_thirds_spread_earlier_by_name() {
+        let renewals = Renewals::default();
+        let lifetime = 90 * 86_400;
+        let mut times = Vec::new();
+        for name in ["a.example", "b.example", "c.example", "shop.example"] {
+            let r = record(name, 0, lifetime);
+            let at = renewals.renew_at(&r);
+            assert!(at <= r.renew_at() && at >= r.renew_at() - lifetime / 20, "{name}: {at}");
+            assert_eq!(at, renewals.renew_at(&r), "the same name renews at the same time on every replica");
+            times.push(at);
+        }
+        times.dedup();
+        assert!(times.len() > 1, "names issued together do not all renew together");
+        // Six-day certificates: renewal two days before expiry, give or take the spread.
+        let six_days = record("a.example", 0, 6 * 86_400);
+        assert!(renewals.renew_at(&six_days) >= 4 * 86_400 - 6 * 86_400 / 20);
+    }
+
+    #[test]
+    fn a_window_applies_only_to_the_certificate_it_was_given_for() {
+        let mut renewals = Renewals::default();
+        let old = record("a.example", 0, 1_000);
+        renewals
+            .windows
+            .insert("a.example".into(), Window { not_after: old.not_after, renew_at: 500, next_check: Instant::now() });
+        assert_eq!(renewals.renew_at(&old), 500);
+        let renewed = record("a.example", 900, 1_900);
+        assert_eq!(renewals.renew_at(&renewed), fallback(&renewed));
+    }
 }

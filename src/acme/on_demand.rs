@@ -163,3 +163,42 @@ impl HandshakeHooks for Hooks {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn on_demand(allow: &[&str]) -> OnDemand {
+        let policy = OnDemandPolicy {
+            allow: allow.iter().map(|a| a.to_string()).collect(),
+            ask: None,
+            rate_per_minute: 2,
+            timeout: Duration::from_secs(1),
+        };
+        let certs = Arc::new(CertStore::new().unwrap());
+        OnDemand::new(policy, &certs, mpsc::unbounded_channel().0).unwrap()
+    }
+
+    #[test]
+    fn allow_patterns_match_names_and_names_under_a_parent() {
+        let policy = on_demand(&["shop.example", "*.customers.example"]);
+        assert!(policy.allowed_by_list("shop.example"));
+        assert!(policy.allowed_by_list("a.customers.example"));
+        assert!(policy.allowed_by_list("x.a.customers.example"));
+        assert!(!policy.allowed_by_list("customers.example"));
+        assert!(!policy.allowed_by_list("evilcustomers.example"));
+        assert!(!policy.allowed_by_list("www.shop.example"));
+    }
+
+    #[tokio::test]
+    async fn the_rate_counts_new_names_only_and_invalid_names_never_pass() {
+        let policy = on_demand(&["*.example"]);
+        assert!(policy.admit("a.example").await);
+        assert!(policy.admit("a.example").await, "a name already requested is not counted again");
+        assert!(policy.admit("b.example").await);
+        assert!(!policy.admit("c.example").await, "two new names per minute");
+        assert!(!policy.admit("127.0.0.1").await);
+        assert!(!policy.admit("*.example").await);
+        assert!(!on_demand(&[]).admit("a.example").await, "no allow and no ask: nothing");
+    }
+}

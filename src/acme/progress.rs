@@ -21,12 +21,12 @@ pub struct OrderMarker {
     pub started: i64,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct FailureRecord {
     /// Consecutive failed orders.
     pub failures: u32,
-    /// Unix seconds, with milliseconds: no replica starts another order for the name before.
-    pub retry_at: f64,
+    /// Unix milliseconds: no replica starts another order for the name before.
+    pub retry_at_ms: i64,
     /// The last error (ACME problem type and detail when the CA sent one).
     pub error: String,
     pub holder: String,
@@ -37,12 +37,13 @@ impl FailureRecord {
     pub fn next(previous: Option<&FailureRecord>, base: Duration, error: String, holder: &str) -> FailureRecord {
         let failures = previous.map_or(1, |p| p.failures + 1);
         let delay = backoff(failures, base);
-        FailureRecord { failures, retry_at: now_f64() + delay.as_secs_f64(), error, holder: holder.to_string() }
+        let retry_at_ms = now_ms() + delay.as_millis() as i64;
+        FailureRecord { failures, retry_at_ms, error, holder: holder.to_string() }
     }
 
     /// How long until the next attempt may start (zero when it may start now).
     pub fn wait(&self) -> Duration {
-        Duration::try_from_secs_f64(self.retry_at - now_f64()).unwrap_or(Duration::ZERO)
+        Duration::from_millis((self.retry_at_ms - now_ms()).max(0) as u64)
     }
 }
 
@@ -72,8 +73,8 @@ pub fn rand_unit() -> f64 {
     f64::from(u16::from_le_bytes(bytes)) / f64::from(u16::MAX)
 }
 
-fn now_f64() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]

@@ -403,6 +403,15 @@ fn acme(a: &RawAcme, c: &mut Checker, entry_points: &BTreeMap<String, EntryPoint
     if a.dnschallenge.is_some() {
         c.warn("acme.dnschallenge", "the DNS-01 challenge is not supported; use httpChallenge or tlsChallenge");
     }
+    // Traefik 1.x used TLS-SNI-01 when no challenge was named; its successor is TLS-ALPN-01.
+    let tls_challenge = a.tlschallenge.is_some() || http_challenge.is_none();
+    if http_challenge.is_none() && a.tlschallenge.is_none() {
+        c.warn(
+            "acme",
+            "[acme] names no challenge: using TLS-ALPN-01 on acme.entryPoint (Traefik 1.x's TLS-SNI-01 is retired); \
+             add [acme.httpChallenge] entryPoint for HTTP-01",
+        );
+    }
     let ca_server = a.caserver.clone().unwrap_or_else(|| LETS_ENCRYPT.to_string());
     if !(ca_server.starts_with("https://") || ca_server.starts_with("http://"))
         || ca_server.parse::<http::Uri>().is_err()
@@ -476,7 +485,7 @@ fn acme(a: &RawAcme, c: &mut Checker, entry_points: &BTreeMap<String, EntryPoint
         ca_server,
         key_type,
         http_challenge,
-        tls_challenge: a.tlschallenge.is_some(),
+        tls_challenge,
         domains,
     }
 }
