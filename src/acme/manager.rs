@@ -104,8 +104,8 @@ impl Manager {
             stored: stored_tx,
         };
         let follow = follow::follow(self.store.clone(), self.keys.clone(), sinks);
-        let (_, demands) = mpsc::unbounded_channel();
-        let demands = std::mem::replace(&mut self.demands, demands);
+        // The scheduler borrows `self`; it owns the receiving end of the handshakes' requests.
+        let demands = std::mem::replace(&mut self.demands, mpsc::unbounded_channel().1);
         tokio::select! {
             _ = shutdown.cancelled() => {}
             _ = follow => {}
