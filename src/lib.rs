@@ -16,6 +16,7 @@ pub mod access_log;
 pub mod acme;
 pub mod app;
 pub mod balancer;
+pub mod calendar;
 pub mod cli;
 pub mod config;
 pub mod dynamic;

@@ -121,19 +121,8 @@ fn time(input: &[u8]) -> Option<(i64, &[u8])> {
     };
     let field = |i: usize| rest_digits.get(i..i + 2)?.parse::<i64>().ok();
     let (month, day, hour, minute, second) = (field(0)?, field(2)?, field(4)?, field(6)?, field(8)?);
-    let days = days_from_civil(year, month, day);
+    let days = crate::calendar::days_from_civil(year, month, day);
     Some((days * 86_400 + hour * 3_600 + minute * 60 + second, rest))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// The first commonName in a Name (a sequence of sets of attribute pairs).
