@@ -3,25 +3,15 @@
 
 mod support;
 
-use std::{path::Path, process::Command, time::Duration};
+use std::time::Duration;
 
 use support::{
     eventually, free_port,
     pebble::{Options, Pebble},
     replica::Replica,
+    tls::fetch,
     Consul, Etcd,
 };
-
-/// Whether `port` serves `host` a certificate that verifies against `root` (curl's own check).
-fn verifies(dir: &Path, port: u16, host: &str) -> bool {
-    let out = Command::new("curl")
-        .args(["-sS", "-o", "/dev/null", "--max-time", "3", "--cacert", "root.pem"])
-        .args(["--resolve", &format!("{host}:{port}:127.0.0.1"), &format!("https://{host}:{port}/")])
-        .current_dir(dir)
-        .output()
-        .expect("curl");
-    out.status.success()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn on_etcd_one_replica_orders_another_answers_and_all_three_serve_within_a_second() {
@@ -53,12 +43,11 @@ async fn one_orders_another_answers_all_serve(flags: Vec<String>, spec: pylon::s
         store.get(key).await.unwrap().is_some()
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("root.pem"), pebble.issuing_root().await).unwrap();
+    let root = pebble.issuing_root().await;
     for (name, replica) in [("A", &a), ("B", &b), ("C", &c)] {
         eventually(&format!("replica {name} serves it"), Duration::from_secs(1), || async {
-            verifies(dir.path(), replica.websecure, "a.pylon.test")
-                && verifies(dir.path(), replica.websecure, "www.a.pylon.test")
+            fetch(replica.websecure, "a.pylon.test", &root).await.is_ok()
+                && fetch(replica.websecure, "www.a.pylon.test", &root).await.is_ok()
         })
         .await;
     }
@@ -96,12 +85,11 @@ async fn three_replicas_with_the_same_20_host_rules_make_20_orders_on_one_accoun
         store.list("traefik/acme/certs/").await.unwrap().kvs.len() == 20
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("root.pem"), pebble.issuing_root().await).unwrap();
+    let root = pebble.issuing_root().await;
     for replica in [&a, &b, &c] {
         for name in &names {
             eventually(&format!("{name} served"), Duration::from_secs(1), || async {
-                verifies(dir.path(), replica.websecure, name)
+                fetch(replica.websecure, name, &root).await.is_ok()
             })
             .await;
         }

@@ -106,9 +106,9 @@ impl Pebble {
         }
     }
 
-    /// The root that issued certificates chain to, PEM (from the management API).
-    pub async fn issuing_root(&self) -> String {
-        let url = format!("https://127.0.0.1:{}/roots/0", self.management);
+    /// GET on Pebble's management API: the body.
+    fn management_get(&self, path: &str) -> Vec<u8> {
+        let url = format!("https://127.0.0.1:{}{path}", self.management);
         let output = Command::new("curl")
             .args(["-sS", "--max-time", "5", "--cacert"])
             .arg(&self.api_ca)
@@ -116,7 +116,12 @@ impl Pebble {
             .output()
             .expect("curl");
         assert!(output.status.success(), "GET {url}: {}", String::from_utf8_lossy(&output.stderr));
-        String::from_utf8(output.stdout).unwrap()
+        output.stdout
+    }
+
+    /// The root that issued certificates chain to, PEM (from the management API).
+    pub async fn issuing_root(&self) -> String {
+        String::from_utf8(self.management_get("/roots/0")).unwrap()
     }
 
     /// Pebble's log so far.
@@ -128,17 +133,10 @@ impl Pebble {
     pub async fn status_of(&self, leaf: &[u8]) -> String {
         let (_, serial) = pylon::acme::der::renewal_parts(leaf).expect("a certificate with a serial");
         let hex: String = serial.iter().map(|b| format!("{b:02x}")).collect();
-        let url =
-            format!("https://127.0.0.1:{}/cert-status-by-serial/{}", self.management, hex.trim_start_matches('0'));
-        let output = Command::new("curl")
-            .args(["-sS", "--max-time", "5", "--cacert"])
-            .arg(&self.api_ca)
-            .arg(&url)
-            .output()
-            .expect("curl");
-        let body: serde_json::Value = serde_json::from_slice(&output.stdout)
-            .unwrap_or_else(|_| panic!("GET {url}: {}", String::from_utf8_lossy(&output.stdout)));
-        body["Status"].as_str().unwrap_or_default().to_string()
+        let body = self.management_get(&format!("/cert-status-by-serial/{}", hex.trim_start_matches('0')));
+        let status: serde_json::Value = serde_json::from_slice(&body)
+            .unwrap_or_else(|_| panic!("cert-status-by-serial: {}", String::from_utf8_lossy(&body)));
+        status["Status"].as_str().unwrap_or_default().to_string()
     }
 
     /// How many orders Pebble accepted (from its log).
