@@ -90,6 +90,7 @@ enum Kind {
 /// The ACME keys as stored, and which kinds changed since the last publish.
 struct State {
     roots: [(String, Kind); 4],
+    /// Per kind, by the key's last part (main domain, token, name).
     values: HashMap<Kind, BTreeMap<String, KeyValue>>,
     changed: HashSet<Kind>,
     /// Unusable values already logged (key and revision), so each is logged once.
@@ -111,20 +112,21 @@ impl State {
         }
     }
 
-    fn kind(&self, key: &str) -> Option<Kind> {
-        self.roots.iter().find(|(root, _)| key.starts_with(root.as_str())).map(|(_, kind)| *kind)
+    /// The kind of `key` and its part after that kind's root.
+    fn kind(&self, key: &str) -> Option<(Kind, String)> {
+        self.roots.iter().find_map(|(root, kind)| Some((*kind, key.strip_prefix(root.as_str())?.to_string())))
     }
 
     fn put(&mut self, kv: KeyValue) {
-        if let Some(kind) = self.kind(&kv.key) {
-            self.values.entry(kind).or_default().insert(kv.key.clone(), kv);
+        if let Some((kind, name)) = self.kind(&kv.key) {
+            self.values.entry(kind).or_default().insert(name, kv);
             self.changed.insert(kind);
         }
     }
 
     fn delete(&mut self, key: &str) {
-        if let Some(kind) = self.kind(key) {
-            if self.values.entry(kind).or_default().remove(key).is_some() {
+        if let Some((kind, name)) = self.kind(key) {
+            if self.values.entry(kind).or_default().remove(&name).is_some() {
                 self.changed.insert(kind);
             }
         }
@@ -140,20 +142,17 @@ impl State {
     fn publish(&mut self, sinks: &Sinks) {
         let changed = std::mem::take(&mut self.changed);
         let values = std::mem::take(&mut self.values);
-        let of = |kind| values.get(&kind).into_iter().flat_map(|m| m.values());
+        let of = |kind| values.get(&kind).into_iter().flatten();
         if changed.contains(&Kind::Token) {
-            let root = &self.roots[1].0;
-            let tokens = of(Kind::Token)
-                .map(|kv| (kv.key[root.len()..].to_string(), String::from_utf8_lossy(&kv.value).into_owned()))
-                .collect();
-            sinks.challenges.replace(tokens);
+            let tokens =
+                of(Kind::Token).map(|(token, kv)| (token.clone(), String::from_utf8_lossy(&kv.value).into_owned()));
+            sinks.challenges.replace(tokens.collect());
         }
         if changed.contains(&Kind::Alpn) {
-            let root = self.roots[2].0.clone();
             let mut alpn = HashMap::new();
-            for kv in of(Kind::Alpn) {
+            for (name, kv) in of(Kind::Alpn) {
                 match challenge::load_alpn(&kv.key, &kv.value) {
-                    Ok(key) => drop(alpn.insert(kv.key[root.len()..].to_string(), key)),
+                    Ok(key) => drop(alpn.insert(name.clone(), key)),
                     Err(err) => self.report(kv, err),
                 }
             }
@@ -162,7 +161,7 @@ impl State {
         if changed.contains(&Kind::Cert) || changed.contains(&Kind::Failure) {
             let mut stored = Stored::default();
             let mut loaded = Vec::new();
-            for kv in of(Kind::Cert) {
+            for (_, kv) in of(Kind::Cert) {
                 // A record this replica cannot open (wrong storage key) still counts as stored,
                 // so that it is never ordered again over another replica's certificate.
                 let result = CertRecord::decode(&kv.key, &kv.value).and_then(|record| {
@@ -175,10 +174,9 @@ impl State {
                     Err(err) => self.report(kv, format_args!("certificate not served: {err}")),
                 }
             }
-            let root = self.roots[3].0.clone();
-            for kv in of(Kind::Failure) {
+            for (main, kv) in of(Kind::Failure) {
                 match progress::decode::<FailureRecord>(&kv.key, &kv.value) {
-                    Ok(failure) => drop(stored.failures.insert(kv.key[root.len()..].to_string(), failure)),
+                    Ok(failure) => drop(stored.failures.insert(main.clone(), failure)),
                     Err(err) => self.report(kv, err),
                 }
             }
