@@ -3,6 +3,7 @@
 //! Every diagnostic names where the offending value came from: `file:line:column`, a flag, or
 //! a KV key. Unknown keys are warnings; wrong types and invalid values are errors.
 
+mod acme;
 pub mod file;
 pub(crate) mod lenient;
 pub mod model;
