@@ -1,4 +1,24 @@
 # Helpers the benchmark scripts share; sourced, not run.
-# port: a free loopback port. wait_port PORT: until something listens on it (10 s at most).
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# port: a free loopback port below the kernel's ephemeral range (so no outbound connection takes
+# it first), never the same one twice in a run (those given are listed in $PORTS_GIVEN,
+# under the sourcing script's $WORK).
+# wait_port PORT: until something listens on it (10 s at most).
+PORTS_GIVEN=${PORTS_GIVEN:-$WORK/ports-given}
+export PORTS_GIVEN
+port() {
+  python3 -c '
+import os, random, socket, sys
+given = set(open(sys.argv[1]).read().split()) if os.path.exists(sys.argv[1]) else set()
+for p in random.sample(range(20000, 32000), 12000):
+    if str(p) in given:
+        continue
+    try:
+        socket.socket().bind(("127.0.0.1", p))
+    except OSError:
+        continue
+    open(sys.argv[1], "a").write(f"{p}\n")
+    print(p)
+    break
+' "$PORTS_GIVEN"
+}
 wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }

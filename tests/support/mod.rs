@@ -8,6 +8,7 @@ use std::{
     net::{SocketAddr, TcpListener},
     path::Path,
     process::{Child, Command, Stdio},
+    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -16,9 +17,25 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use pylon::store::{etcd::EtcdOptions, StoreSpec};
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, never handed out before in this test process, and below
+/// the kernel's ephemeral range (32768 and up): a port from `bind(0)` can come back from the next
+/// `bind(0)`, or be taken by an outbound connection before the server we give it to binds it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().unwrap().port()
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: Mutex<Option<u32>> = Mutex::new(None);
+    let mut next = NEXT.lock().unwrap();
+    // Test binaries run one after another; starting each at its own offset keeps one binary's
+    // lingering servers out of the next one's way.
+    let cursor = next.get_or_insert_with(|| std::process::id().wrapping_mul(7919) % SPAN);
+    for _ in 0..SPAN {
+        let port = (LOW + *cursor % SPAN) as u16;
+        *cursor += 1;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN);
 }
 
 /// Fails loudly when a server binary is missing: the suite never skips.
