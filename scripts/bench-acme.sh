@@ -22,13 +22,7 @@ trap cleanup EXIT
 . scripts/lib.sh
 
 # etcd.
-EC=$(port); EP=$(port)
-etcd --name a --data-dir "$WORK/etcd" --listen-client-urls "http://127.0.0.1:$EC" --advertise-client-urls "http://127.0.0.1:$EC" \
-  --listen-peer-urls "http://127.0.0.1:$EP" --initial-advertise-peer-urls "http://127.0.0.1:$EP" \
-  --initial-cluster "a=http://127.0.0.1:$EP" --listen-metrics-urls "http://127.0.0.1:$(port)" \
-  --log-level warn --logger zap 2>"$WORK/etcd.log" & PIDS+=($!)
-wait_port "$EC"
-STORE=(--etcd "--etcd.endpoint=127.0.0.1:$EC")
+start_etcd
 
 # Pebble: its API certificate from a CA made here; DNS from challtestsrv (every name is
 # 127.0.0.1); HTTP-01 on replica 1's plain port, TLS-ALPN-01 on Caddy's TLS port.

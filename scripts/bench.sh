@@ -106,13 +106,7 @@ EOF
 XDG_DATA_HOME=$WORK HOME=$WORK caddy run --config "$WORK/Caddyfile" --adapter caddyfile >"$WORK/caddy.log" 2>&1 & PID_OF[caddy]=$!; PIDS+=($!)
 
 # Pylon on a real etcd, its routes written by storeconfig --dynamic.
-EC=$(port); EP=$(port); EM=$(port)
-etcd --name b --data-dir "$WORK/etcd" --listen-client-urls "http://127.0.0.1:$EC" --advertise-client-urls "http://127.0.0.1:$EC" \
-  --listen-peer-urls "http://127.0.0.1:$EP" --initial-advertise-peer-urls "http://127.0.0.1:$EP" \
-  --initial-cluster "b=http://127.0.0.1:$EP" --listen-metrics-urls "http://127.0.0.1:$EM" \
-  --heartbeat-interval 10 --election-timeout 100 --log-level warn --logger zap 2>"$WORK/etcd.log" & PIDS+=($!)
-wait_port "$EC"
-STORE=(--etcd "--etcd.endpoint=127.0.0.1:$EC")
+start_etcd --heartbeat-interval 10 --election-timeout 100
 ADMIN=$(port)
 cat > "$WORK/pylon.toml" <<EOF
 logLevel = "WARN"

@@ -22,3 +22,17 @@ for p in random.sample(range(20000, 32000), 12000):
 ' "$PORTS_GIVEN"
 }
 wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+# start_etcd [ETCD FLAGS...]: one etcd member on loopback under $WORK/etcd, its pid added to PIDS;
+# sets EC (client port) and STORE (Pylon's flags for it).
+start_etcd() {
+  EC=$(port)
+  local peer
+  peer=$(port)
+  etcd --name bench --data-dir "$WORK/etcd" --listen-client-urls "http://127.0.0.1:$EC" \
+    --advertise-client-urls "http://127.0.0.1:$EC" --listen-peer-urls "http://127.0.0.1:$peer" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$peer" --initial-cluster "bench=http://127.0.0.1:$peer" \
+    --listen-metrics-urls "http://127.0.0.1:$(port)" --log-level warn --logger zap "$@" 2>"$WORK/etcd.log" &
+  PIDS+=($!)
+  wait_port "$EC"
+  STORE=(--etcd "--etcd.endpoint=127.0.0.1:$EC")
+}
