@@ -28,6 +28,19 @@ async fn route(store: &Store, upstream: &Upstream) {
     store.txn(Txn { compares: vec![], ops }).await.unwrap();
 }
 
+/// Every request of a load run succeeded, and more than `at_least` went through; `context` is
+/// appended to the failure message.
+fn assert_none_failed(ok: usize, failures: &[String], at_least: usize, context: &str) {
+    assert!(
+        failures.is_empty(),
+        "{} failures of {}: {:?}{context}",
+        failures.len(),
+        ok + failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(ok > at_least, "only {ok} requests went through");
+}
+
 /// Load from `clients` concurrent keep-alive clients against `url` until `stop`; returns
 /// (successes, failures with their reasons).
 fn load(url: String, clients: usize, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<(usize, Vec<String>)> {
@@ -96,14 +109,7 @@ async fn no_request_fails_while_the_store_is_down_and_changes_resume_after() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::SeqCst);
     let (ok, failures) = running.await.unwrap();
-    assert!(
-        failures.is_empty(),
-        "{} failures of {}: {:?}",
-        failures.len(),
-        ok + failures.len(),
-        &failures[..failures.len().min(5)]
-    );
-    assert!(ok > 100, "only {ok} requests went through");
+    assert_none_failed(ok, &failures, 100, "");
 
     // The watcher re-listed: a change written after the restart is served.
     let store = store::open(&etcd.spec()).await.unwrap();
@@ -178,13 +184,6 @@ async fn sigterm_behind_haproxy_loses_no_request() {
     stop.store(true, Ordering::SeqCst);
     let (ok, failures) = running.await.unwrap();
     let log = std::fs::read_to_string(dir.path().join("haproxy.log")).unwrap_or_default();
-    assert!(
-        failures.is_empty(),
-        "{} failures of {}: {:?}\nHAProxy:\n{log}",
-        failures.len(),
-        ok + failures.len(),
-        &failures[..failures.len().min(5)]
-    );
-    assert!(ok > 200, "only {ok} requests went through");
+    assert_none_failed(ok, &failures, 200, &format!("\nHAProxy:\n{log}"));
     eprintln!("{ok} requests through HAProxy, none failed, while a replica stopped");
 }
