@@ -173,7 +173,7 @@ fn router(raw: &RawRouter, path: &str, c: &mut Checker) -> Option<Router> {
     let rule = match Rule::parse(&rule_text) {
         Ok(rule) => rule,
         Err(err) => {
-            c.error(&format!("{path}.rule"), format!("rule {rule_text:?}: {err}"));
+            c.error(&format!("{path}.rule"), format!("rule {}: {err}", crate::limits::shown(&rule_text)));
             return None;
         }
     };
@@ -181,6 +181,14 @@ fn router(raw: &RawRouter, path: &str, c: &mut Checker) -> Option<Router> {
         c.error(path, "a router needs a service");
         return None;
     };
+    if let Some(options) = raw.tls.as_ref().and_then(|t| t.options.as_deref()).filter(|o| unqualified(o) != "default") {
+        // Options such as minVersion would not be enforced: refuse rather than serve weaker TLS.
+        c.error(
+            &format!("{path}.tls.options"),
+            format!("TLS options {options:?} are not implemented yet; only the default TLS settings are"),
+        );
+        return None;
+    }
     let tls = raw.tls.as_ref().map(|t| RouterTls {
         cert_resolver: t.certresolver.clone(),
         domains: t
@@ -277,7 +285,10 @@ fn load_balancer(raw: &RawLoadBalancer, path: &str, c: &mut Checker) -> Option<L
         let url = match text.parse::<http::Uri>() {
             Ok(url) if matches!(url.scheme_str(), Some("http" | "https")) && url.host().is_some() => url,
             _ => {
-                c.error(&format!("{at}.url"), format!("{text:?} is not an http:// or https:// URL"));
+                c.error(
+                    &format!("{at}.url"),
+                    format!("{} is not an http:// or https:// URL", crate::limits::shown(&text)),
+                );
                 return None;
             }
         };

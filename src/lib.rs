@@ -9,6 +9,7 @@
 //! - [`storeconfig`]: `pylon storeconfig`, the static configuration into the store.
 //! - [`app`]: `pylon run`, the start-up steps and shutdown.
 //! - [`server`]: entrypoints, connections, `/ping`, the lifecycle on SIGTERM.
+//! - [`limits`]: the bounds on untrusted input (nesting, rule length, regex size).
 //! - [`logging`]: tracing set-up.
 //! - [`routing`]: Traefik routing rules.
 
@@ -20,6 +21,7 @@ pub mod calendar;
 pub mod cli;
 pub mod config;
 pub mod dynamic;
+pub mod limits;
 pub mod logging;
 pub mod proxy;
 pub mod routing;

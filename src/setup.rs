@@ -35,15 +35,16 @@ pub struct Target {
 /// The file's tree with the command line's overrides on top, if `--configfile` was given.
 pub fn file_tree(global: &Global, overrides: &[Override]) -> Result<Option<Node>, SetupError> {
     let Some(path) = &global.configfile else { return Ok(None) };
-    Ok(Some(with_overrides(config::read_file(path)?, overrides)))
+    Ok(Some(with_overrides(config::read_file(path)?, overrides)?))
 }
 
-pub fn with_overrides(tree: Node, overrides: &[Override]) -> Node {
+pub fn with_overrides(tree: Node, overrides: &[Override]) -> Result<Node, ConfigError> {
     let flags = Node::from_pairs(
         overrides.iter().map(|o| (o.path.clone(), o.value.clone(), o.origin.clone())),
         config::tree::STATIC_NAMES,
-    );
-    tree.overlay(flags)
+    )
+    .map_err(|(origin, message)| ConfigError(vec![config::Diagnostic { origin, message }]))?;
+    Ok(tree.overlay(flags))
 }
 
 /// Chooses the store: flags first, then the file's `[etcd]`/`[consul]`, then the embedded one.
@@ -91,8 +92,8 @@ pub fn target(global: &Global, file: Option<&StoreSection>) -> Result<Target, Se
 /// Reads the static configuration stored under `keys`, with the overrides on top.
 pub async fn stored_config(store: &Store, keys: &Keys, overrides: &[Override]) -> Result<Loaded, SetupError> {
     let listing = store.list(&keys.static_root()).await?;
-    let Some(tree) = codec::decode_static(keys, &listing.kvs) else {
+    let Some(tree) = codec::decode_static(keys, &listing.kvs).map_err(|d| ConfigError(vec![d]))? else {
         return Err(SetupError::NothingStored { store: store.describe(), root: keys.static_root() });
     };
-    Ok(config::load(with_overrides(tree, overrides))?)
+    Ok(config::load(with_overrides(tree, overrides)?)?)
 }

@@ -59,6 +59,11 @@ pub struct Watcher {
     parts: Parts,
     /// The certificates loaded from `tls/...` and the rejected ones, kept until it changes.
     certificates: (usize, Vec<String>),
+    /// Stored keys that configure no router, service or middleware and cannot be read (a value
+    /// on `http/routers` itself, a section Pylon does not read), with why: warned about once.
+    ignored: BTreeMap<String, String>,
+    /// The warnings of the last rebuild, so that each is logged once, not on every rebuild.
+    warned: BTreeSet<String>,
 }
 
 /// The stored dynamic keys, grouped by the router, service or middleware they configure, and
@@ -112,6 +117,34 @@ impl Watcher {
             mirror: Mirror::default(),
             parts: Parts::default(),
             certificates: (0, Vec::new()),
+            ignored: BTreeMap::new(),
+            warned: BTreeSet::new(),
+        }
+    }
+
+    /// Takes in one stored key. A key of a router, service or middleware goes to its owner even
+    /// when it cannot be read: decoding the owner then fails with the key's error, and the owner
+    /// keeps its last good version.
+    fn put(&mut self, kv: KeyValue) {
+        let Some(path) = self.keys.dynamic_path(&kv.key) else { return };
+        let owner = Owner::of(&path);
+        match codec::dynamic_path(&self.keys, &kv) {
+            Ok(None) => {}
+            Err(why) if owner == Owner::Rest => {
+                self.mirror.delete(&kv.key, owner);
+                self.ignored.insert(kv.key, why);
+            }
+            Ok(Some(_)) | Err(_) => {
+                self.ignored.remove(&kv.key);
+                self.mirror.put(owner, kv);
+            }
+        }
+    }
+
+    fn delete(&mut self, key: &str) {
+        if let Some(path) = self.keys.dynamic_path(key) {
+            self.ignored.remove(key);
+            self.mirror.delete(key, Owner::of(&path));
         }
     }
 
@@ -139,13 +172,13 @@ impl Watcher {
                 }
             };
             delay = Duration::from_millis(250);
-            self.mirror = Mirror::default();
-            self.parts = Parts::default();
-            self.mirror.dirty.insert(Owner::Rest);
+            // Every owner known before the listing is decoded again: the ones it no longer has
+            // go, and the others keep their last good version if their keys are now invalid.
+            let before = std::mem::take(&mut self.mirror).owners.into_keys();
+            self.mirror.dirty.extend(before.chain([Owner::Rest]));
+            self.ignored.clear();
             for kv in listing.kvs {
-                if let Some(path) = self.keys.dynamic_path(&kv.key) {
-                    self.mirror.put(Owner::of(&path), kv);
-                }
+                self.put(kv);
             }
             self.apply(listing.revision, &shutdown);
             match self.follow(&prefix, listing.revision, &shutdown).await {
@@ -181,15 +214,11 @@ impl Watcher {
                     }
                     Some(WatchEvent::Put(kv)) => {
                         revision = kv.mod_revision;
-                        if let Some(path) = self.keys.dynamic_path(&kv.key) {
-                            self.mirror.put(Owner::of(&path), kv);
-                        }
+                        self.put(kv);
                     }
                     Some(WatchEvent::Delete { key, revision: r }) => {
                         revision = r;
-                        if let Some(path) = self.keys.dynamic_path(&key) {
-                            self.mirror.delete(&key, Owner::of(&path));
-                        }
+                        self.delete(&key);
                     }
                 }
                 let wait = QUIET.min(burst.saturating_duration_since(Instant::now()));
@@ -210,9 +239,11 @@ impl Watcher {
         let started = Instant::now();
         let certificates_changed = self.mirror.dirty.contains(&Owner::Rest);
         for owner in std::mem::take(&mut self.mirror.dirty) {
-            let keys = self.mirror.owners.get(&owner);
-            let tree = keys.map(|keys| codec::decode_dynamic(&self.keys, keys.values()));
-            self.parts.update(owner, tree);
+            match self.mirror.owners.get(&owner).map(|keys| codec::decode_dynamic(&self.keys, keys.values())) {
+                None => self.parts.update(owner, None),
+                Some(Ok(tree)) => self.parts.update(owner, Some(tree)),
+                Some(Err(diagnostic)) => self.parts.reject(owner, diagnostic),
+            }
         }
         let config = self.parts.assemble();
         let services = balancer::build(&config, &self.pools);
@@ -227,9 +258,20 @@ impl Watcher {
         }
         let certificates = self.certificates.0;
         rejected.extend(self.certificates.1.iter().cloned());
-        for warning in &config.warnings {
+        let warnings: BTreeSet<String> = config
+            .warnings
+            .iter()
+            .map(ToString::to_string)
+            .chain(
+                self.ignored
+                    .iter()
+                    .map(|(key, why)| format!("{}: {why}; ignored", crate::config::Origin::Store(key.clone()))),
+            )
+            .collect();
+        for warning in warnings.difference(&self.warned) {
             tracing::warn!("{warning}");
         }
+        self.warned = warnings;
 
         let routers = table.routers;
         self.table.store(Arc::new(table));

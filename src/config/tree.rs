@@ -9,6 +9,13 @@ use std::collections::BTreeMap;
 
 use toml::de::{DeTable, DeValue};
 
+use crate::limits::MAX_TREE_DEPTH;
+
+/// The error of a source that nests deeper than [`MAX_TREE_DEPTH`].
+pub(super) fn too_deep() -> String {
+    format!("the configuration nests deeper than {MAX_TREE_DEPTH} levels")
+}
+
 /// Where a value came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Origin {
@@ -23,7 +30,10 @@ impl std::fmt::Display for Origin {
         match self {
             Origin::File { path, line, column } => write!(f, "{path}:{line}:{column}"),
             Origin::Flag(flag) => write!(f, "flag {flag}"),
-            Origin::Store(key) => write!(f, "KV key {key}"),
+            Origin::Store(key) => match crate::limits::prefix(key, crate::limits::SHOWN_KEY) {
+                (all, true) => write!(f, "KV key {all}"),
+                (start, false) => write!(f, "KV key {start}... ({} bytes)", key.len()),
+            },
             Origin::Default => f.write_str("default"),
         }
     }
@@ -80,16 +90,26 @@ impl Node {
             let offset = e.span().map_or(0, |s| s.start);
             (at(offset), e.message().trim().to_string())
         })?;
-        fn table(t: &DeTable<'_>, at: &dyn Fn(usize) -> Origin, origin: Origin) -> Node {
-            let map =
-                t.iter().map(|(k, v)| (k.get_ref().to_string(), value(v.get_ref(), at, at(v.span().start)))).collect();
-            Node::Table(map, origin)
+        type Built = Result<Node, (Origin, String)>;
+        fn table(t: &DeTable<'_>, at: &dyn Fn(usize) -> Origin, origin: Origin, depth: usize) -> Built {
+            if depth > MAX_TREE_DEPTH {
+                return Err((origin, too_deep()));
+            }
+            let mut map = BTreeMap::new();
+            for (k, v) in t.iter() {
+                map.insert(k.get_ref().to_string(), value(v.get_ref(), at, at(v.span().start), depth + 1)?);
+            }
+            Ok(Node::Table(map, origin))
         }
-        fn value(v: &DeValue<'_>, at: &dyn Fn(usize) -> Origin, origin: Origin) -> Node {
-            match v {
-                DeValue::Table(t) => table(t, at, origin),
+        fn value(v: &DeValue<'_>, at: &dyn Fn(usize) -> Origin, origin: Origin, depth: usize) -> Built {
+            Ok(match v {
+                DeValue::Table(t) => table(t, at, origin, depth)?,
                 DeValue::Array(a) => {
-                    Node::Array(a.iter().map(|i| value(i.get_ref(), at, at(i.span().start))).collect(), origin)
+                    if depth > MAX_TREE_DEPTH {
+                        return Err((origin, too_deep()));
+                    }
+                    let items = a.iter().map(|i| value(i.get_ref(), at, at(i.span().start), depth + 1));
+                    Node::Array(items.collect::<Result<_, _>>()?, origin)
                 }
                 DeValue::String(s) => Node::Value(toml::Value::String(s.to_string()), origin),
                 DeValue::Integer(i) => match i64::from_str_radix(&i.as_str().replace('_', ""), i.radix()) {
@@ -101,15 +121,22 @@ impl Node {
                 }
                 DeValue::Boolean(b) => Node::Value(toml::Value::Boolean(*b), origin),
                 DeValue::Datetime(d) => Node::Value(toml::Value::String(d.to_string()), origin),
-            }
+            })
         }
-        Ok(table(root.get_ref(), &at, at(0)).normalized(&[], names))
+        Ok(table(root.get_ref(), &at, at(0), 1)?.normalized(&[], names))
     }
 
-    /// Builds a tree from `(path, value)` pairs; `path` segments are already split.
-    pub fn from_pairs<I: IntoIterator<Item = (Vec<String>, String, Origin)>>(pairs: I, names: NamedTables) -> Node {
+    /// Builds a tree from `(path, value)` pairs; `path` segments are already split. A path of
+    /// more than [`MAX_TREE_DEPTH`] segments is an error located at its pair.
+    pub fn from_pairs<I: IntoIterator<Item = (Vec<String>, String, Origin)>>(
+        pairs: I,
+        names: NamedTables,
+    ) -> Result<Node, (Origin, String)> {
         let mut root = Node::empty();
         for (path, value, origin) in pairs {
+            if path.len() > MAX_TREE_DEPTH {
+                return Err((origin, too_deep()));
+            }
             let leaf = match value.as_str() {
                 // Markers the KV codec writes for sections that hold nothing (`[entryPoints.https.tls]`).
                 "{}" => Node::Table(BTreeMap::new(), origin),
@@ -118,7 +145,7 @@ impl Node {
             };
             root.set(&path, leaf);
         }
-        root.normalized(&[], names)
+        Ok(root.normalized(&[], names))
     }
 
     /// Sets `path` to `leaf`, creating tables on the way and replacing what was there.
@@ -137,6 +164,16 @@ impl Node {
         } else {
             child.set(rest, leaf);
         }
+    }
+
+    /// How many nodes this tree has, and how deep it nests (a leaf is 1 deep).
+    pub fn measure(&self) -> (usize, usize) {
+        let children: Box<dyn Iterator<Item = &Node>> = match self {
+            Node::Value(..) => return (1, 1),
+            Node::Table(map, _) => Box::new(map.values()),
+            Node::Array(items, _) => Box::new(items.iter()),
+        };
+        children.map(Node::measure).fold((1, 1), |(n, d), (cn, cd)| (n + cn, d.max(cd + 1)))
     }
 
     /// Lays `over` on top of `self`: tables merge key by key, anything else is replaced.
@@ -162,16 +199,23 @@ impl Node {
         match self {
             Node::Table(map, origin) => {
                 let named = is_named(names, path);
-                let mut out = BTreeMap::new();
+                // Keys that differ only in case (`loadBalancer`, `loadbalancer`) merge before
+                // their children are normalized, while numbered tables are still tables.
+                let mut merged: BTreeMap<String, Node> = BTreeMap::new();
                 for (k, v) in map {
                     let key = if named { k } else { k.to_ascii_lowercase() };
-                    let child_path: Vec<String> = path.iter().cloned().chain([key.clone()]).collect();
-                    let v = v.normalized(&child_path, names);
-                    let merged = match out.remove(&key) {
-                        Some(old) => Node::overlay(old, v),
+                    let v = match merged.remove(&key) {
+                        Some(old) => old.overlay(v),
                         None => v,
                     };
-                    out.insert(key, merged);
+                    merged.insert(key, v);
+                }
+                let mut child_path = path.to_vec();
+                let mut out = BTreeMap::new();
+                for (key, v) in merged {
+                    child_path.push(key);
+                    let v = v.normalized(&child_path, names);
+                    out.insert(child_path.pop().unwrap_or_default(), v);
                 }
                 let numeric = !out.is_empty() && out.keys().all(|k| k.parse::<usize>().is_ok());
                 if numeric {
@@ -268,11 +312,29 @@ mod tests {
                 (vec!["entryPoints".into(), "HTTP".into(), "Address".into()], ":80".into(), o),
             ],
             STATIC_NAMES,
-        );
+        )
+        .unwrap();
         let (value, _) = tree.into_value();
         assert_eq!(value["defaultentrypoints"].as_array().unwrap().len(), 2);
         assert_eq!(value["defaultentrypoints"][0].as_str(), Some("http"));
         assert_eq!(value["entrypoints"]["HTTP"]["address"].as_str(), Some(":80"));
+    }
+
+    #[test]
+    fn keys_differing_only_in_case_merge_list_items_too() {
+        let o = Origin::Store("k".into());
+        let path = |p: &str| p.split('/').map(String::from).collect::<Vec<_>>();
+        let tree = Node::from_pairs(
+            [
+                (path("loadBalancer/servers/0/url"), "http://a".into(), o.clone()),
+                (path("loadbalancer/servers/0/weight"), "2".into(), o),
+            ],
+            STATIC_NAMES,
+        )
+        .unwrap();
+        let (value, _) = tree.into_value();
+        let server = &value["loadbalancer"]["servers"][0];
+        assert_eq!((server["url"].as_str(), server["weight"].as_str()), (Some("http://a"), Some("2")));
     }
 
     #[test]
@@ -285,9 +347,30 @@ mod tests {
                 Origin::Flag("--entryPoints.http.address".into()),
             )],
             STATIC_NAMES,
-        );
+        )
+        .unwrap();
         let (value, origins) = file.overlay(flag).into_value();
         assert_eq!(value["entrypoints"]["http"]["address"].as_str(), Some("127.0.0.2:80"));
         assert_eq!(origins["entrypoints.http.address"].to_string(), "flag --entryPoints.http.address");
+    }
+
+    #[test]
+    fn sources_nesting_beyond_the_limit_are_errors_at_their_place() {
+        let deep_array = format!("a = {}1{}\n", "[".repeat(100_000), "]".repeat(100_000));
+        let (origin, message) = Node::from_toml("t.toml", &deep_array, STATIC_NAMES).unwrap_err();
+        assert!(matches!(origin, Origin::File { line: 1, .. }), "{origin}: {message}");
+        let deep_table = format!("a = {}1{}\n", "{b = ".repeat(10_000), "}".repeat(10_000));
+        assert!(Node::from_toml("t.toml", &deep_table, STATIC_NAMES).is_err());
+        let dotted = format!("{} = 1\n", vec!["k"; 40].join("."));
+        let (_, message) = Node::from_toml("t.toml", &dotted, STATIC_NAMES).unwrap_err();
+        assert!(message.contains("nests deeper"), "{message}");
+
+        let segments: Vec<String> = (0..100_000).map(|i| i.to_string()).collect();
+        let key = Origin::Store("traefik/http/...".into());
+        let (origin, message) = Node::from_pairs([(segments, "x".into(), key.clone())], STATIC_NAMES).unwrap_err();
+        assert_eq!((origin, message.contains("nests deeper")), (key, true));
+
+        let fine = format!("{} = 1\n", vec!["k"; MAX_TREE_DEPTH].join("."));
+        assert!(Node::from_toml("t.toml", &fine, STATIC_NAMES).is_ok(), "{MAX_TREE_DEPTH} levels load");
     }
 }

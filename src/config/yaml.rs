@@ -7,7 +7,12 @@ use std::collections::{BTreeMap, HashMap};
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span};
 
-use super::tree::{NamedTables, Node, Origin};
+use super::tree::{too_deep, NamedTables, Node, Origin};
+use crate::limits::MAX_TREE_DEPTH;
+
+/// How many nodes aliases may copy into one document: `*alias` repeats a whole subtree, so a
+/// few lines of nested aliases could otherwise ask for billions ("billion laughs").
+const MAX_ALIASED_NODES: usize = 100_000;
 
 impl Node {
     /// Parses the first YAML document of `text`.
@@ -43,6 +48,8 @@ struct Builder {
     stack: Vec<Open>,
     anchors: HashMap<usize, Node>,
     root: Option<Node>,
+    /// Nodes copied by aliases so far, bounded by [`MAX_ALIASED_NODES`].
+    aliased: usize,
 }
 
 impl Builder {
@@ -60,7 +67,16 @@ impl Builder {
                 self.place(node)
             }
             Event::Alias(id) => {
-                let node = self.anchors.get(&id).cloned().ok_or_else(|| format!("unknown alias (anchor {id})"))?;
+                let node = self.anchors.get(&id).ok_or_else(|| format!("unknown alias (anchor {id})"))?;
+                let (nodes, depth) = node.measure();
+                self.aliased += nodes;
+                if self.aliased > MAX_ALIASED_NODES {
+                    return Err(format!("aliases copy more than {MAX_ALIASED_NODES} nodes into the document"));
+                }
+                if self.stack.len() + depth > MAX_TREE_DEPTH {
+                    return Err(too_deep());
+                }
+                let node = node.clone();
                 if let Some(Open::Map { key: key @ None, .. }) = self.stack.last_mut() {
                     let Node::Value(v, _) = node else { return Err("a map key must be a scalar".to_string()) };
                     *key = Some(v.as_str().map_or_else(|| v.to_string(), str::to_string));
@@ -70,11 +86,13 @@ impl Builder {
             }
             Event::MappingStart(anchor, _) => {
                 self.key_position_is_free()?;
+                self.not_too_deep()?;
                 self.stack.push(Open::Map { map: BTreeMap::new(), key: None, merged: Vec::new(), origin, anchor });
                 Ok(false)
             }
             Event::SequenceStart(anchor, _) => {
                 self.key_position_is_free()?;
+                self.not_too_deep()?;
                 self.stack.push(Open::Seq { items: Vec::new(), origin, anchor });
                 Ok(false)
             }
@@ -101,6 +119,13 @@ impl Builder {
             Some(Open::Map { key: None, .. }) => Err("a map key must be a scalar".to_string()),
             _ => Ok(()),
         }
+    }
+
+    fn not_too_deep(&self) -> Result<(), String> {
+        if self.stack.len() >= MAX_TREE_DEPTH {
+            return Err(too_deep());
+        }
+        Ok(())
     }
 
     fn register(&mut self, anchor: usize, node: &Node) {
@@ -227,5 +252,20 @@ mod tests {
     fn an_empty_document_is_an_empty_table() {
         let (value, _) = Node::from_yaml("t.yml", "", STATIC_NAMES).unwrap().into_value();
         assert!(value.as_table().is_some_and(|t| t.is_empty()));
+    }
+
+    #[test]
+    fn deep_nesting_and_alias_bombs_are_errors_at_their_place() {
+        let flow = format!("a: {}1{}\n", "[".repeat(100_000), "]".repeat(100_000));
+        let (origin, message) = Node::from_yaml("t.yml", &flow, STATIC_NAMES).unwrap_err();
+        assert!(matches!(origin, Origin::File { line: 1, .. }), "{origin}: {message}");
+        let block: String = (0..200).map(|i| format!("{}k{i}:\n", " ".repeat(i))).collect();
+        assert!(Node::from_yaml("t.yml", &block, STATIC_NAMES).unwrap_err().1.contains("nests deeper"));
+        let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        for (prev, name) in ["a", "b", "c", "d", "e", "f", "g"].iter().zip(["b", "c", "d", "e", "f", "g", "h"]) {
+            bomb.push_str(&format!("{name}: &{name} [{}]\n", vec![format!("*{prev}"); 10].join(", ")));
+        }
+        let (origin, message) = Node::from_yaml("t.yml", &bomb, STATIC_NAMES).unwrap_err();
+        assert!(message.contains("aliases copy more than"), "{origin}: {message}");
     }
 }

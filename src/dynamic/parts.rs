@@ -38,11 +38,15 @@ impl Owner {
 /// One owner's decoded settings with what its decoding said.
 #[derive(Debug)]
 struct Decoded<T> {
+    /// The settings in force: the ones just decoded, or, when they are invalid, the last good
+    /// ones (and an error saying so); `None` when the owner never had a good version.
     value: Option<T>,
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
     /// Where a broken reference of this owner is reported (a router's `service` key).
     origin: Origin,
+    /// Where a router's `middlewares` list came from.
+    middlewares_at: Origin,
 }
 
 #[derive(Debug, Default)]
@@ -56,7 +60,9 @@ struct Rest {
 pub struct Parts {
     routers: BTreeMap<String, Decoded<Router>>,
     services: BTreeMap<String, Decoded<Service>>,
-    middlewares: BTreeMap<String, Decoded<()>>,
+    /// Each middleware's type (`basicAuth`, ...): none is implemented yet, so a router that
+    /// names one is disabled rather than routed without it.
+    middlewares: BTreeMap<String, Decoded<String>>,
     rest: Option<Decoded<Rest>>,
 }
 
@@ -105,6 +111,28 @@ impl Parts {
         }
     }
 
+    /// Records that one owner's keys could not be read as a tree (`diagnostic` says why): it
+    /// keeps its last good version, if it had one.
+    pub fn reject(&mut self, owner: Owner, diagnostic: Diagnostic) {
+        let d = diagnostic;
+        let rejected = |what: &str, name: &str| format!("{what} {name:?} rejected");
+        match owner {
+            Owner::Router(name) => {
+                let failed = Decoded::failed(d, rejected("router", &name));
+                keep_last_good(&mut self.routers, name, failed, "router");
+            }
+            Owner::Service(name) => {
+                let failed = Decoded::failed(d, rejected("service", &name));
+                keep_last_good(&mut self.services, name, failed, "service");
+            }
+            Owner::Middleware(name) => {
+                let failed = Decoded::failed(d, rejected("middleware", &name));
+                self.middlewares.insert(name, failed);
+            }
+            Owner::Rest => self.rest = Some(Decoded::failed(d, "the tls section rejected".into())),
+        }
+    }
+
     fn decode(&mut self, owner: Owner, raw: &toml::Value, c: &mut Checker) {
         match owner {
             Owner::Router(name) => {
@@ -114,7 +142,9 @@ impl Parts {
                     c.error(&path, format!("router {name:?} rejected"));
                 }
                 let origin = c.locate(&format!("{path}.service"));
-                self.routers.insert(name, decoded(value, origin, c));
+                let mut d = decoded(value, origin, c);
+                d.middlewares_at = c.locate(&format!("{path}.middlewares"));
+                keep_last_good(&mut self.routers, name, d, "router");
             }
             Owner::Service(name) => {
                 let path = format!("http.services.{name}");
@@ -123,18 +153,36 @@ impl Parts {
                     c.error(&path, format!("service {name:?} rejected"));
                 }
                 let origin = c.locate(&path);
-                self.services.insert(name, decoded(value, origin, c));
+                keep_last_good(&mut self.services, name, decoded(value, origin, c), "service");
             }
             Owner::Middleware(name) => {
                 let path = format!("http.middlewares.{name}");
-                c.warn(
-                    &path,
-                    format!(
-                        "middleware {name:?}: middlewares are not supported yet; routers that use it route without it"
-                    ),
-                );
+                let kinds: Vec<&String> = raw.as_table().map(|t| t.keys().collect()).unwrap_or_default();
+                let kind = match kinds.as_slice() {
+                    [kind] => {
+                        c.warn(
+                            &format!("{path}.{kind}"),
+                            format!(
+                                "middleware {name:?}: {kind} is not implemented yet; routers that use it are disabled"
+                            ),
+                        );
+                        Some(kind.to_string())
+                    }
+                    [] => {
+                        c.error(&path, format!("middleware {name:?} has no type"));
+                        None
+                    }
+                    many => {
+                        let many: Vec<&str> = many.iter().map(|k| k.as_str()).collect();
+                        c.error(
+                            &path,
+                            format!("middleware {name:?} has several types ({}); it needs one", many.join(", ")),
+                        );
+                        None
+                    }
+                };
                 let origin = c.locate(&path);
-                self.middlewares.insert(name, decoded(Some(()), origin, c));
+                self.middlewares.insert(name, decoded(kind, origin, c));
             }
             Owner::Rest => {
                 let rest = rest(raw, c);
@@ -161,9 +209,7 @@ impl Parts {
         out.rejected.extend(drop_broken_references(&mut out.services, origin_of));
         for (name, d) in &self.routers {
             let Some(router) = &d.value else { continue };
-            if out.services.contains_key(unqualified(&router.service)) {
-                out.routers.insert(name.clone(), router.clone());
-            } else {
+            if !out.services.contains_key(unqualified(&router.service)) {
                 out.rejected.push(Diagnostic {
                     origin: d.origin.clone(),
                     message: format!(
@@ -171,6 +217,13 @@ impl Parts {
                         router.service
                     ),
                 });
+            } else if let Some(why) = router.middlewares.iter().find_map(|m| self.middleware_unusable(m)) {
+                out.rejected.push(Diagnostic {
+                    origin: d.middlewares_at.clone(),
+                    message: format!("router {name:?} disabled: {why}; it is not routed without it"),
+                });
+            } else {
+                out.routers.insert(name.clone(), router.clone());
             }
         }
         if let Some(rest) = self.rest.as_ref().and_then(|r| r.value.as_ref()) {
@@ -181,7 +234,48 @@ impl Parts {
     }
 }
 
+impl Parts {
+    /// Why a router cannot use the middleware it names: missing, invalid, or of a type Pylon
+    /// does not implement yet. Every type is the last for now; #11 implements them.
+    fn middleware_unusable(&self, reference: &str) -> Option<String> {
+        let name = unqualified(reference);
+        Some(match self.middlewares.get(name) {
+            None => format!("its middleware {reference:?} does not exist"),
+            Some(Decoded { value: None, origin, .. }) => format!("its middleware {reference:?} ({origin}) is invalid"),
+            Some(Decoded { value: Some(kind), origin, .. }) => {
+                format!("its middleware {reference:?} ({origin}) is a {kind}, which Pylon does not implement yet")
+            }
+        })
+    }
+}
+
+/// Puts an owner's new decoding in place; when it failed and the owner had a good version, that
+/// version stays in force, and the error says so.
+fn keep_last_good<T: Clone>(map: &mut BTreeMap<String, Decoded<T>>, name: String, mut new: Decoded<T>, what: &str) {
+    if new.value.is_none() {
+        if let Some(old) = map.get(&name).and_then(|old| old.value.clone()) {
+            new.value = Some(old);
+            let rejected = format!("{what} {name:?} rejected");
+            let message = format!(
+                "{what} {name:?}: its keys are invalid; serving its last good version until they are fixed or deleted"
+            );
+            match new.errors.iter_mut().find(|e| e.message == rejected) {
+                Some(line) => line.message = message,
+                None => new.errors.push(Diagnostic { origin: new.origin.clone(), message }),
+            }
+        }
+    }
+    map.insert(name, new);
+}
+
 impl<T> Decoded<T> {
+    /// An owner whose keys could not be read: `diagnostic` says why, `rejected` what it cost.
+    fn failed(diagnostic: Diagnostic, rejected: String) -> Decoded<T> {
+        let origin = diagnostic.origin.clone();
+        let errors = vec![diagnostic, Diagnostic { origin: origin.clone(), message: rejected }];
+        Decoded { value: None, errors, warnings: Vec::new(), middlewares_at: origin.clone(), origin }
+    }
+
     fn diagnostics(&self) -> (&[Diagnostic], &[Diagnostic]) {
         (&self.errors, &self.warnings)
     }
@@ -189,7 +283,7 @@ impl<T> Decoded<T> {
 
 fn decoded<T>(value: Option<T>, origin: Origin, c: &mut Checker) -> Decoded<T> {
     let (errors, warnings) = c.take();
-    Decoded { value, errors, warnings, origin }
+    Decoded { value, errors, warnings, middlewares_at: origin.clone(), origin }
 }
 
 /// `tls/certificates` and `tls/stores/default`.

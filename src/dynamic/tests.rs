@@ -1,7 +1,7 @@
 //! The dynamic model from KV pairs and from a file-provider file.
 
 use super::*;
-use crate::config::Origin;
+use crate::config::{Diagnostic, Origin};
 
 /// KV pairs as the store holds them, below the prefix: `http/routers/web/rule`.
 fn from_kv(pairs: &[(&str, &str)]) -> DynamicConfig {
@@ -12,7 +12,7 @@ fn from_kv(pairs: &[(&str, &str)]) -> DynamicConfig {
         }),
         DYNAMIC_NAMES,
     );
-    build(tree)
+    build(tree.unwrap())
 }
 
 const GOOD: &[(&str, &str)] = &[
@@ -206,4 +206,83 @@ http:
         .unwrap(),
     );
     assert!(typo.warnings.iter().any(|w| w.to_string().starts_with("d.yml:5:")), "{:?}", typo.warnings);
+}
+
+fn tree(pairs: &[(&str, &str)]) -> Node {
+    let pairs = pairs
+        .iter()
+        .map(|(k, v)| (k.split('/').map(String::from).collect(), v.to_string(), Origin::Store(format!("traefik/{k}"))));
+    Node::from_pairs(pairs, DYNAMIC_NAMES).unwrap()
+}
+
+#[test]
+fn a_router_whose_middleware_cannot_run_is_disabled_not_routed_around() {
+    let d = from_kv(&[
+        ("http/routers/guarded/rule", "Host(`a.example`)"),
+        ("http/routers/guarded/service", "app"),
+        ("http/routers/guarded/middlewares/0", "auth@kv"),
+        ("http/routers/typo/rule", "Host(`b.example`)"),
+        ("http/routers/typo/service", "app"),
+        ("http/routers/typo/middlewares/0", "nope"),
+        ("http/routers/open/rule", "Host(`c.example`)"),
+        ("http/routers/open/service", "app"),
+        ("http/middlewares/auth/basicAuth/users/0", "u:$apr1$x$y"),
+        ("http/middlewares/both/basicAuth/users/0", "u:$apr1$x$y"),
+        ("http/middlewares/both/stripPrefix/prefixes/0", "/x"),
+        ("http/services/app/loadbalancer/servers/0/url", "http://127.0.0.1:1"),
+    ]);
+    assert_eq!(d.routers.keys().collect::<Vec<_>>(), ["open"], "{:?}", d.rejected);
+    let text: Vec<String> = d.rejected.iter().map(ToString::to_string).collect();
+    let line = |router: &str| text.iter().find(|t| t.contains(&format!("router {router:?} disabled"))).cloned();
+    let guarded = line("guarded").unwrap_or_else(|| panic!("{text:?}"));
+    assert!(guarded.starts_with("KV key traefik/http/routers/guarded/middlewares/0:"), "{guarded}");
+    assert!(guarded.contains("\"auth@kv\" (KV key traefik/http/middlewares/auth"), "{guarded}");
+    assert!(guarded.contains("basicauth, which Pylon does not implement yet"), "{guarded}");
+    assert!(line("typo").is_some_and(|t| t.contains("\"nope\" does not exist")), "{text:?}");
+    assert!(text.iter().any(|t| t.contains("\"both\" has several types")), "{text:?}");
+}
+
+#[test]
+fn invalid_keys_keep_the_last_good_version_of_their_owner() {
+    let good = [
+        ("http/routers/r/rule", "Host(`a.example`)"),
+        ("http/routers/r/service", "app"),
+        ("http/services/app/loadbalancer/servers/0/url", "http://127.0.0.1:1"),
+    ];
+    let mut parts = Parts::from_tree(tree(&good));
+    let typo = tree(&[
+        ("http/services/app/loadbalancer/servers/0/url", "http://127.0.0.1:1"),
+        ("http/services/app/loadbalancer/servers/0/weight", "abc"),
+    ]);
+    parts.update(Owner::Service("app".into()), Some(typo));
+    let d = parts.assemble();
+    assert!(d.routers.contains_key("r") && d.services.contains_key("app"), "{:?}", d.rejected);
+    let text: Vec<String> = d.rejected.iter().map(ToString::to_string).collect();
+    assert!(text.iter().any(|t| t.contains("servers/0/weight")), "the bad key is named: {text:?}");
+    assert!(text.iter().any(|t| t.contains("serving its last good version")), "{text:?}");
+
+    parts.reject(
+        Owner::Router("r".into()),
+        Diagnostic { origin: Origin::Store("traefik/http/routers/r/x".into()), message: "unreadable".into() },
+    );
+    assert!(parts.assemble().routers.contains_key("r"), "a router whose keys cannot be read keeps serving");
+    parts.update(Owner::Router("r".into()), None);
+    assert!(parts.assemble().routers.is_empty(), "deleting its keys removes it");
+
+    let mut fresh = Parts::from_tree(tree(&good[..2]));
+    fresh.update(Owner::Service("app".into()), Some(tree(&[("http/services/app/loadbalancer/servers/0/weight", "x")])));
+    let d = fresh.assemble();
+    assert!(d.services.is_empty() && d.routers.is_empty(), "a service that never had a good version stays out");
+}
+
+#[test]
+fn router_tls_options_that_would_not_be_enforced_reject_the_router() {
+    let d = from_kv(&[
+        ("http/routers/r/rule", "Host(`a.example`)"),
+        ("http/routers/r/service", "app"),
+        ("http/routers/r/tls/options", "modern"),
+        ("http/services/app/loadbalancer/servers/0/url", "http://127.0.0.1:1"),
+    ]);
+    assert!(d.routers.is_empty());
+    assert!(d.rejected.iter().any(|r| r.to_string().starts_with("KV key traefik/http/routers/r/tls/options:")));
 }

@@ -5,7 +5,10 @@
 //! is the key of the section with the value `{}` so that it survives the round trip.
 //! How to reach the store (`[consul]`, `[etcd]`) is a replica's own business and is not stored.
 
-use crate::config::{Node, Origin};
+use crate::{
+    config::{Diagnostic, Node, Origin},
+    limits::MAX_TREE_DEPTH,
+};
 
 use super::{keys::Keys, KeyValue};
 
@@ -60,27 +63,74 @@ fn flatten(
 }
 
 /// The source tree of the static configuration stored under `keys`, each value located by its
-/// KV key. `None` when nothing is stored.
-pub fn decode_static(keys: &Keys, kvs: &[KeyValue]) -> Option<Node> {
-    let pairs: Vec<_> = kvs
-        .iter()
-        .filter_map(|kv| {
-            let path = keys.static_path(&kv.key)?;
-            let value = String::from_utf8_lossy(&kv.value).into_owned();
-            Some((path, value, Origin::Store(kv.key.clone())))
-        })
-        .collect();
-    (!pairs.is_empty()).then(|| Node::from_pairs(pairs, crate::config::tree::STATIC_NAMES))
+/// KV key. `None` when nothing is stored; an error names a key that is not valid UTF-8 or nests
+/// too deep.
+pub fn decode_static(keys: &Keys, kvs: &[KeyValue]) -> Result<Option<Node>, Diagnostic> {
+    let mut pairs = Vec::new();
+    for kv in kvs {
+        let Some(path) = keys.static_path(&kv.key) else { continue };
+        let origin = Origin::Store(kv.key.clone());
+        let value = text(kv).map_err(|message| Diagnostic { origin: origin.clone(), message })?;
+        pairs.push((path, value, origin));
+    }
+    if pairs.is_empty() {
+        return Ok(None);
+    }
+    let tree = Node::from_pairs(pairs, crate::config::tree::STATIC_NAMES);
+    tree.map(Some).map_err(|(origin, message)| Diagnostic { origin, message })
 }
 
-/// The source tree of the dynamic configuration among `kvs` (a listing of the prefix), each
-/// value located by its KV key. Keys outside `<prefix>/http/` and `<prefix>/tls/` are ignored.
-pub fn decode_dynamic<'a>(keys: &Keys, kvs: impl IntoIterator<Item = &'a KeyValue>) -> Node {
-    let pairs = kvs.into_iter().filter_map(|kv| {
-        let path = keys.dynamic_path(&kv.key)?;
-        Some((path, String::from_utf8_lossy(&kv.value).into_owned(), Origin::Store(kv.key.clone())))
-    });
-    Node::from_pairs(pairs, crate::dynamic::DYNAMIC_NAMES)
+/// The path below the prefix of a stored dynamic key (`["http", "routers", "web", "rule"]`),
+/// `Ok(None)` for a key that is not dynamic configuration (`acme/...`, a Consul folder), or why
+/// the key cannot be read: a key or value that is not UTF-8, an empty name
+/// (`http/routers//rule`), a value where Traefik's layout has a section (`http/routers`), a
+/// section Pylon does not read, or more than [`MAX_TREE_DEPTH`] segments.
+pub fn dynamic_path(keys: &Keys, kv: &KeyValue) -> Result<Option<Vec<String>>, String> {
+    let Some(path) = keys.dynamic_path(&kv.key) else { return Ok(None) };
+    if kv.key.ends_with('/') && kv.value.is_empty() {
+        return Ok(None); // A folder, as Consul's UI makes them.
+    }
+    if kv.key.contains(char::REPLACEMENT_CHARACTER) {
+        return Err("the key is not valid UTF-8".into());
+    }
+    text(kv)?;
+    if path.len() > MAX_TREE_DEPTH {
+        return Err(format!("the key has {} segments, more than {MAX_TREE_DEPTH}", path.len()));
+    }
+    if path.iter().any(String::is_empty) {
+        return Err("the key has an empty segment (a name between two slashes)".into());
+    }
+    let section = path.first().map(|s| s.to_ascii_lowercase());
+    let kind = path.get(1).map(|s| s.to_ascii_lowercase());
+    match (section.as_deref(), kind.as_deref(), path.len()) {
+        (Some("http"), Some("routers" | "services" | "middlewares"), 3..) | (Some("tls"), Some(_), _) => Ok(Some(path)),
+        (Some("http"), Some(kind @ ("routers" | "services" | "middlewares")), _) => {
+            Err(format!("a value on {kind} itself, where Traefik's layout has one key per setting"))
+        }
+        (Some("http"), Some(kind), _) => Err(format!("http/{kind} is not a section Pylon reads")),
+        _ => Err("a value on a section itself, where Traefik's layout has one key per setting".into()),
+    }
+}
+
+/// A stored value as text.
+fn text(kv: &KeyValue) -> Result<String, String> {
+    String::from_utf8(kv.value.clone()).map_err(|_| "the value is not valid UTF-8".to_string())
+}
+
+/// The source tree of the dynamic configuration among `kvs` (one owner's keys, or a listing),
+/// each value located by its KV key. A key that [`dynamic_path`] refuses is an error naming it:
+/// its owner is then rejected and keeps its last good version.
+pub fn decode_dynamic<'a>(keys: &Keys, kvs: impl IntoIterator<Item = &'a KeyValue>) -> Result<Node, Diagnostic> {
+    let mut pairs = Vec::new();
+    for kv in kvs {
+        let origin = Origin::Store(kv.key.clone());
+        match dynamic_path(keys, kv) {
+            Ok(Some(path)) => pairs.push((path, text(kv).unwrap_or_default(), origin)),
+            Ok(None) => {}
+            Err(message) => return Err(Diagnostic { origin, message }),
+        }
+    }
+    Node::from_pairs(pairs, crate::dynamic::DYNAMIC_NAMES).map_err(|(origin, message)| Diagnostic { origin, message })
 }
 
 #[cfg(test)]
@@ -108,7 +158,7 @@ mod tests {
                 lease: None,
             })
             .collect();
-        let decoded = config::load(decode_static(&keys, &kvs).unwrap()).unwrap().config;
+        let decoded = config::load(decode_static(&keys, &kvs).unwrap().unwrap()).unwrap().config;
         let original = config::load(tree).unwrap().config;
         assert_eq!(decoded, original);
     }
@@ -131,9 +181,37 @@ mod tests {
             kv("traefik/static/loglevel", "INFO"),
             kv("traefik/acme/account", "{}"),
         ];
-        let d = crate::dynamic::build(decode_dynamic(&keys, &kvs));
+        let d = crate::dynamic::build(decode_dynamic(&keys, &kvs).unwrap());
         assert!(d.rejected.is_empty() && d.warnings.is_empty(), "{:?} {:?}", d.rejected, d.warnings);
         assert_eq!(d.routers["Web"].entry_points, ["web"]);
         assert!(d.services.contains_key("app"));
+    }
+
+    #[test]
+    fn dynamic_keys_that_cannot_be_read_are_refused_with_the_reason() {
+        let keys = Keys::new("traefik");
+        let kv = |key: &str, value: &[u8]| KeyValue {
+            key: key.into(),
+            value: value.to_vec(),
+            create_revision: 1,
+            mod_revision: 1,
+            lease: None,
+        };
+        let path = |key: &str, value: &[u8]| dynamic_path(&keys, &kv(key, value));
+        assert!(path("traefik/http/routers/r/rule", b"Path(`/`)").unwrap().is_some());
+        assert_eq!(path("traefik/acme/account", b"{}"), Ok(None));
+        assert_eq!(path("traefik/http/routers/", b""), Ok(None), "a Consul folder");
+        assert!(path("traefik/http/routers/r/rule", b"\xff\xfe").unwrap_err().contains("value is not valid UTF-8"));
+        assert!(path("traefik/http/routers/r\u{fffd}/rule", b"x").unwrap_err().contains("key is not valid UTF-8"));
+        assert!(path("traefik/http/routers//rule", b"x").unwrap_err().contains("empty segment"));
+        assert!(path("traefik/http/services//loadbalancer", b"x").unwrap_err().contains("empty segment"));
+        assert!(path("traefik/http", b"x").unwrap_err().contains("on a section itself"));
+        assert!(path("traefik/http/routers", b"x").unwrap_err().contains("on routers itself"));
+        assert!(path("traefik/http/serversTransports/t/x", b"1").unwrap_err().contains("not a section"));
+        let deep = format!("traefik/http/routers/r/{}", vec!["a"; 100_000].join("/"));
+        assert!(path(&deep, b"x").unwrap_err().contains("segments, more than"));
+        let bad = [kv("traefik/http/routers/r/rule", b"Path(`/`)"), kv(&deep, b"x")];
+        let err = decode_dynamic(&keys, &bad).unwrap_err();
+        assert_eq!(err.origin, Origin::Store(deep), "the refused key is named");
     }
 }

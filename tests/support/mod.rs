@@ -289,6 +289,7 @@ pub fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
+pub mod fixture;
 pub mod gate;
 pub mod pebble;
 pub mod replica;

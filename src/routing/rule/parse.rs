@@ -3,13 +3,20 @@
 //! the construction of each matcher from its name and values.
 
 use http::Method;
-use regex::Regex;
+use regex::{Regex, RegexBuilder};
 
 use super::{Cidr, Matcher, Rule, RuleError};
+use crate::limits::{MAX_REGEX_SIZE, MAX_RULE_DEPTH, MAX_RULE_LEN};
 
 pub(super) fn parse(text: &str) -> Result<Rule, RuleError> {
+    if text.len() > MAX_RULE_LEN {
+        return Err(RuleError {
+            column: 1,
+            message: format!("the rule is {} bytes long; the limit is {MAX_RULE_LEN}", text.len()),
+        });
+    }
     let tokens = lex(text)?;
-    let mut parser = Parser { tokens, pos: 0, text };
+    let mut parser = Parser { tokens, pos: 0, text, depth: 0 };
     let rule = parser.or()?;
     match parser.peek() {
         None => Ok(rule),
@@ -104,6 +111,9 @@ struct Parser<'a> {
     tokens: Vec<Token>,
     pos: usize,
     text: &'a str,
+    /// How many `(` and `!` enclose the token at `pos`: bounded, so that the recursion (here,
+    /// in matching, and in dropping the tree) is too.
+    depth: usize,
 }
 
 impl Parser<'_> {
@@ -153,16 +163,29 @@ impl Parser<'_> {
         Ok(if parts.len() == 1 { parts.remove(0) } else { combine(parts) })
     }
 
+    /// Enters one level of `(` or `!` at `column`, or fails past [`MAX_RULE_DEPTH`].
+    fn nest(&mut self, column: usize) -> Result<(), RuleError> {
+        self.depth += 1;
+        if self.depth > MAX_RULE_DEPTH {
+            return Err(self.error_at(column, format!("the rule nests deeper than {MAX_RULE_DEPTH} levels")));
+        }
+        self.pos += 1;
+        Ok(())
+    }
+
     fn unary(&mut self) -> Result<Rule, RuleError> {
         match self.peek().cloned() {
-            Some(Token { kind: Kind::Not, .. }) => {
-                self.pos += 1;
-                Ok(Rule::Not(Box::new(self.unary()?)))
+            Some(Token { kind: Kind::Not, column }) => {
+                self.nest(column)?;
+                let rule = Rule::Not(Box::new(self.unary()?));
+                self.depth -= 1;
+                Ok(rule)
             }
-            Some(Token { kind: Kind::Open, .. }) => {
-                self.pos += 1;
+            Some(Token { kind: Kind::Open, column }) => {
+                self.nest(column)?;
                 let rule = self.or()?;
                 self.expect(Kind::Close, "\")\"")?;
+                self.depth -= 1;
                 Ok(rule)
             }
             Some(Token { kind: Kind::Ident(name), column }) => {
@@ -204,8 +227,14 @@ impl Parser<'_> {
     }
 }
 
+/// Compiles a rule's regular expression, bounded in size ([`MAX_REGEX_SIZE`]).
 fn regex(pattern: &str) -> Result<Regex, String> {
-    Regex::new(pattern).map_err(|e| format!("invalid regular expression `{pattern}`: {e}"))
+    RegexBuilder::new(pattern).size_limit(MAX_REGEX_SIZE).build().map_err(|e| match e {
+        regex::Error::CompiledTooBig(limit) => {
+            format!("regular expression {} compiles larger than {limit} bytes", crate::limits::shown(pattern))
+        }
+        e => format!("invalid regular expression {}: {e}", crate::limits::shown(pattern)),
+    })
 }
 
 /// Builds one matcher from its name (case-insensitive) and arguments.
@@ -285,5 +314,30 @@ mod tests {
         assert!(err("PathRegexp(`(`)").message.contains("invalid regular expression"));
         assert!(err("ClientIP(`10.0.0.0/40`)").message.contains("CIDR"));
         assert!(err("Header(`X`)").message.contains("takes 2 values"));
+    }
+
+    #[test]
+    fn nesting_beyond_the_limit_is_an_error_not_a_stack_overflow() {
+        let deep = format!("{}Host(`a`){}", "(".repeat(10_000), ")".repeat(10_000));
+        let e = Rule::parse(&deep).unwrap_err();
+        assert_eq!(e.column, MAX_RULE_DEPTH + 1, "{e}");
+        assert!(e.message.contains("nests deeper"), "{e}");
+        let nots = format!("{}Host(`a`)", "!".repeat(30_000));
+        assert!(Rule::parse(&nots).unwrap_err().message.contains("nests deeper"));
+        let unbalanced = "(".repeat(10_000);
+        assert!(Rule::parse(&unbalanced).unwrap_err().message.contains("nests deeper"));
+        let fine = format!("{}Host(`a`){}", "(!".repeat(MAX_RULE_DEPTH / 2), ")".repeat(MAX_RULE_DEPTH / 2));
+        assert!(Rule::parse(&fine).is_ok(), "{MAX_RULE_DEPTH} levels parse");
+    }
+
+    #[test]
+    fn long_rules_and_huge_regexes_are_refused_quickly() {
+        let long = format!("HostRegexp(`{}`)", "a".repeat(1 << 20));
+        let started = std::time::Instant::now();
+        assert!(Rule::parse(&long).unwrap_err().message.contains("the limit is"));
+        let big = Rule::parse("PathRegexp(`\\w{1000}\\w{1000}`)").unwrap_err();
+        assert!(big.message.contains("compiles larger than"), "{big}");
+        assert!(big.message.len() < 200, "the pattern is quoted short: {big}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
     }
 }
