@@ -1,5 +1,10 @@
 //! The request pipeline. Each request goes through these phases, top to bottom:
 //!
+//! 0. **head**: framing other than a single `chunked`, a missing or repeated `Host` on
+//!    HTTP/1.1, and `CONNECT` are 400 ([`head`]); the connection closes after every 400.
+//!    **path**: the path is made canonical ([`path`]): dot segments removed, unreserved
+//!    characters decoded; an encoded `/`, `\`, NUL, `;`, `%`, `?` or `#` is 400 unless the
+//!    entrypoint allows it. Everything after sees, and the upstream receives, that path.
 //! 1. **ping**: `GET /ping` on the ping entrypoint answers `OK`, or 503 once draining.
 //! 2. **redirect**: on an entrypoint with `redirect.entryPoint`, every request gets 301/308
 //!    (302/307 when not permanent) to the same host, path and query on the target entrypoint.
@@ -17,6 +22,8 @@
 pub mod body;
 pub mod error;
 pub mod forward;
+pub mod head;
+pub mod path;
 
 use std::{
     net::SocketAddr,
@@ -79,6 +86,7 @@ pub struct EntryPoint {
     pub ping: bool,
     pub redirect: Option<RedirectTo>,
     pub trust: ForwardedTrust,
+    pub path: path::PathPolicy,
 }
 
 pub struct RedirectTo {
@@ -130,6 +138,10 @@ impl Proxy {
         conn: Connection,
         served: &mut Served,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        // 0. head, path
+        head::check(&req).map_err(|e| ProxyError::BadRequest(e.to_string()))?;
+        let req = canonical_path(req, &ep.path)?;
+
         // 1. ping
         if ep.ping && req.uri().path() == "/ping" {
             return Ok(if self.draining.load(Ordering::Relaxed) {
@@ -218,6 +230,7 @@ impl Proxy {
                     }
                 }
                 Err(Failure::Other(reason)) => return Err(ProxyError::Upstream { server: server.to_string(), reason }),
+                Err(Failure::ClientBody(reason)) => return Err(ProxyError::BadRequest(reason)),
                 Err(Failure::Timeout) => return Err(ProxyError::Timeout { server: server.to_string() }),
             }
         };
@@ -265,6 +278,8 @@ impl Payload {
 enum Failure {
     Connect(String),
     Timeout,
+    /// The client's body broke while it was being sent.
+    ClientBody(String),
     Other(String),
 }
 
@@ -278,6 +293,8 @@ async fn send(upstream: &Upstream, request: Request<upstream::Body>) -> Result<R
         let reason = upstream::error_chain(&e);
         if e.is_connect() {
             Failure::Connect(reason)
+        } else if body::ClientBodyError::caused(&e) {
+            Failure::ClientBody(reason)
         } else {
             Failure::Other(reason)
         }
@@ -325,6 +342,25 @@ async fn mirror(
 async fn tunnel(client: hyper::upgrade::OnUpgrade, server: hyper::upgrade::OnUpgrade) {
     let (Ok(client), Ok(server)) = tokio::join!(client, server) else { return };
     let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(server)).await;
+}
+
+/// The request with its path made canonical; untouched (and unallocated) when it already is.
+fn canonical_path<B>(req: Request<B>, policy: &path::PathPolicy) -> Result<Request<B>, ProxyError> {
+    let canonical = match path::normalize(req.uri().path(), policy) {
+        Ok(std::borrow::Cow::Borrowed(_)) => return Ok(req),
+        Ok(std::borrow::Cow::Owned(canonical)) => canonical,
+        Err(err) => return Err(ProxyError::BadRequest(err.to_string())),
+    };
+    let (mut head, body) = req.into_parts();
+    let mut uri = head.uri.into_parts();
+    let with_query = match uri.path_and_query.as_ref().and_then(|p| p.query()) {
+        Some(query) => format!("{canonical}?{query}"),
+        None => canonical,
+    };
+    uri.path_and_query =
+        Some(with_query.parse().map_err(|_| ProxyError::BadRequest("the path cannot be made canonical".into()))?);
+    head.uri = http::Uri::from_parts(uri).map_err(|e| ProxyError::BadRequest(e.to_string()))?;
+    Ok(Request::from_parts(head, body))
 }
 
 /// The host the client asked for, port included: the URI's authority (HTTP/2, absolute form)

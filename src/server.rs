@@ -97,6 +97,7 @@ impl Server {
                     ping: config.ping.as_deref() == Some(name.as_str()),
                     redirect,
                     trust: ep.forwarded_trust.clone(),
+                    path: ep.path,
                 }),
                 tls_only: ep.tls.is_some(),
                 tls: certs.server_config(min_tls13),

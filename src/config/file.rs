@@ -76,6 +76,43 @@ pub struct RawEntryPointHttp {
     pub tls: Option<RawEntryPointTls>,
     #[serde(default, deserialize_with = "lenient::list")]
     pub middlewares: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "lenient::bool")]
+    pub sanitizepath: Option<bool>,
+    pub encodedcharacters: Option<RawEncodedCharacters>,
+}
+
+/// `http.encodedCharacters`: the encoded characters an entrypoint lets through in paths.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawEncodedCharacters {
+    #[serde(default, deserialize_with = "lenient::bool")]
+    pub allowencodedslash: Option<bool>,
+    #[serde(default, deserialize_with = "lenient::bool")]
+    pub allowencodedbackslash: Option<bool>,
+    #[serde(default, deserialize_with = "lenient::bool")]
+    pub allowencodednullcharacter: Option<bool>,
+    #[serde(default, deserialize_with = "lenient::bool")]
+    pub allowencodedsemicolon: Option<bool>,
+    #[serde(default, deserialize_with = "lenient::bool")]
+    pub allowencodedpercent: Option<bool>,
+    #[serde(default, deserialize_with = "lenient::bool")]
+    pub allowencodedquestionmark: Option<bool>,
+    #[serde(default, deserialize_with = "lenient::bool")]
+    pub allowencodedhash: Option<bool>,
+}
+
+impl RawEncodedCharacters {
+    /// Each option, in the order of [`crate::proxy::path::REFUSED`] (which names them).
+    pub fn options(&self) -> [Option<bool>; 7] {
+        [
+            self.allowencodedslash,
+            self.allowencodedbackslash,
+            self.allowencodednullcharacter,
+            self.allowencodedsemicolon,
+            self.allowencodedpercent,
+            self.allowencodedquestionmark,
+            self.allowencodedhash,
+        ]
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

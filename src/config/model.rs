@@ -9,6 +9,7 @@ use std::{
 
 pub use super::acme::{Acme, Domain, OnDemandPolicy, LETS_ENCRYPT};
 use super::{file::*, transport::Transport, Checker};
+use crate::proxy::path::{PathPolicy, REFUSED};
 
 /// The name of the entrypoint that Traefik 1.x's `[web]`, `[api]`, `[ping]` and `[metrics]`
 /// use unless told otherwise; created on `:8080` when they need it and it is not declared.
@@ -41,6 +42,21 @@ pub struct EntryPoint {
     pub tls: Option<Tls>,
     /// Whose `X-Forwarded-*` headers are kept (`forwardedHeaders`); others' are replaced.
     pub forwarded_trust: ForwardedTrust,
+    /// How request paths are made canonical (`http.sanitizePath`, `http.encodedCharacters`).
+    pub path: PathPolicy,
+}
+
+impl EntryPoint {
+    /// An entrypoint with nothing but an address (the internal `traefik` one).
+    fn bare(address: SocketAddr) -> EntryPoint {
+        EntryPoint {
+            address,
+            redirect: None,
+            tls: None,
+            forwarded_trust: ForwardedTrust::default(),
+            path: PathPolicy::default(),
+        }
+    }
 }
 
 /// `[entryPoints.<name>.forwardedHeaders]`: `insecure` trusts everyone, `trustedIPs` some.
@@ -92,6 +108,19 @@ pub struct Prometheus {
 pub struct AccessLog {
     pub file: Option<String>,
     pub json: bool,
+}
+
+/// `http.sanitizePath` (default true) and `http.encodedCharacters.allowEncoded*` (default false).
+fn path_policy(http: Option<&RawEntryPointHttp>) -> PathPolicy {
+    let mut policy = PathPolicy { sanitize: http.and_then(|h| h.sanitizepath).unwrap_or(true), allowed: 0 };
+    if let Some(encoded) = http.and_then(|h| h.encodedcharacters.as_ref()) {
+        for (allow, refused) in encoded.options().into_iter().zip(REFUSED) {
+            if allow == Some(true) {
+                policy.allowed |= refused.bit;
+            }
+        }
+    }
+    policy
 }
 
 /// Parses Traefik's address forms: `:80` (every interface), `127.0.0.1:80`, `[::1]:80`,
@@ -159,8 +188,12 @@ pub(super) fn build(raw: RawConfig, c: &mut Checker) -> Option<StaticConfig> {
             }
             Some(Redirect { entry_point: target.clone(), permanent: to.permanent.unwrap_or(true) })
         });
-        if v2.and_then(|h| h.middlewares.as_ref()).is_some() {
-            c.warn(&format!("{path}.http.middlewares"), "middlewares are not supported yet; ignored");
+        if v2.and_then(|h| h.middlewares.as_ref()).is_some_and(|m| !m.is_empty()) {
+            // Every router on the entrypoint would route without them: refuse instead.
+            c.error(
+                &format!("{path}.http.middlewares"),
+                "entrypoint middlewares are not implemented yet; Pylon will not route this entrypoint without them",
+            );
         }
         let tls = ep.tls.as_ref().map(|t| Tls {
             min_version: t.minversion.clone(),
@@ -184,7 +217,8 @@ pub(super) fn build(raw: RawConfig, c: &mut Checker) -> Option<StaticConfig> {
                 }
             }
         }
-        entry_points.insert(name.clone(), EntryPoint { address, redirect, tls, forwarded_trust });
+        let path = path_policy(v2);
+        entry_points.insert(name.clone(), EntryPoint { address, redirect, tls, forwarded_trust, path });
     }
 
     // Traefik 1.x: [web] is the internal entrypoint at its own address.
@@ -192,10 +226,7 @@ pub(super) fn build(raw: RawConfig, c: &mut Checker) -> Option<StaticConfig> {
         let address = web.address.as_deref().unwrap_or(":8080");
         match parse_address(address) {
             Ok(address) if !entry_points.contains_key(INTERNAL_ENTRYPOINT) => {
-                entry_points.insert(
-                    INTERNAL_ENTRYPOINT.into(),
-                    EntryPoint { address, redirect: None, tls: None, forwarded_trust: ForwardedTrust::default() },
-                );
+                entry_points.insert(INTERNAL_ENTRYPOINT.into(), EntryPoint::bare(address));
             }
             Ok(_) => c.error("web", "[web] and [entryPoints.traefik] both define the internal entrypoint; keep one"),
             Err(e) => c.error("web.address", e),
@@ -225,10 +256,7 @@ pub(super) fn build(raw: RawConfig, c: &mut Checker) -> Option<StaticConfig> {
     });
     if wants_internal && !entry_points.contains_key(INTERNAL_ENTRYPOINT) {
         let address = parse_address(":8080").expect("a valid literal");
-        entry_points.insert(
-            INTERNAL_ENTRYPOINT.into(),
-            EntryPoint { address, redirect: None, tls: None, forwarded_trust: ForwardedTrust::default() },
-        );
+        entry_points.insert(INTERNAL_ENTRYPOINT.into(), EntryPoint::bare(address));
     }
 
     // `to = ":443"` (Traefik v2) names the entrypoint listening on that port.

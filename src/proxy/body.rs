@@ -15,6 +15,26 @@ use hyper::body::Incoming;
 
 use crate::upstream::BoxError;
 
+/// The client's body failed to arrive whole (malformed chunked framing, a connection cut
+/// mid-body): the client's fault, not the upstream's.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body is malformed or incomplete: {0}")]
+pub struct ClientBodyError(#[source] hyper::Error);
+
+impl ClientBodyError {
+    /// Whether `error`, or an error it was caused by, is the client's body failing.
+    pub fn caused(error: &(dyn std::error::Error + 'static)) -> bool {
+        let mut cause = Some(error);
+        while let Some(e) = cause {
+            if e.is::<ClientBodyError>() {
+                return true;
+            }
+            cause = e.source();
+        }
+        false
+    }
+}
+
 /// Holds the client's body until an attempt takes it.
 #[derive(Clone)]
 pub struct Slot {
@@ -56,7 +76,7 @@ impl Body for Attempt {
             this.body = slot.body.lock().unwrap_or_else(|e| e.into_inner()).take();
         }
         match this.body.as_mut() {
-            Some(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Some(body) => Pin::new(body).poll_frame(cx).map_err(|e| ClientBodyError(e).into()),
             None => Poll::Ready(None),
         }
     }

@@ -50,7 +50,9 @@ impl ProxyError {
         }
     }
 
-    /// The response the client gets: the status and its short text (Traefik's wording).
+    /// The response the client gets: the status and its short text (Traefik's wording). A
+    /// request that was the client's fault closes its connection: what follows it on the wire
+    /// (a body of unclear length, the next request) cannot be trusted.
     pub fn response(&self) -> Response<ProxyBody> {
         let body = match self.status() {
             StatusCode::NOT_FOUND => "404 page not found\n",
@@ -59,7 +61,11 @@ impl ProxyError {
             StatusCode::GATEWAY_TIMEOUT => "Gateway Timeout\n",
             _ => "Bad Request\n",
         };
-        text(self.status(), body)
+        let mut response = text(self.status(), body);
+        if self.fault() == Fault::Client {
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
     }
 }
 
@@ -87,8 +93,11 @@ mod tests {
             (ProxyError::BadRequest("no host".into()), 400, Fault::Client),
         ];
         for (error, status, fault) in cases {
-            assert_eq!(error.response().status().as_u16(), status, "{error}");
+            let response = error.response();
+            assert_eq!(response.status().as_u16(), status, "{error}");
             assert_eq!(error.fault(), fault, "{error}");
+            let closes = response.headers().get(header::CONNECTION).is_some_and(|v| v == "close");
+            assert_eq!(closes, fault == Fault::Client, "{error}: only the client's faults close the connection");
         }
     }
 }

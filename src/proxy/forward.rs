@@ -12,8 +12,20 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 const X_FORWARDED_SERVER: HeaderName = HeaderName::from_static("x-forwarded-server");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
-const FORWARDED: [HeaderName; 6] =
-    [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST, X_FORWARDED_PORT, X_FORWARDED_SERVER, X_REAL_IP];
+/// The headers only a trusted proxy may set (Traefik's list): an untrusted client's are removed.
+const FORWARDED: [HeaderName; 11] = [
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    X_FORWARDED_PORT,
+    X_FORWARDED_SERVER,
+    X_REAL_IP,
+    HeaderName::from_static("x-forwarded-uri"),
+    HeaderName::from_static("x-forwarded-method"),
+    HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-forwarded-tls-client-cert"),
+    HeaderName::from_static("x-forwarded-tls-client-cert-info"),
+];
 
 /// Headers that describe one connection (RFC 9110 §7.6.1), never forwarded.
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -39,7 +51,9 @@ pub struct Client<'a> {
     pub trusted: bool,
 }
 
-/// The protocol a client asked to switch to (`Upgrade`), when it asked on HTTP/1.1.
+/// The protocol a client asked to switch to (`Upgrade`), when it asked on HTTP/1.1 for
+/// WebSocket. Any other upgrade (`h2c`, which would let a client speak HTTP/2 straight to an
+/// upstream, past routing) is dropped and the request forwarded as a plain one.
 pub fn upgrade_of(version: Version, headers: &HeaderMap) -> Option<HeaderValue> {
     let wants = headers
         .get_all(header::CONNECTION)
@@ -47,7 +61,7 @@ pub fn upgrade_of(version: Version, headers: &HeaderMap) -> Option<HeaderValue> 
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
     if version == Version::HTTP_11 && wants {
-        headers.get(header::UPGRADE).cloned()
+        headers.get(header::UPGRADE).filter(|p| p.as_bytes().eq_ignore_ascii_case(b"websocket")).cloned()
     } else {
         None
     }
@@ -104,7 +118,9 @@ pub fn request(client_head: &Parts, server: &Uri, pass_host: bool, client: &Clie
     }
 
     let headers = &mut parts.headers;
-    let prior_for = headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    // A trusted proxy may have sent its chain on several lines: they are one list.
+    let prior: Vec<&str> = headers.get_all(X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
+    let prior_for = (!prior.is_empty()).then(|| prior.join(", "));
     if !client.trusted {
         for name in FORWARDED {
             headers.remove(name);
@@ -172,6 +188,22 @@ mod tests {
         let r = request(&p, &"http://u".parse().unwrap(), true, &client(true));
         assert_eq!(r.headers()["x-forwarded-for"], "6.6.6.6, 10.1.2.3");
         assert_eq!(r.headers()["x-forwarded-proto"], "http");
+
+        let two_lines = parts("/", &[("x-forwarded-for", "1.1.1.1"), ("x-forwarded-for", "2.2.2.2")]);
+        let r = request(&two_lines, &"http://u".parse().unwrap(), true, &client(true));
+        assert_eq!(r.headers()["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.1.2.3", "a trusted chain on two lines");
+
+        let claims = [
+            ("x-forwarded-tls-client-cert", "MIIB..."),
+            ("x-forwarded-tls-client-cert-info", "Subject=admin"),
+            ("x-forwarded-uri", "/admin"),
+            ("x-forwarded-method", "GET"),
+            ("x-forwarded-prefix", "/admin"),
+        ];
+        let r = request(&parts("/", &claims), &"http://u".parse().unwrap(), true, &client(false));
+        for (name, _) in claims {
+            assert!(r.headers().get(name).is_none(), "an untrusted {name} reached the upstream");
+        }
     }
 
     #[test]
@@ -185,5 +217,11 @@ mod tests {
         let r = request(&ws, &"http://u".parse().unwrap(), true, &client(false));
         assert_eq!(r.headers()["connection"], "upgrade");
         assert_eq!(r.headers()["upgrade"], "websocket");
+        let h2c =
+            parts("/", &[("connection", "Upgrade, HTTP2-Settings"), ("upgrade", "h2c"), ("http2-settings", "AA")]);
+        let r = request(&h2c, &"http://u".parse().unwrap(), true, &client(false));
+        for name in ["connection", "upgrade", "http2-settings"] {
+            assert!(r.headers().get(name).is_none(), "an h2c upgrade's {name} was forwarded");
+        }
     }
 }
