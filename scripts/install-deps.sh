@@ -3,6 +3,7 @@
 #   protobuf-compiler  protoc, for the etcd-client crate's build
 #   libprotobuf-dev    google/protobuf/*.proto, which that build imports
 #   etcd-server        etcd 3.4, for the store tests
+#   etcd-client        etcdctl, which saves and restores etcd snapshots in the restore test
 #   consul             Consul 1.8.7 from Debian 11 (bullseye): Debian 12 has none
 #   curl               the README's quickstart check and the TLS/h2 tests' client
 #   haproxy            the load balancer in front of replicas in the graceful-termination test
@@ -16,6 +17,7 @@ need=()
 command -v protoc >/dev/null || need+=(protobuf-compiler)
 [ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
 command -v etcd >/dev/null || need+=(etcd-server)
+command -v etcdctl >/dev/null || need+=(etcd-client)
 command -v curl >/dev/null || need+=(curl)
 command -v haproxy >/dev/null || need+=(haproxy)
 command -v pebble >/dev/null || need+=(pebble)

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh
-for bin in protoc etcd consul curl; do
+for bin in protoc etcd etcdctl consul curl; do
   command -v "$bin" >/dev/null || { echo "test.sh: $bin is missing after install-deps.sh" >&2; exit 1; }
 done
 

@@ -110,8 +110,9 @@ pub enum WatchEvent {
         key: String,
         revision: Revision,
     },
-    /// History from the requested revision is gone (etcd compaction, Consul's lack of history):
-    /// re-list the prefix, then watch again from the listing's revision.
+    /// History from the requested revision is gone (etcd compaction, a store restored from a
+    /// backup or wiped, Consul's lack of history): re-list the prefix, then watch again from the
+    /// listing's revision.
     Compacted {
         revision: Revision,
     },

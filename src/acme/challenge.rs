@@ -1,11 +1,20 @@
 //! Challenge answers on every replica, from local caches that the ACME watch keeps in step with
-//! the store and, on a miss (the CA's request can arrive before the watch event), from a direct
-//! read of the store:
+//! the store. A miss reads the store only while an order of this cluster is in progress (the
+//! CA's request can arrive before the watch event): one read in flight per name, a bounded
+//! number of names, a short timeout. Any other unknown token or name is answered at once from
+//! memory, so a flood of random tokens costs the store nothing and a frozen store delays none:
 //! - HTTP-01: `GET /.well-known/acme-challenge/<token>` from `<prefix>/acme/challenges/`;
 //! - TLS-ALPN-01: a handshake offering only `acme-tls/1` gets the challenge certificate for its
 //!   SNI from `<prefix>/acme/alpn/` (RFC 8737).
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
 
 use arc_swap::ArcSwap;
 use rustls::sign::CertifiedKey;
@@ -17,9 +26,22 @@ use crate::store::{keys::Keys, Store};
 
 pub const PATH_PREFIX: &str = "/.well-known/acme-challenge/";
 
+/// How long a challenge lookup waits for the store.
+const READ_TIMEOUT: Duration = Duration::from_secs(1);
+/// How many different names may be read from the store at once; more misses are answered
+/// from memory.
+const MAX_READS: usize = 64;
+
+/// One store read shared by every lookup of the same key that misses meanwhile.
+type Read = Arc<tokio::sync::OnceCell<Option<Vec<u8>>>>;
+
 pub struct Challenges {
     tokens: ArcSwap<HashMap<String, String>>,
     alpn: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
+    /// Whether the store holds an order in progress (`<prefix>/acme/orders/`), as watched.
+    ordering: AtomicBool,
+    /// Store reads in flight, by key.
+    reads: Mutex<HashMap<String, Read>>,
     store: Store,
     keys: Keys,
 }
@@ -56,7 +78,19 @@ pub fn load_alpn(key: &str, value: &[u8]) -> Result<Arc<CertifiedKey>, String> {
 
 impl Challenges {
     pub fn new(store: Store, keys: Keys) -> Arc<Challenges> {
-        Arc::new(Challenges { tokens: ArcSwap::default(), alpn: ArcSwap::default(), store, keys })
+        Arc::new(Challenges {
+            tokens: ArcSwap::default(),
+            alpn: ArcSwap::default(),
+            ordering: AtomicBool::new(false),
+            reads: Mutex::new(HashMap::new()),
+            store,
+            keys,
+        })
+    }
+
+    /// Records whether an order is in progress somewhere in the cluster.
+    pub fn set_ordering(&self, ordering: bool) {
+        self.ordering.store(ordering, Ordering::Relaxed);
     }
 
     /// Replaces the cached tokens (token → key authorization).
@@ -77,8 +111,8 @@ impl Challenges {
         if let Some(found) = self.tokens.load().get(token) {
             return Some(found.clone());
         }
-        let kv = self.store.get(&self.keys.acme_challenge(token)).await.ok()??;
-        Some(String::from_utf8_lossy(&kv.value).into_owned())
+        let value = self.read_through(self.keys.acme_challenge(token)).await?;
+        String::from_utf8(value).ok()
     }
 
     /// The TLS-ALPN-01 certificate for `name`, if an order of this cluster is waiting for it.
@@ -90,7 +124,60 @@ impl Challenges {
             return Some(found.clone());
         }
         let key = self.keys.acme_alpn(name);
-        let kv = self.store.get(&key).await.ok()??;
-        load_alpn(&key, &kv.value).map_err(|e| tracing::warn!("{e}")).ok()
+        let value = self.read_through(key.clone()).await?;
+        load_alpn(&key, &value).map_err(|e| tracing::warn!("{e}")).ok()
+    }
+
+    /// A cache miss: the stored value of `key`, read only while an order is in progress, once
+    /// for every concurrent miss of the same key, and given up after [`READ_TIMEOUT`].
+    async fn read_through(&self, key: String) -> Option<Vec<u8>> {
+        if !self.ordering.load(Ordering::Relaxed) {
+            return None;
+        }
+        let read = {
+            let mut reads = self.reads.lock().unwrap_or_else(|e| e.into_inner());
+            match reads.get(&key) {
+                Some(read) => read.clone(),
+                None if reads.len() >= MAX_READS => return None,
+                None => reads.entry(key.clone()).or_default().clone(),
+            }
+        };
+        let value = read
+            .get_or_init(|| async {
+                let got = tokio::time::timeout(READ_TIMEOUT, self.store.get(&key)).await;
+                got.ok()?.ok()?.map(|kv| kv.value)
+            })
+            .await
+            .clone();
+        let mut reads = self.reads.lock().unwrap_or_else(|e| e.into_inner());
+        if reads.get(&key).is_some_and(|r| Arc::ptr_eq(r, &read)) {
+            reads.remove(&key);
+        }
+        value
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreSpec;
+
+    #[tokio::test]
+    async fn a_miss_reads_the_store_only_while_an_order_is_in_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::open(&StoreSpec::Embedded { dir: dir.path().to_path_buf() }).await.unwrap();
+        let keys = Keys::new("traefik");
+        store.put(&keys.acme_challenge("late"), "late.thumbprint").await.unwrap();
+        let challenges = Challenges::new(store, keys);
+        assert_eq!(challenges.answer("late").await, None, "no order in progress: answered from memory");
+        challenges.set_ordering(true);
+        let (a, b) = tokio::join!(challenges.answer("late"), challenges.answer("late"));
+        for answer in [a, b] {
+            assert_eq!(answer.as_deref(), Some("late.thumbprint"), "the watch lags: the store answers");
+        }
+        assert!(challenges.reads.lock().unwrap().is_empty(), "finished reads are forgotten");
+        assert_eq!(challenges.answer("unknown").await, None);
+        challenges.replace(HashMap::from([("cached".to_string(), "cached.thumbprint".to_string())]));
+        assert_eq!(challenges.answer("cached").await.as_deref(), Some("cached.thumbprint"));
     }
 }

@@ -85,11 +85,14 @@ enum Kind {
     Token,
     Alpn,
     Failure,
+    /// Markers of orders in progress: while there is one, a challenge cache miss may read the
+    /// store.
+    Order,
 }
 
 /// The ACME keys as stored, and which kinds changed since the last publish.
 struct State {
-    roots: [(String, Kind); 4],
+    roots: [(String, Kind); 5],
     /// Per kind, by the key's last part (main domain, token, name).
     values: HashMap<Kind, BTreeMap<String, KeyValue>>,
     changed: HashSet<Kind>,
@@ -105,9 +108,10 @@ impl State {
                 (keys.acme_challenges(), Kind::Token),
                 (keys.acme_alpns(), Kind::Alpn),
                 (keys.acme_failures(), Kind::Failure),
+                (keys.acme_orders(), Kind::Order),
             ],
             values: HashMap::new(),
-            changed: [Kind::Cert, Kind::Token, Kind::Alpn, Kind::Failure].into_iter().collect(),
+            changed: [Kind::Cert, Kind::Token, Kind::Alpn, Kind::Failure, Kind::Order].into_iter().collect(),
             reported: HashSet::new(),
         }
     }
@@ -143,6 +147,9 @@ impl State {
         let changed = std::mem::take(&mut self.changed);
         let values = std::mem::take(&mut self.values);
         let of = |kind| values.get(&kind).into_iter().flatten();
+        if changed.contains(&Kind::Order) {
+            sinks.challenges.set_ordering(of(Kind::Order).next().is_some());
+        }
         if changed.contains(&Kind::Token) {
             let tokens =
                 of(Kind::Token).map(|(token, kv)| (token.clone(), String::from_utf8_lossy(&kv.value).into_owned()));

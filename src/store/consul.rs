@@ -251,6 +251,9 @@ impl Backend for Consul {
                         tracing::warn!(endpoint = %this.api.endpoint(), %err, "Consul watch failed; retrying in {backoff:?}");
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(5));
+                        // The agent may come back restored, its index below ours: a query
+                        // blocking on our index would wait its whole time before saying so.
+                        verify = true;
                         continue;
                     }
                 };

@@ -84,6 +84,25 @@ fn to_kv(kv: &etcd_client::KeyValue) -> KeyValue {
     }
 }
 
+/// The store a watch has followed so far. A store restored from a backup, or wiped and started
+/// again on the same address, answers with a lower revision or raft term (or another cluster
+/// id): its history is not the one the watch was following, and only a new listing is right.
+struct Seen {
+    cluster: Option<u64>,
+    term: u64,
+    revision: Revision,
+}
+
+impl Seen {
+    /// Records `header`; false when it comes from a store other than the one seen so far.
+    fn same_store(&mut self, header: &etcd_client::ResponseHeader) -> bool {
+        let (cluster, term, revision) = (header.cluster_id(), header.raft_term(), header.revision() as u64);
+        let same = self.cluster.is_none_or(|c| c == cluster) && term >= self.term && revision >= self.revision;
+        *self = Seen { cluster: Some(cluster), term, revision };
+        same
+    }
+}
+
 fn lease_number(lease: &LeaseId) -> Result<i64> {
     lease.0.parse().map_err(|_| StoreError::LeaseLost(lease.clone()))
 }
@@ -158,6 +177,7 @@ impl Backend for Etcd {
         let endpoint = self.endpoint();
         tokio::spawn(async move {
             let mut last = after;
+            let mut seen = Seen { cluster: None, term: 0, revision: after };
             let mut backoff = Duration::from_millis(100);
             loop {
                 let options = WatchOptions::new().with_prefix().with_start_revision(last as i64 + 1);
@@ -189,6 +209,13 @@ impl Backend for Etcd {
                         }
                     };
                     backoff = Duration::from_millis(100);
+                    if let Some(header) = resp.header() {
+                        if !seen.same_store(header) {
+                            tracing::warn!(%endpoint, "etcd was restored or replaced (its history went backwards); re-listing");
+                            let _ = tx.send(WatchEvent::Compacted { revision: header.revision() as u64 }).await;
+                            return;
+                        }
+                    }
                     if resp.compact_revision() > 0 {
                         let revision = resp.compact_revision() as u64;
                         let _ = tx.send(WatchEvent::Compacted { revision }).await;

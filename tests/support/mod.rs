@@ -187,6 +187,60 @@ impl Etcd {
         let _ = self.process.child.wait();
     }
 
+    /// Stops etcd in its tracks (SIGSTOP): connections stay open, nothing is answered.
+    pub fn freeze(&self) {
+        signal(&self.process.child, "STOP");
+    }
+
+    /// Lets a frozen etcd go on (SIGCONT).
+    pub fn thaw(&self) {
+        signal(&self.process.child, "CONT");
+    }
+
+    /// The sum of one counter family on etcd's `/metrics` (all label sets).
+    pub async fn counter(&self, family: &str) -> f64 {
+        let url = format!("http://127.0.0.1:{}/metrics", self.ports.2);
+        let (_, text) = get(&url).await.expect("etcd metrics");
+        text.lines()
+            .filter(|l| l.starts_with(family) && l[family.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Saves a snapshot of the data to `file` (`etcdctl snapshot save`).
+    pub fn snapshot(&self, file: &Path) {
+        let status = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &self.endpoint, "snapshot", "save"])
+            .arg(file)
+            .stdout(Stdio::null())
+            .status()
+            .expect("etcdctl");
+        assert!(status.success(), "etcdctl snapshot save failed");
+    }
+
+    /// Stops etcd, replaces its data with `file` (`etcdctl snapshot restore`), as an operator
+    /// restoring a backup does, and starts it again on the same ports.
+    pub async fn restore(&mut self, file: &Path) {
+        self.kill();
+        let data = self.dir.path().join("data");
+        std::fs::remove_dir_all(&data).unwrap();
+        let peer = format!("http://127.0.0.1:{}", self.ports.1);
+        let status = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["snapshot", "restore"])
+            .arg(file)
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--name", "t1", "--initial-cluster", &format!("t1={peer}"), "--initial-advertise-peer-urls", &peer])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("etcdctl");
+        assert!(status.success(), "etcdctl snapshot restore failed");
+        self.restart().await;
+    }
+
     /// Starts etcd again on the same ports and data, and waits until it is healthy.
     pub async fn restart(&mut self) {
         let data = self.dir.path().join("data");
@@ -253,6 +307,17 @@ impl Consul {
         vec!["--consul".into(), format!("--consul.endpoint={}", self.endpoint)]
     }
 
+    /// `consul snapshot save FILE` or `consul snapshot restore FILE` against this agent.
+    pub fn snapshot(&self, verb: &str, file: &Path) {
+        let status = Command::new("consul")
+            .args(["snapshot", verb, &format!("-http-addr=http://{}", self.endpoint)])
+            .arg(file)
+            .stdout(Stdio::null())
+            .status()
+            .expect("consul");
+        assert!(status.success(), "consul snapshot {verb} failed");
+    }
+
     pub fn spec(&self) -> StoreSpec {
         StoreSpec::Consul { endpoint: self.endpoint.clone(), token: None }
     }
@@ -282,7 +347,12 @@ pub fn pylon_output(args: &[&str], dir: &Path) -> (i32, String, String) {
 
 /// Sends SIGTERM to a child.
 pub fn terminate(child: &Child) {
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    signal(child, "TERM");
+}
+
+/// Sends a signal (`TERM`, `STOP`, `CONT`) to a child.
+pub fn signal(child: &Child, name: &str) {
+    let _ = Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status();
 }
 
 pub fn addr(port: u16) -> SocketAddr {
