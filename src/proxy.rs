@@ -87,6 +87,8 @@ pub struct EntryPoint {
     pub redirect: Option<RedirectTo>,
     pub trust: ForwardedTrust,
     pub path: path::PathPolicy,
+    /// How long a client may take to send a whole request body (`readTimeout`).
+    pub read_timeout: std::time::Duration,
 }
 
 pub struct RedirectTo {
@@ -192,6 +194,7 @@ impl Proxy {
             port: ep.port,
             host: &host,
             trusted: ep.trust.trusts(conn.peer.ip()),
+            read_timeout: ep.read_timeout,
         };
         self.forward(req, &service, pick, &client, served).await
     }
@@ -208,7 +211,7 @@ impl Proxy {
         let (head, body) = req.into_parts();
         let payload = match service {
             Service::Mirroring(m) => mirror(m, &head, body, client, &self.upstream).await?,
-            _ => Payload::Stream(body::Slot::new(body)),
+            _ => Payload::Stream(body::Slot::new(body, client.read_timeout)),
         };
         let mut tried = Vec::new();
         let response = loop {
@@ -230,7 +233,8 @@ impl Proxy {
                     }
                 }
                 Err(Failure::Other(reason)) => return Err(ProxyError::Upstream { server: server.to_string(), reason }),
-                Err(Failure::ClientBody(reason)) => return Err(ProxyError::BadRequest(reason)),
+                Err(Failure::ClientBody { too_slow: true, reason }) => return Err(ProxyError::RequestTimeout(reason)),
+                Err(Failure::ClientBody { too_slow: false, reason }) => return Err(ProxyError::BadRequest(reason)),
                 Err(Failure::Timeout) => return Err(ProxyError::Timeout { server: server.to_string() }),
             }
         };
@@ -278,8 +282,11 @@ impl Payload {
 enum Failure {
     Connect(String),
     Timeout,
-    /// The client's body broke while it was being sent.
-    ClientBody(String),
+    /// The client's body broke, or came too slowly, while it was being sent.
+    ClientBody {
+        too_slow: bool,
+        reason: String,
+    },
     Other(String),
 }
 
@@ -293,8 +300,8 @@ async fn send(upstream: &Upstream, request: Request<upstream::Body>) -> Result<R
         let reason = upstream::error_chain(&e);
         if e.is_connect() {
             Failure::Connect(reason)
-        } else if body::ClientBodyError::caused(&e) {
-            Failure::ClientBody(reason)
+        } else if let Some(cause) = body::ClientBodyError::cause_of(&e) {
+            Failure::ClientBody { too_slow: matches!(cause, body::ClientBodyError::TooSlow(_)), reason }
         } else {
             Failure::Other(reason)
         }
@@ -315,12 +322,12 @@ async fn mirror(
     let fits = body.is_end_stream() || body.size_hint().upper().is_some_and(|n| n <= m.max_body_size);
     let chosen: Vec<_> = m.mirrors.iter().filter(|mirror| mirror.take()).collect();
     if chosen.is_empty() || !fits {
-        return Ok(Payload::Stream(body::Slot::new(body)));
+        return Ok(Payload::Stream(body::Slot::new(body, client.read_timeout)));
     }
     let limit = usize::try_from(m.max_body_size).unwrap_or(usize::MAX);
-    let bytes = Limited::new(body, limit)
-        .collect()
-        .await
+    let collected = tokio::time::timeout(client.read_timeout, Limited::new(body, limit).collect()).await;
+    let bytes = collected
+        .map_err(|_| ProxyError::RequestTimeout(format!("the body took longer than {:?}", client.read_timeout)))?
         .map_err(|e| ProxyError::BadRequest(format!("reading the body: {e}")))?
         .to_bytes();
     for mirror in chosen {

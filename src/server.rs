@@ -98,6 +98,7 @@ impl Server {
                     redirect,
                     trust: ep.forwarded_trust.clone(),
                     path: ep.path,
+                    read_timeout: transport.header_read_timeout,
                 }),
                 tls_only: ep.tls.is_some(),
                 tls: certs.server_config(min_tls13),

@@ -157,3 +157,35 @@ async fn heads_without_one_host_connect_and_h2c_upgrades_are_refused_or_defused(
         assert!(!response.contains(name), "{name} reached the upstream:\n{response}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_trickled_past_read_timeout_is_cut_with_408() {
+    let f = on_etcd("[respondingTimeouts]\nreadTimeout = \"1s\"\n").await;
+    let app = Upstream::start("app").await;
+    let mut pairs = router("upload", "Path(`/upload`)", "app");
+    pairs.extend(servers("app", &[&app]));
+    f.write(&pairs).await;
+    f.within_a_second("h", "/upload", "the route", |r| r.status == 200).await;
+
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", f.replica.web)).await.unwrap();
+    stream.write_all(b"POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: 50\r\n\r\n").await.unwrap();
+    let started = std::time::Instant::now();
+    let (mut reader, mut writer) = stream.into_split();
+    // One byte every 100 ms: each byte would re-arm an idle timeout, never the whole-read one.
+    let trickle = tokio::spawn(async move {
+        for _ in 0..50 {
+            if writer.write_all(b"x").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let mut response = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(4), reader.read_to_end(&mut response)).await;
+    trickle.abort();
+    let response = String::from_utf8_lossy(&response);
+    assert!(read.is_ok(), "the trickling client was never cut: {response}");
+    assert_eq!(status(&response), 408, "{response}");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(3), "cut after {took:?}");
+}

@@ -29,6 +29,8 @@ pub enum ProxyError {
     Timeout { server: String },
     #[error("bad request: {0}")]
     BadRequest(String),
+    #[error("the request did not arrive in time: {0}")]
+    RequestTimeout(String),
 }
 
 impl ProxyError {
@@ -39,6 +41,7 @@ impl ProxyError {
             ProxyError::Refused { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -46,7 +49,7 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute | ProxyError::NoServer { .. } => Fault::Config,
             ProxyError::Refused { .. } | ProxyError::Upstream { .. } | ProxyError::Timeout { .. } => Fault::Upstream,
-            ProxyError::BadRequest(_) => Fault::Client,
+            ProxyError::BadRequest(_) | ProxyError::RequestTimeout(_) => Fault::Client,
         }
     }
 
@@ -59,6 +62,7 @@ impl ProxyError {
             StatusCode::SERVICE_UNAVAILABLE => "Service Unavailable\n",
             StatusCode::BAD_GATEWAY => "Bad Gateway\n",
             StatusCode::GATEWAY_TIMEOUT => "Gateway Timeout\n",
+            StatusCode::REQUEST_TIMEOUT => "Request Timeout\n",
             _ => "Bad Request\n",
         };
         let mut response = text(self.status(), body);
@@ -91,6 +95,7 @@ mod tests {
             (ProxyError::Upstream { server: server(), reason: "reset".into() }, 502, Fault::Upstream),
             (ProxyError::Timeout { server: server() }, 504, Fault::Upstream),
             (ProxyError::BadRequest("no host".into()), 400, Fault::Client),
+            (ProxyError::RequestTimeout("slow body".into()), 408, Fault::Client),
         ];
         for (error, status, fault) in cases {
             let response = error.response();

@@ -49,6 +49,8 @@ pub struct Client<'a> {
     pub host: &'a str,
     /// Whether the client's own `X-Forwarded-*` headers are trusted and extended.
     pub trusted: bool,
+    /// How long the client may take to send its body (`respondingTimeouts.readTimeout`).
+    pub read_timeout: std::time::Duration,
 }
 
 /// The protocol a client asked to switch to (`Upgrade`), when it asked on HTTP/1.1 for
@@ -161,7 +163,8 @@ mod tests {
     }
 
     fn client(trusted: bool) -> Client<'static> {
-        Client { ip: "10.1.2.3".parse().unwrap(), tls: true, port: 443, host: "a.example", trusted }
+        let read_timeout = std::time::Duration::from_secs(60);
+        Client { ip: "10.1.2.3".parse().unwrap(), tls: true, port: 443, host: "a.example", trusted, read_timeout }
     }
 
     #[test]
