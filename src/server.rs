@@ -280,9 +280,11 @@ async fn connection(
             Ok(Err(err)) => return tracing::debug!(%peer, "TLS handshake failed: {err}"),
             Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
         };
-        serve_http(&shared.builder, idle::IdleIo::new(stream, t.idle_timeout), service, &drain).await;
+        serve_http(&shared.builder, idle::IdleIo::new(stream, t.idle_timeout, t.write_stall_timeout), service, &drain)
+            .await;
     } else {
-        serve_http(&shared.builder, idle::IdleIo::new(stream, t.idle_timeout), service, &drain).await;
+        serve_http(&shared.builder, idle::IdleIo::new(stream, t.idle_timeout, t.write_stall_timeout), service, &drain)
+            .await;
     }
 }
 

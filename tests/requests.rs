@@ -189,3 +189,31 @@ async fn a_body_trickled_past_read_timeout_is_cut_with_408() {
     let took = started.elapsed();
     assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(3), "cut after {took:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_stops_reading_is_cut_after_write_timeout() {
+    let f = on_etcd("[respondingTimeouts]\nwriteTimeout = \"1s\"\n").await;
+    let app = Upstream::start("app").await;
+    let mut pairs = router("bytes", "PathPrefix(`/bytes/`)", "app");
+    pairs.extend(servers("app", &[&app]));
+    f.write(&pairs).await;
+    f.within_a_second("h", "/bytes/1", "the route", |r| r.status == 200).await;
+
+    const TOTAL: usize = 100 * 1024 * 1024;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", f.replica.web)).await.unwrap();
+    stream.write_all(format!("GET /bytes/{TOTAL} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes()).await.unwrap();
+    // Read nothing for 3 s: buffers fill, Pylon's writes stop making progress.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut received = 0usize;
+    let mut buf = vec![0u8; 1 << 20];
+    let drained = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received += n,
+            }
+        }
+    });
+    assert!(drained.await.is_ok(), "the connection was neither cut nor finished");
+    assert!(received < TOTAL / 2, "a client that stopped reading got {received} of {TOTAL} bytes: never cut");
+}

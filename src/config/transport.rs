@@ -13,6 +13,9 @@ pub struct Transport {
     pub header_read_timeout: Duration,
     /// How long a keep-alive connection may sit idle between requests.
     pub idle_timeout: Duration,
+    /// How long a write to a client may make no progress (the client reads nothing) before the
+    /// connection is closed; `None` waits as long as `idle_timeout` allows.
+    pub write_stall_timeout: Option<Duration>,
     /// The largest request head accepted; larger ones get 431 (HTTP/1.1) or a stream reset (h2).
     pub max_header_bytes: usize,
     /// Connections beyond this wait in the kernel's accept queue; `None` is unbounded.
@@ -32,6 +35,7 @@ impl Default for Transport {
         Transport {
             header_read_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(180),
+            write_stall_timeout: None,
             max_header_bytes: 64 * 1024,
             max_connections: None,
             dial_timeout: Duration::from_secs(30),
@@ -51,9 +55,6 @@ pub(super) fn build(raw: &RawConfig, c: &mut Checker) -> Transport {
     let responding = raw.respondingtimeouts.as_ref();
     let forwarding = raw.forwardingtimeouts.as_ref();
     let limits = raw.limits.as_ref();
-    if responding.and_then(|r| r.writetimeout).is_some() {
-        c.warn("respondingtimeouts.writetimeout", "writeTimeout is not supported; responses stream without a limit");
-    }
     let positive = |c: &mut Checker, path: &str, v: Option<Duration>| match v {
         Some(v) if v.is_zero() => {
             c.error(path, "must be more than 0s");
@@ -74,6 +75,8 @@ pub(super) fn build(raw: &RawConfig, c: &mut Checker) -> Transport {
             .unwrap_or(d.header_read_timeout),
         idle_timeout: positive(c, "respondingtimeouts.idletimeout", responding.and_then(|r| r.idletimeout))
             .unwrap_or(d.idle_timeout),
+        // Traefik's 0 means no limit.
+        write_stall_timeout: responding.and_then(|r| r.writetimeout).filter(|t| !t.is_zero()),
         max_header_bytes,
         max_connections: limits
             .and_then(|l| l.maxconnections)

@@ -1,7 +1,8 @@
 //! The idle timeout of client connections (`respondingTimeouts.idleTimeout`): a connection on
 //! which no byte moved either way for that long fails its next read, and hyper closes it. The
 //! timer is re-armed lazily, so busy connections pay one clock read per I/O call, not a timer
-//! reset.
+//! reset. With `writeTimeout`, a write that makes no progress for that long (a client that
+//! stopped reading, as nginx's `send_timeout` sees it) fails too, however busy the reads are.
 
 use std::{
     future::Future,
@@ -21,12 +22,36 @@ pub struct IdleIo<T> {
     timeout: Duration,
     last_activity: Instant,
     timer: Pin<Box<Sleep>>,
+    /// `writeTimeout`, and the timer of a write that is waiting for the client, armed when a
+    /// write first returns `Pending` and dropped when one makes progress.
+    write_timeout: Option<Duration>,
+    stalled: Option<Pin<Box<Sleep>>>,
 }
 
 impl<T> IdleIo<T> {
-    pub fn new(inner: T, timeout: Duration) -> IdleIo<T> {
+    pub fn new(inner: T, timeout: Duration, write_timeout: Option<Duration>) -> IdleIo<T> {
         let now = Instant::now();
-        IdleIo { inner, timeout, last_activity: now, timer: Box::pin(tokio::time::sleep_until(now + timeout)) }
+        let timer = Box::pin(tokio::time::sleep_until(now + timeout));
+        IdleIo { inner, timeout, last_activity: now, timer, write_timeout, stalled: None }
+    }
+
+    /// After a write attempt: progress clears the stall; `Pending` arms it, or fails the write
+    /// once it has lasted `writeTimeout`.
+    fn track_write<R>(&mut self, result: Poll<io::Result<R>>, cx: &mut Context<'_>) -> Poll<io::Result<R>> {
+        if result.is_ready() {
+            self.last_activity = Instant::now();
+            self.stalled = None;
+            return result;
+        }
+        let Some(limit) = self.write_timeout else { return result };
+        let stalled = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the client read nothing for {limit:?} (writeTimeout)"),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
     }
 
     /// Ready with an error once the connection has been idle for the whole timeout.
@@ -60,10 +85,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
 impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let result = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if result.is_ready() {
-            self.last_activity = Instant::now();
-        }
-        result
+        self.track_write(result, cx)
     }
 
     fn poll_write_vectored(
@@ -72,10 +94,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if result.is_ready() {
-            self.last_activity = Instant::now();
-        }
-        result
+        self.track_write(result, cx)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -100,7 +119,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_idle_connection_fails_its_read_and_a_busy_one_does_not() {
         let (client, server) = tokio::io::duplex(64);
-        let mut server = IdleIo::new(server, Duration::from_secs(10));
+        let mut server = IdleIo::new(server, Duration::from_secs(10), None);
         let mut client = client;
         let mut buf = [0u8; 4];
         tokio::time::sleep(Duration::from_secs(8)).await;
@@ -112,5 +131,21 @@ mod tests {
         server.read_exact(&mut buf).await.unwrap();
         let err = server.read(&mut buf).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_the_client_never_reads_fails_after_write_timeout() {
+        let (mut client, server) = tokio::io::duplex(16);
+        let mut server = IdleIo::new(server, Duration::from_secs(180), Some(Duration::from_secs(5)));
+        server.write_all(&[0; 16]).await.unwrap();
+        let started = Instant::now();
+        let write = tokio::spawn(async move { server.write_all(&[0; 16]).await });
+        let mut buf = [0u8; 4];
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        client.read_exact(&mut buf).await.unwrap();
+        // Progress at t=3s re-armed the stall: the write fails 5 s after the buffer filled again.
+        let err = write.await.unwrap().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= Duration::from_secs(8), "{:?}", started.elapsed());
     }
 }
