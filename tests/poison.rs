@@ -30,11 +30,7 @@ async fn log_says(replica: &Replica, what: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn poison_keys_and_values_never_take_a_replica_down() {
     let f = on_etcd("").await;
-    let app = Upstream::start("app").await;
-    let mut pairs = router("good", "Host(`good.example`)", "app");
-    pairs.extend(servers("app", &[&app]));
-    f.write(&pairs).await;
-    f.within_a_second("good.example", "/", "the first table", |r| r.status == 200).await;
+    let _app = f.serve_app("Host(`good.example`)", "good.example", "/").await;
 
     let parens = format!("{}Host(`x`){}", "(".repeat(10_000), ")".repeat(10_000));
     let nots = format!("{}Host(`x`)", "!".repeat(30_000));
@@ -128,11 +124,7 @@ async fn a_router_whose_middleware_cannot_run_is_disabled_and_its_neighbours_ser
 #[tokio::test(flavor = "multi_thread")]
 async fn a_typo_in_a_live_service_keeps_its_last_good_version() {
     let f = on_etcd("").await;
-    let app = Upstream::start("app").await;
-    let mut pairs = router("r", "Host(`app.example`)", "app");
-    pairs.extend(servers("app", &[&app]));
-    f.write(&pairs).await;
-    f.within_a_second("app.example", "/", "the first table", |r| r.status == 200).await;
+    let _app = f.serve_app("Host(`app.example`)", "app.example", "/").await;
 
     f.write(&[("http/services/app/loadBalancer/servers/0/weight", "abc".into())]).await;
     log_says(&f.replica, "serving its last good version").await;

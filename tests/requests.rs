@@ -78,11 +78,7 @@ async fn path_tricks_neither_climb_out_of_a_route_nor_slip_past_a_deny_rule() {
 async fn encoded_characters_pass_where_the_entrypoint_allows_them() {
     let extra = "[entryPoints.web.http]\nsanitizePath = false\n[entryPoints.web.http.encodedCharacters]\nallowEncodedSlash = true\n";
     let f = on_etcd(extra).await;
-    let app = Upstream::start("app").await;
-    let mut pairs = router("public", "PathPrefix(`/public`)", "app");
-    pairs.extend(servers("app", &[&app]));
-    f.write(&pairs).await;
-    f.within_a_second("h", "/public/", "the routes", |r| r.body.starts_with("app ")).await;
+    let _app = f.serve_app("PathPrefix(`/public`)", "h", "/public/").await;
     let response = raw(f.replica.web, &get("/public/a%2fb/../c")).await;
     assert!(response.contains("app GET /public/a%2Fb/../c\n"), "{response}");
     assert_eq!(status(&raw(f.replica.web, &get("/public/a%3Bb")).await), 400, "the other encodings stay refused");
@@ -161,11 +157,7 @@ async fn heads_without_one_host_connect_and_h2c_upgrades_are_refused_or_defused(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_body_trickled_past_read_timeout_is_cut_with_408() {
     let f = on_etcd("[respondingTimeouts]\nreadTimeout = \"1s\"\n").await;
-    let app = Upstream::start("app").await;
-    let mut pairs = router("upload", "Path(`/upload`)", "app");
-    pairs.extend(servers("app", &[&app]));
-    f.write(&pairs).await;
-    f.within_a_second("h", "/upload", "the route", |r| r.status == 200).await;
+    let _app = f.serve_app("Path(`/upload`) || Path(`/probe`)", "h", "/probe").await;
 
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", f.replica.web)).await.unwrap();
     stream.write_all(b"POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: 50\r\n\r\n").await.unwrap();
@@ -193,11 +185,7 @@ async fn a_body_trickled_past_read_timeout_is_cut_with_408() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_stops_reading_is_cut_after_write_timeout() {
     let f = on_etcd("[respondingTimeouts]\nwriteTimeout = \"1s\"\n").await;
-    let app = Upstream::start("app").await;
-    let mut pairs = router("bytes", "PathPrefix(`/bytes/`)", "app");
-    pairs.extend(servers("app", &[&app]));
-    f.write(&pairs).await;
-    f.within_a_second("h", "/bytes/1", "the route", |r| r.status == 200).await;
+    let _app = f.serve_app("PathPrefix(`/bytes/`) || Path(`/probe`)", "h", "/probe").await;
 
     const TOTAL: usize = 100 * 1024 * 1024;
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", f.replica.web)).await.unwrap();

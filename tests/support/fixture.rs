@@ -63,6 +63,19 @@ impl Fixture {
     }
 }
 
+impl Fixture {
+    /// Starts an upstream named `app`, routes `rule` to it (router and service `app`), and waits
+    /// until a request for `host` and `path` reaches it.
+    pub async fn serve_app(&self, rule: &str, host: &str, path: &str) -> Upstream {
+        let app = Upstream::start("app").await;
+        let mut pairs = router("app", rule, "app");
+        pairs.extend(servers("app", &[&app]));
+        self.write(&pairs).await;
+        self.within_a_second(host, path, "the route to app", |r| r.body.starts_with("app ")).await;
+        app
+    }
+}
+
 /// A key built at run time, kept for the test's life so pairs can mix it with literals.
 pub fn leak(key: String) -> &'static str {
     Box::leak(key.into_boxed_str())
