@@ -111,6 +111,9 @@ fn skip(input: &[u8]) -> Option<&[u8]> {
 fn time(input: &[u8]) -> Option<(i64, &[u8])> {
     let (tag, content, rest) = next(input)?;
     let text = std::str::from_utf8(content).ok()?.strip_suffix('Z')?;
+    if !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None; // No sign, and no multi-byte character for the slices below to cut through.
+    }
     let (year, rest_digits) = match tag {
         UTC_TIME if text.len() == 12 => {
             let yy: i64 = text[..2].parse().ok()?;
@@ -183,5 +186,22 @@ mod tests {
         assert_eq!(renewal_parts(b"not a certificate"), None);
         assert_eq!(facts(b"not a certificate"), None);
         assert_eq!(facts(&[0x30, 0x82, 0xff]), None);
+    }
+
+    #[test]
+    fn a_time_with_anything_but_digits_is_none() {
+        // A notBefore UTCTime "1é010100000Z" is 12 bytes before its Z, but slicing its two-digit
+        // year cut through the 'é' and panicked (fuzz/seeds/der/utf8_in_time replays it).
+        let mut cert = [
+            0x30, 0x1a, 0x30, 0x18, // Certificate, TBSCertificate
+            0x02, 0x01, 0x01, // serialNumber
+            0x30, 0x00, // signature
+            0x30, 0x00, // issuer
+            0x30, 0x0f, 0x17, 0x0d, // validity, notBefore (UTCTime):
+            b'1', 0xc3, 0xa9, b'0', b'1', b'0', b'1', b'0', b'0', b'0', b'0', b'0', b'Z',
+        ];
+        assert_eq!(facts(&cert), None);
+        cert[15..18].copy_from_slice(b"+60");
+        assert_eq!(facts(&cert), None, "a year of \"+6\" is no year");
     }
 }
