@@ -114,22 +114,16 @@ impl Parts {
     /// Records that one owner's keys could not be read as a tree (`diagnostic` says why): it
     /// keeps its last good version, if it had one.
     pub fn reject(&mut self, owner: Owner, diagnostic: Diagnostic) {
-        let d = diagnostic;
-        let rejected = |what: &str, name: &str| format!("{what} {name:?} rejected");
+        let at = diagnostic.origin.clone();
         match owner {
-            Owner::Router(name) => {
-                let failed = Decoded::failed(d, rejected("router", &name));
-                keep_last_good(&mut self.routers, name, failed, "router");
-            }
+            Owner::Router(name) => keep_last_good(&mut self.routers, name, Decoded::failed(diagnostic), "router", at),
             Owner::Service(name) => {
-                let failed = Decoded::failed(d, rejected("service", &name));
-                keep_last_good(&mut self.services, name, failed, "service");
+                keep_last_good(&mut self.services, name, Decoded::failed(diagnostic), "service", at)
             }
             Owner::Middleware(name) => {
-                let failed = Decoded::failed(d, rejected("middleware", &name));
-                self.middlewares.insert(name, failed);
+                keep_last_good(&mut self.middlewares, name, Decoded::failed(diagnostic), "middleware", at)
             }
-            Owner::Rest => self.rest = Some(Decoded::failed(d, "the tls section rejected".into())),
+            Owner::Rest => self.rest = Some(Decoded::failed(diagnostic)),
         }
     }
 
@@ -138,22 +132,16 @@ impl Parts {
             Owner::Router(name) => {
                 let path = format!("http.routers.{name}");
                 let value = c.deserialize::<RawRouter>(raw.clone(), &path).and_then(|raw| router(&raw, &path, c));
-                if value.is_none() {
-                    c.error(&path, format!("router {name:?} rejected"));
-                }
-                let origin = c.locate(&format!("{path}.service"));
+                let (at, origin) = (c.locate(&path), c.locate(&format!("{path}.service")));
                 let mut d = decoded(value, origin, c);
                 d.middlewares_at = c.locate(&format!("{path}.middlewares"));
-                keep_last_good(&mut self.routers, name, d, "router");
+                keep_last_good(&mut self.routers, name, d, "router", at);
             }
             Owner::Service(name) => {
                 let path = format!("http.services.{name}");
                 let value = c.deserialize::<RawService>(raw.clone(), &path).and_then(|raw| service(&raw, &path, c));
-                if value.is_none() {
-                    c.error(&path, format!("service {name:?} rejected"));
-                }
                 let origin = c.locate(&path);
-                keep_last_good(&mut self.services, name, decoded(value, origin, c), "service");
+                keep_last_good(&mut self.services, name, decoded(value, origin.clone(), c), "service", origin);
             }
             Owner::Middleware(name) => {
                 let path = format!("http.middlewares.{name}");
@@ -182,7 +170,7 @@ impl Parts {
                     }
                 };
                 let origin = c.locate(&path);
-                self.middlewares.insert(name, decoded(kind, origin, c));
+                keep_last_good(&mut self.middlewares, name, decoded(kind, origin.clone(), c), "middleware", origin);
             }
             Owner::Rest => {
                 let rest = rest(raw, c);
@@ -249,31 +237,33 @@ impl Parts {
     }
 }
 
-/// Puts an owner's new decoding in place; when it failed and the owner had a good version, that
-/// version stays in force, and the error says so.
-fn keep_last_good<T: Clone>(map: &mut BTreeMap<String, Decoded<T>>, name: String, mut new: Decoded<T>, what: &str) {
+/// Puts an owner's new decoding in place. When it failed, the owner's last good version, if it
+/// had one, stays in force; either way a closing error at `at` says which it was.
+fn keep_last_good<T: Clone>(
+    map: &mut BTreeMap<String, Decoded<T>>,
+    name: String,
+    mut new: Decoded<T>,
+    what: &str,
+    at: Origin,
+) {
     if new.value.is_none() {
-        if let Some(old) = map.get(&name).and_then(|old| old.value.clone()) {
-            new.value = Some(old);
-            let rejected = format!("{what} {name:?} rejected");
-            let message = format!(
-                "{what} {name:?}: its keys are invalid; serving its last good version until they are fixed or deleted"
-            );
-            match new.errors.iter_mut().find(|e| e.message == rejected) {
-                Some(line) => line.message = message,
-                None => new.errors.push(Diagnostic { origin: new.origin.clone(), message }),
+        let message = match map.get(&name).and_then(|old| old.value.clone()) {
+            Some(old) => {
+                new.value = Some(old);
+                format!("{what} {name:?}: its keys are invalid; serving its last good version until they are fixed or deleted")
             }
-        }
+            None => format!("{what} {name:?} rejected"),
+        };
+        new.errors.push(Diagnostic { origin: at, message });
     }
     map.insert(name, new);
 }
 
 impl<T> Decoded<T> {
-    /// An owner whose keys could not be read: `diagnostic` says why, `rejected` what it cost.
-    fn failed(diagnostic: Diagnostic, rejected: String) -> Decoded<T> {
+    /// An owner whose keys could not be read, `diagnostic` saying why.
+    fn failed(diagnostic: Diagnostic) -> Decoded<T> {
         let origin = diagnostic.origin.clone();
-        let errors = vec![diagnostic, Diagnostic { origin: origin.clone(), message: rejected }];
-        Decoded { value: None, errors, warnings: Vec::new(), middlewares_at: origin.clone(), origin }
+        Decoded { value: None, errors: vec![diagnostic], warnings: Vec::new(), middlewares_at: origin.clone(), origin }
     }
 
     fn diagnostics(&self) -> (&[Diagnostic], &[Diagnostic]) {
