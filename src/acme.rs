@@ -88,22 +88,31 @@ pub fn now() -> i64 {
 }
 
 /// The certificates the dynamic configuration asks for: per TLS router that uses ACME (its
-/// `tls.certResolver` is set, or `onHostRule` is on), its `tls.domains`, else the hosts of its
-/// rule, as one certificate.
+/// `tls.certResolver` is set, or its entrypoint's `http.tls.certResolver`, or `onHostRule` is
+/// on), its `tls.domains`, else its entrypoint's `http.tls.domains`, else the hosts of its rule,
+/// as one certificate.
 pub fn wanted(config: &DynamicConfig, statics: &StaticConfig) -> Vec<Domain> {
     let Some(acme) = &statics.acme else { return Vec::new() };
     let mut out = Vec::new();
     for router in config.routers.values() {
         let entry_points =
             if router.entry_points.is_empty() { &statics.default_entry_points } else { &router.entry_points };
-        let on_tls_entry_point =
-            entry_points.iter().any(|ep| statics.entry_points.get(ep).is_some_and(|e| e.tls.is_some()));
-        let resolver = router.tls.as_ref().is_some_and(|t| t.cert_resolver.is_some());
+        let entry_points: Vec<_> = entry_points.iter().filter_map(|ep| statics.entry_points.get(ep)).collect();
+        let on_tls_entry_point = entry_points.iter().any(|e| e.tls.is_some());
+        let inherited = entry_points.iter().filter_map(|e| e.router_tls.as_ref());
+        let resolver = match &router.tls {
+            Some(tls) => tls.cert_resolver.is_some(),
+            None => inherited.clone().any(|t| t.cert_resolver.is_some()),
+        };
         if !(resolver || (acme.on_host_rule && (router.tls.is_some() || on_tls_entry_point))) {
             continue;
         }
-        match router.tls.as_ref().filter(|t| !t.domains.is_empty()) {
-            Some(tls) => out.extend(tls.domains.iter().cloned()),
+        let mut domains = router.tls.as_ref().map(|t| t.domains.as_slice()).filter(|d| !d.is_empty());
+        if router.tls.is_none() {
+            domains = inherited.map(|t| t.domains.as_slice()).find(|d| !d.is_empty());
+        }
+        match domains {
+            Some(domains) => out.extend(domains.iter().cloned()),
             None => {
                 let mut hosts = router.rule.hosts().into_iter().filter(|h| valid_name(h));
                 if let Some(main) = hosts.next() {
@@ -123,4 +132,55 @@ pub fn valid_name(name: &str) -> bool {
         && name.contains('.')
         && name.parse::<std::net::IpAddr>().is_err()
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'*')
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{load, tree::STATIC_NAMES, Node};
+    use crate::dynamic::{self, DYNAMIC_NAMES};
+
+    #[test]
+    fn routers_inherit_their_entrypoints_cert_resolver_and_domains() {
+        let statics = r#"
+            [entryPoints.websecure]
+            address = ":443"
+            [entryPoints.websecure.http.tls]
+            certResolver = "le"
+            [[entryPoints.websecure.http.tls.domains]]
+            main = "example.com"
+            sans = ["*.example.com"]
+            [entryPoints.web]
+            address = ":80"
+            [acme]
+            email = "ops@example.com"
+            entryPoint = "websecure"
+            [acme.httpChallenge]
+            entryPoint = "web"
+        "#;
+        let statics = load(Node::from_toml("s.toml", statics, STATIC_NAMES).unwrap()).unwrap().config;
+        let routers = r#"
+            [http.routers.inherits]
+            rule = "Host(`a.example.com`)"
+            service = "s"
+            entryPoints = ["websecure"]
+            [http.routers.own]
+            rule = "Host(`own.example.org`)"
+            service = "s"
+            entryPoints = ["websecure"]
+            tls = { certResolver = "le" }
+            [http.routers.plain]
+            rule = "Host(`plain.example.net`)"
+            service = "s"
+            entryPoints = ["web"]
+            [http.services.s.loadBalancer]
+            servers = [{ url = "http://127.0.0.1:9" }]
+        "#;
+        let config = dynamic::build(Node::from_toml("d.toml", routers, DYNAMIC_NAMES).unwrap());
+        let wanted: Vec<(String, Vec<String>)> =
+            super::wanted(&config, &statics).into_iter().map(|d| (d.main, d.sans)).collect();
+        assert_eq!(
+            wanted,
+            [("example.com".into(), vec!["*.example.com".to_string()]), ("own.example.org".into(), vec![])]
+        );
+    }
 }

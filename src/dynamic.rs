@@ -40,6 +40,9 @@ pub struct DynamicConfig {
     /// PEM contents or file paths, as given.
     pub certificates: Vec<Certificate>,
     pub default_certificate: Option<Certificate>,
+    /// TLS settings that Pylon cannot enforce were asked for (`tls/options`): no router is
+    /// served over TLS rather than served under weaker TLS.
+    pub tls_refused: bool,
     /// What was left out, and why: one diagnostic per rejected router or service.
     pub rejected: Vec<Diagnostic>,
     pub warnings: Vec<Diagnostic>,

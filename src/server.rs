@@ -82,6 +82,10 @@ impl Server {
         let drain = CancellationToken::new();
         let connections = TaskTracker::new();
         let mut entrypoints = Vec::new();
+        // A plain entrypoint terminates TLS for clients that start a handshake; it does so under
+        // every TLS entrypoint's settings, so that no TLS connection is weaker than one of them.
+        let plain_tls =
+            tls::TlsPolicy::strictest(config.entry_points.values().filter_map(|e| Some(&e.tls.as_ref()?.policy)));
         for (name, listener) in self.listeners {
             let ep = &config.entry_points[&name];
             let redirect = ep.redirect.as_ref().map(|r| RedirectTo {
@@ -89,7 +93,7 @@ impl Server {
                 port: addrs.get(&r.entry_point).map_or(0, |a| a.port()),
                 permanent: r.permanent,
             });
-            let min_tls13 = ep.tls.as_ref().and_then(|t| t.min_version.as_deref()) == Some("VersionTLS13");
+            let policy = ep.tls.as_ref().map_or(&plain_tls, |t| &t.policy);
             let shared = Arc::new(Listener {
                 ep: Arc::new(EntryPoint {
                     name: name.clone(),
@@ -101,7 +105,7 @@ impl Server {
                     read_timeout: transport.header_read_timeout,
                 }),
                 tls_only: ep.tls.is_some(),
-                tls: certs.server_config(min_tls13),
+                tls: certs.server_config(policy),
                 certs: certs.clone(),
                 builder: builder.clone(),
                 transport: transport.clone(),

@@ -5,6 +5,7 @@
 //! cover get the default certificate: the configured one, or one generated at start.
 
 mod accept;
+pub mod policy;
 
 use std::{
     collections::HashMap,
@@ -13,6 +14,7 @@ use std::{
 };
 
 pub use accept::{accept, Accepted, BoxFuture, HandshakeHooks, ACME_TLS};
+pub use policy::TlsPolicy;
 
 use arc_swap::ArcSwap;
 use rustls::{
@@ -196,23 +198,22 @@ impl CertStore {
         index.wildcard.get(parent).cloned()
     }
 
-    /// A rustls server configuration over this store, offering h2 and HTTP/1.1.
-    pub fn server_config(self: &Arc<Self>, min_tls13: bool) -> Arc<ServerConfig> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let versions: &[&rustls::SupportedProtocolVersion] =
-            if min_tls13 { &[&rustls::version::TLS13] } else { rustls::DEFAULT_VERSIONS };
-        let mut config = ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(versions)
-            .expect("ring supports TLS 1.2 and 1.3")
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::new(Resolver(self.clone())));
+    /// A rustls server configuration over this store that enforces `policy`, offering h2 and
+    /// HTTP/1.1.
+    pub fn server_config(self: &Arc<Self>, policy: &TlsPolicy) -> Arc<ServerConfig> {
+        let resolver = Arc::new(Resolver { store: self.clone(), sni_strict: policy.sni_strict });
+        let mut config = policy.server_config(resolver);
         config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
         Arc::new(config)
     }
 }
 
-/// rustls' view of the store: SNI first, the default certificate otherwise.
-struct Resolver(Arc<CertStore>);
+/// rustls' view of the store: SNI first, the default certificate otherwise (unless
+/// `sniStrict`, where a handshake naming no stored certificate fails).
+struct Resolver {
+    store: Arc<CertStore>,
+    sni_strict: bool,
+}
 
 impl fmt::Debug for Resolver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -222,7 +223,11 @@ impl fmt::Debug for Resolver {
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        hello.server_name().and_then(|name| self.0.lookup(name)).or_else(|| Some(self.0.default.load_full()))
+        let found = hello.server_name().and_then(|name| self.store.lookup(name));
+        if self.sni_strict {
+            return found;
+        }
+        found.or_else(|| Some(self.store.default.load_full()))
     }
 }
 

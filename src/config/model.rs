@@ -40,6 +40,9 @@ pub struct EntryPoint {
     /// permanent (308) or not (302).
     pub redirect: Option<Redirect>,
     pub tls: Option<Tls>,
+    /// `http.tls`: every router on the entrypoint is a TLS router, with this resolver and these
+    /// domains unless it names its own.
+    pub router_tls: Option<RouterTlsDefaults>,
     /// Whose `X-Forwarded-*` headers are kept (`forwardedHeaders`); others' are replaced.
     pub forwarded_trust: ForwardedTrust,
     /// How request paths are made canonical (`http.sanitizePath`, `http.encodedCharacters`).
@@ -53,6 +56,7 @@ impl EntryPoint {
             address,
             redirect: None,
             tls: None,
+            router_tls: None,
             forwarded_trust: ForwardedTrust::default(),
             path: PathPolicy::default(),
         }
@@ -80,8 +84,15 @@ pub struct Redirect {
 
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Tls {
-    pub min_version: Option<String>,
+    pub policy: crate::tls::TlsPolicy,
     pub certificates: Vec<(String, String)>,
+}
+
+/// `[entryPoints.<name>.http.tls]`: what routers on the entrypoint inherit.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct RouterTlsDefaults {
+    pub cert_resolver: Option<String>,
+    pub domains: Vec<Domain>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -196,14 +207,16 @@ pub(super) fn build(raw: RawConfig, c: &mut Checker) -> Option<StaticConfig> {
             );
         }
         let tls = ep.tls.as_ref().map(|t| Tls {
-            min_version: t.minversion.clone(),
+            policy: tls_policy(t, &format!("{path}.tls"), c),
             certificates: t
                 .certificates
                 .iter()
                 .filter_map(|cert| Some((cert.certfile.clone()?, cert.keyfile.clone()?)))
                 .collect(),
         });
-        let tls = tls.or_else(|| v2.and_then(|h| h.tls.as_ref()).map(|_| Tls::default()));
+        let router_tls =
+            v2.and_then(|h| h.tls.as_ref()).map(|t| router_tls_defaults(t, &format!("{path}.http.tls"), c));
+        let tls = tls.or_else(|| router_tls.as_ref().map(|_| Tls::default()));
         let mut forwarded_trust = ForwardedTrust::default();
         if let Some(f) = &ep.forwardedheaders {
             forwarded_trust.insecure = f.insecure.unwrap_or(false);
@@ -217,8 +230,19 @@ pub(super) fn build(raw: RawConfig, c: &mut Checker) -> Option<StaticConfig> {
                 }
             }
         }
+        if ep.proxyprotocol.is_some() {
+            // A load balancer sending PROXY headers would get 400s, and its clients' addresses
+            // would be lost: refuse rather than start half working.
+            c.error(
+                &format!("{path}.proxyprotocol"),
+                "the PROXY protocol is not implemented yet; remove proxyProtocol or keep this entrypoint on Traefik",
+            );
+        }
+        if ep.compress == Some(true) {
+            c.warn(&format!("{path}.compress"), "compression is not implemented yet; responses are sent uncompressed");
+        }
         let path = path_policy(v2);
-        entry_points.insert(name.clone(), EntryPoint { address, redirect, tls, forwarded_trust, path });
+        entry_points.insert(name.clone(), EntryPoint { address, redirect, tls, router_tls, forwarded_trust, path });
     }
 
     // Traefik 1.x: [web] is the internal entrypoint at its own address.
@@ -362,6 +386,64 @@ pub(super) fn build(raw: RawConfig, c: &mut Checker) -> Option<StaticConfig> {
     })
 }
 
+/// `http.tls` on an entrypoint: its `certResolver` and `domains` apply to its routers; TLS
+/// options other than the default ones would not be enforced, so they are an error.
+fn router_tls_defaults(t: &RawEntryPointTls, path: &str, c: &mut Checker) -> RouterTlsDefaults {
+    if let Some(options) = t.options.as_deref().filter(|o| o.split('@').next() != Some("default")) {
+        c.error(
+            &format!("{path}.options"),
+            format!("TLS options {options:?} are not implemented yet; set minVersion, cipherSuites and sniStrict in the entrypoint's tls section"),
+        );
+    }
+    let mut domains = Vec::new();
+    for (i, d) in t.domains.iter().enumerate() {
+        match &d.main {
+            Some(main) if !main.is_empty() => {
+                domains.push(Domain { main: main.to_ascii_lowercase(), sans: d.sans.clone().unwrap_or_default() })
+            }
+            _ => c.error(&format!("{path}.domains.{i}"), "each domain needs a main name"),
+        }
+    }
+    RouterTlsDefaults { cert_resolver: t.certresolver.clone(), domains }
+}
+
+/// `[entryPoints.<name>.tls]`'s `minVersion`, `cipherSuites` and `sniStrict`: enforced, or an
+/// error at their key; a value that cannot be honoured exactly is refused or made stricter.
+fn tls_policy(t: &super::file::RawTls, path: &str, c: &mut Checker) -> crate::tls::TlsPolicy {
+    use crate::tls::policy::{self, MinVersion, Suite};
+    let mut out = crate::tls::TlsPolicy { sni_strict: t.snistrict.unwrap_or(false), ..Default::default() };
+    if let Some(text) = &t.minversion {
+        match policy::min_version(text) {
+            Ok(MinVersion::Tls13) => out.min_tls13 = true,
+            Ok(MinVersion::Tls12) => {}
+            Ok(MinVersion::Raised) => c.warn(
+                &format!("{path}.minversion"),
+                format!("{text}: Pylon never speaks TLS below 1.2, so TLS 1.2 is the minimum"),
+            ),
+            Err(err) => c.error(&format!("{path}.minversion"), err),
+        }
+    }
+    if let Some(names) = &t.ciphersuites {
+        let mut tls12 = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let at = format!("{path}.ciphersuites.{i}");
+            match policy::cipher_suite(name.trim()) {
+                Ok(Suite::Tls12(name)) => tls12.push(name),
+                Ok(Suite::Tls13) => {}
+                Ok(Suite::Unavailable) => {
+                    c.warn(&at, format!("{name}: not offered by Pylon's TLS library, so never negotiated"))
+                }
+                Err(err) => c.error(&at, err),
+            }
+        }
+        if tls12.is_empty() && !out.min_tls13 {
+            c.warn(&format!("{path}.ciphersuites"), "no TLS 1.2 suite Pylon offers is listed: only TLS 1.3 is spoken");
+        }
+        out.tls12_suites = Some(tls12);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_address;
@@ -376,8 +458,35 @@ mod tests {
                   \x20     tls: {}\n";
         let v1 = load(Node::from_toml("t.toml", v1, STATIC_NAMES).unwrap()).unwrap().config;
         let v2 = load(Node::from_yaml("t.yml", v2, STATIC_NAMES).unwrap()).unwrap().config;
-        assert_eq!(v2.entry_points, v1.entry_points);
+        let mut v2_entry_points = v2.entry_points.clone();
+        let inherited = v2_entry_points.get_mut("websecure").unwrap().router_tls.take();
+        assert_eq!(inherited, Some(super::RouterTlsDefaults::default()), "http.tls is what routers inherit");
+        assert_eq!(v2_entry_points, v1.entry_points);
         assert_eq!(v2.entry_points["web"].redirect.as_ref().unwrap().entry_point, "websecure");
+    }
+
+    #[test]
+    fn tls_settings_are_enforced_or_refused_at_their_key() {
+        let file = "[entryPoints.websecure]\naddress = \":443\"\n[entryPoints.websecure.tls]\n\
+                    minVersion = \"VersionTLS13\"\nsniStrict = true\n\
+                    cipherSuites = [\"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\", \"TLS_RSA_WITH_AES_128_CBC_SHA\"]\n";
+        let loaded = load(Node::from_toml("t.toml", file, STATIC_NAMES).unwrap()).unwrap();
+        let policy = &loaded.config.entry_points["websecure"].tls.as_ref().unwrap().policy;
+        assert!(policy.min_tls13 && policy.sni_strict);
+        assert_eq!(policy.tls12_suites, Some(vec!["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256".to_string()]));
+        let warned: Vec<String> = loaded.warnings.iter().map(|w| w.to_string()).collect();
+        assert!(warned.iter().any(|w| w.starts_with("t.toml:6:") && w.contains("never negotiated")), "{warned:?}");
+
+        for (bad, at) in [
+            ("minVersion = \"TLS13\"", "t.toml:4:"),
+            ("cipherSuites = [\"TLS_FAST\"]", "t.toml:4:"),
+            ("[entryPoints.websecure.http.tls]\noptions = \"modern\"", "t.toml:5:"),
+        ] {
+            let file = format!("[entryPoints.websecure]\naddress = \":443\"\n[entryPoints.websecure.tls]\n{bad}\n");
+            let errors = load(Node::from_toml("t.toml", &file, STATIC_NAMES).unwrap()).unwrap_err();
+            let errors: Vec<String> = errors.0.iter().map(|e| e.to_string()).collect();
+            assert!(errors.iter().any(|e| e.starts_with(at)), "{bad}: {errors:?}");
+        }
     }
 
     #[test]

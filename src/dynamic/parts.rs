@@ -53,6 +53,8 @@ struct Decoded<T> {
 struct Rest {
     certificates: Vec<super::Certificate>,
     default_certificate: Option<super::Certificate>,
+    /// `tls/options` is set: TLS options are not implemented, so no router is served over TLS.
+    tls_options: bool,
 }
 
 /// Every owner's decoded settings.
@@ -217,6 +219,7 @@ impl Parts {
         if let Some(rest) = self.rest.as_ref().and_then(|r| r.value.as_ref()) {
             out.certificates = rest.certificates.clone();
             out.default_certificate = rest.default_certificate.clone();
+            out.tls_refused = rest.tls_options;
         }
         out
     }
@@ -289,6 +292,18 @@ fn rest(value: &toml::Value, c: &mut Checker) -> Rest {
                 }
             }
         }
+    }
+    if let Some(options) = tls.get("options").and_then(|o| o.as_table()) {
+        out.tls_options = true;
+        let names: Vec<&str> = options.keys().map(String::as_str).collect();
+        c.error(
+            "tls.options",
+            format!(
+                "TLS options ({}) are not implemented yet: until they are, no router is served over TLS \
+                 (set minVersion, cipherSuites and sniStrict in the static entrypoint's tls section instead)",
+                names.join(", ")
+            ),
+        );
     }
     if let Some(store) = tls.get("stores").and_then(|s| s.get("default")).cloned() {
         if let Some(store) = c.deserialize::<RawTlsStore>(store, "tls.stores.default") {

@@ -76,8 +76,11 @@ impl Table {
                 };
                 let routes = table.entry_points.entry(ep.clone()).or_default();
                 // A TLS entrypoint serves every router as TLS; elsewhere the router's tls decides.
-                let routes =
-                    if static_ep.tls.is_some() || router.tls.is_some() { &mut routes.tls } else { &mut routes.plain };
+                let tls = static_ep.tls.is_some() || router.tls.is_some();
+                if tls && config.tls_refused {
+                    continue;
+                }
+                let routes = if tls { &mut routes.tls } else { &mut routes.plain };
                 match &hosts {
                     Some(hosts) => {
                         for host in hosts {
@@ -210,6 +213,26 @@ mod tests {
         assert_eq!(route(&t, "websecure", true, "b.example", "/"), Some("both"));
         assert_eq!(route(&t, "web", false, "c.example", "/"), None);
         assert_eq!(route(&t, "web", true, "c.example", "/"), Some("sni"));
+    }
+
+    #[test]
+    fn tls_options_that_cannot_be_enforced_take_every_router_off_tls_only() {
+        let text = r#"
+            [http.routers.both]
+            rule = "Host(`b.example`)"
+            service = "s"
+            [http.services.s.loadBalancer]
+            servers = [{ url = "http://127.0.0.1:9" }]
+            [tls.options.default]
+            minVersion = "VersionTLS13"
+            "#;
+        let config = dynamic::build(Node::from_toml("d.toml", text, DYNAMIC_NAMES).unwrap());
+        let refused: Vec<String> = config.rejected.iter().map(|d| d.to_string()).collect();
+        assert!(refused.iter().any(|d| d.starts_with("d.toml:7:") && d.contains("(default)")), "{refused:?}");
+        let services = balancer::build(&config, &HashMap::new());
+        let (t, _) = Table::build(&config, &services, &statics());
+        assert_eq!(route(&t, "web", false, "b.example", "/"), Some("both"));
+        assert_eq!(route(&t, "websecure", true, "b.example", "/"), None);
     }
 
     #[test]

@@ -1,0 +1,154 @@
+//! TLS settings a user relies on, checked with curl as the client: an entrypoint's `minVersion`,
+//! `cipherSuites` and `sniStrict` are enforced; a plain entrypoint that speaks TLS to a client
+//! is held to the strictest of them; a TLS entrypoint without settings keeps TLS 1.2 and the
+//! default certificate.
+
+mod support;
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use support::{fixture, free_port, upstream::Upstream};
+
+/// A CA and a certificate it signed for `names`: (CA PEM, chain PEM, key PEM).
+fn issue(names: &[&str]) -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "Pylon test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    let cert = params.signed_by(&key, &ca).unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+/// `curl --fail` over TLS to `host` (resolved to `port`, or the bare address when `host` is None, so no
+/// SNI is sent): the exit code and stderr.
+fn curl(port: u16, host: Option<&str>, ca: &std::path::Path, args: &[&str]) -> (i32, String) {
+    support::require("curl");
+    let url = format!("https://{}:{port}/", host.unwrap_or("127.0.0.1"));
+    let mut command = Command::new("curl");
+    command.args(["-fsS", "-o", "/dev/null", "--max-time", "10", "--cacert"]).arg(ca).args(args).arg(&url);
+    if let Some(host) = host {
+        command.args(["--resolve", &format!("{host}:{port}:127.0.0.1")]);
+    }
+    let out = command.output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Waits up to 2 s for `app.example` to be served on `port` with its certificate.
+fn served(port: u16, ca: &std::path::Path, f: &fixture::Fixture) {
+    let start = Instant::now();
+    loop {
+        let (code, err) = curl(port, Some("app.example"), ca, &[]);
+        if code == 0 {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(2), "app.example served on {port}: {err}\n{}", f.replica.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn entrypoint_tls_settings_are_enforced_and_bind_plain_entrypoints_that_speak_tls() {
+    let strict = free_port();
+    let f = fixture::on_etcd(&format!(
+        r#"
+[entryPoints.strict]
+address = "127.0.0.1:{strict}"
+[entryPoints.strict.tls]
+minVersion = "VersionTLS13"
+sniStrict = true
+cipherSuites = ["TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"]
+"#
+    ))
+    .await;
+    let (ca, chain, key) = issue(&["app.example"]);
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca).unwrap();
+    let mut pairs = fixture::router("app", "Host(`app.example`)", "app");
+    pairs.extend([
+        ("http/routers/app/entryPoints/0", "web".to_string()),
+        ("http/routers/app/entryPoints/1", "websecure".to_string()),
+        ("http/routers/app/entryPoints/2", "strict".to_string()),
+        ("http/routers/app/tls", "true".to_string()),
+        ("tls/certificates/0/certFile", chain),
+        ("tls/certificates/0/keyFile", key),
+    ]);
+    let app = Upstream::start("app").await;
+    pairs.extend(fixture::servers("app", &[&app]));
+    f.write(&pairs).await;
+    let (web, websecure) = (f.replica.web, f.replica.websecure);
+    served(strict, &ca_file, &f);
+
+    // minVersion = VersionTLS13: a TLS 1.2 client is refused, on the entrypoint and on the
+    // plain one that speaks TLS too; the entrypoint without settings still speaks TLS 1.2.
+    let tls12 = ["--tlsv1.2", "--tls-max", "1.2"];
+    for port in [strict, web] {
+        let (code, err) = curl(port, Some("app.example"), &ca_file, &tls12);
+        assert_ne!(code, 0, "TLS 1.2 refused on port {port}");
+        assert!(err.contains("alert") || err.contains("version"), "a protocol version alert: {err}");
+        let (code, err) = curl(port, Some("app.example"), &ca_file, &["--tlsv1.3"]);
+        assert_eq!(code, 0, "TLS 1.3 served on port {port}: {err}");
+    }
+    let (code, err) = curl(websecure, Some("app.example"), &ca_file, &tls12);
+    assert_eq!(code, 0, "TLS 1.2 still served where nothing forbids it: {err}");
+
+    // sniStrict: no SNI, or a name without a certificate, gets no default certificate.
+    for (port, host) in [(strict, None), (strict, Some("unknown.example")), (web, None)] {
+        let (code, err) = curl(port, host, &ca_file, &["-k"]);
+        assert_ne!(code, 0, "no handshake without a matching SNI on {port} for {host:?}");
+        assert!(err.contains("alert") || err.contains("handshake"), "{err}");
+    }
+    let (code, err) = curl(websecure, Some("unknown.example"), &ca_file, &["-k", "-v", "-H", "Host: app.example"]);
+    assert_eq!(code, 0, "the default certificate without sniStrict: {err}");
+    assert!(err.contains("PYLON DEFAULT CERT"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cipher_suites_limit_tls12_to_the_listed_ones() {
+    let listed = free_port();
+    let f = fixture::on_etcd(&format!(
+        r#"
+[entryPoints.listed]
+address = "127.0.0.1:{listed}"
+[entryPoints.listed.tls]
+cipherSuites = ["TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305"]
+"#
+    ))
+    .await;
+    // rcgen signs with ECDSA P-256: ECDSA suites are the ones a client can use.
+    let (ca, chain, key) = issue(&["app.example"]);
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca).unwrap();
+    let mut pairs = fixture::router("app", "Host(`app.example`)", "app");
+    pairs.extend([
+        ("http/routers/app/entryPoints/0", "websecure".to_string()),
+        ("http/routers/app/entryPoints/1", "listed".to_string()),
+        ("tls/certificates/0/certFile", chain),
+        ("tls/certificates/0/keyFile", key),
+    ]);
+    let app = Upstream::start("app").await;
+    pairs.extend(fixture::servers("app", &[&app]));
+    f.write(&pairs).await;
+    let tls12 = ["--tlsv1.2", "--tls-max", "1.2", "--ciphers"];
+    served(listed, &ca_file, &f);
+    let (code, err) =
+        curl(listed, Some("app.example"), &ca_file, &[&tls12[..], &["ECDHE-ECDSA-CHACHA20-POLY1305"]].concat());
+    assert_eq!(code, 0, "the listed suite is negotiated: {err}");
+    let (code, err) =
+        curl(listed, Some("app.example"), &ca_file, &[&tls12[..], &["ECDHE-ECDSA-AES128-GCM-SHA256"]].concat());
+    assert_ne!(code, 0, "a suite not listed is refused: {err}");
+    let (code, err) = curl(
+        f.replica.websecure,
+        Some("app.example"),
+        &ca_file,
+        &[&tls12[..], &["ECDHE-ECDSA-AES128-GCM-SHA256"]].concat(),
+    );
+    assert_eq!(code, 0, "and still negotiated where no list applies: {err}");
+}
