@@ -38,7 +38,9 @@ type Read = Arc<tokio::sync::OnceCell<Option<Vec<u8>>>>;
 pub struct Challenges {
     tokens: ArcSwap<HashMap<String, String>>,
     alpn: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
-    /// Whether the store holds an order in progress (`<prefix>/acme/orders/`), as watched.
+    /// Whether the store holds an order in progress (`<prefix>/acme/orders/`), as watched; true
+    /// until the watch has listed them, since a replica starting while another orders must not
+    /// turn the CA away.
     ordering: AtomicBool,
     /// Store reads in flight, by key.
     reads: Mutex<HashMap<String, Read>>,
@@ -81,7 +83,7 @@ impl Challenges {
         Arc::new(Challenges {
             tokens: ArcSwap::default(),
             alpn: ArcSwap::default(),
-            ordering: AtomicBool::new(false),
+            ordering: AtomicBool::new(true),
             reads: Mutex::new(HashMap::new()),
             store,
             keys,
@@ -169,6 +171,12 @@ mod tests {
         let keys = Keys::new("traefik");
         store.put(&keys.acme_challenge("late"), "late.thumbprint").await.unwrap();
         let challenges = Challenges::new(store, keys);
+        assert_eq!(
+            challenges.answer("late").await.as_deref(),
+            Some("late.thumbprint"),
+            "before the watch has listed the orders, one may be in progress"
+        );
+        challenges.set_ordering(false);
         assert_eq!(challenges.answer("late").await, None, "no order in progress: answered from memory");
         challenges.set_ordering(true);
         let (a, b) = tokio::join!(challenges.answer("late"), challenges.answer("late"));

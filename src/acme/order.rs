@@ -109,8 +109,10 @@ pub async fn obtain(
         return Err(AcmeError::LockLost(cert_key));
     }
 
+    let mut issued_by = None;
     let outcome = match order(ctx, names, &lease).await {
-        Ok((mut record, responses)) => {
+        Ok((mut record, responses, acme_order)) => {
+            issued_by = Some(acme_order);
             record.on_demand = on_demand;
             let mut ops = vec![
                 Op::put(cert_key.clone(), record.encode()),
@@ -134,7 +136,32 @@ pub async fn obtain(
         }
     };
     finish(guard, lease).await?;
+    if let Some(mut acme_order) = issued_by {
+        deactivate(&mut acme_order, main).await;
+    }
     Ok(outcome)
+}
+
+/// Deactivates the authorizations of an order whose certificate is stored (RFC 8555 §7.5.2),
+/// so that every issuance proves control of its names anew: the CA cannot hand a later order a
+/// cached authorization (a name that changed hands is not renewed on its old owner's proof).
+/// Best effort: a failure is logged, the certificate stands.
+async fn deactivate(order: &mut instant_acme::Order, main: &str) {
+    let work = async {
+        let mut authorizations = order.authorizations();
+        while let Some(authz) = authorizations.next().await {
+            let mut authz = authz?;
+            if authz.status == AuthorizationStatus::Valid {
+                patiently!(authz.deactivate().await)?;
+            }
+        }
+        Ok::<(), instant_acme::Error>(())
+    };
+    match tokio::time::timeout(Duration::from_secs(30), work).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::warn!(domain = main, "could not deactivate the order's authorizations: {err}"),
+        Err(_) => tracing::warn!(domain = main, "deactivating the order's authorizations timed out"),
+    }
 }
 
 async fn finish(guard: LockGuard, lease: Lease) -> Result<(), AcmeError> {
@@ -143,8 +170,13 @@ async fn finish(guard: LockGuard, lease: Lease) -> Result<(), AcmeError> {
     Ok(())
 }
 
-/// The order itself: returns the record to store and the challenge response keys to delete.
-async fn order(ctx: &Context<'_>, names: &[String], lease: &Lease) -> Result<(CertRecord, Vec<String>), AcmeError> {
+/// The order itself: returns the record to store, the challenge response keys to delete, and
+/// the order (whose authorizations are deactivated once the record is stored).
+async fn order(
+    ctx: &Context<'_>,
+    names: &[String],
+    lease: &Lease,
+) -> Result<(CertRecord, Vec<String>, instant_acme::Order), AcmeError> {
     let main = &names[0];
     let identifiers: Vec<Identifier> = names.iter().map(|n| Identifier::Dns(n.clone())).collect();
     let problem = |e| AcmeError::from_acme(main, e);
@@ -211,7 +243,7 @@ async fn order(ctx: &Context<'_>, names: &[String], lease: &Lease) -> Result<(Ce
             domain: main.clone(),
             detail: "the CA sent an unreadable certificate".into(),
         })?;
-    Ok((record, responses))
+    Ok((record, responses, order))
 }
 
 /// The first failed challenge's problem, for the event and the log.
