@@ -5,6 +5,7 @@
 //! accepted for `requestAcceptGraceTimeout`, then listeners close and in-flight requests get
 //! `graceTimeOut` to finish.
 
+mod admission;
 mod idle;
 
 use std::{collections::BTreeMap, convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
@@ -14,15 +15,12 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
 };
-use tokio::{
-    net::{TcpListener, TcpStream},
-    sync::Semaphore,
-};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     config::{transport::Transport, StaticConfig},
-    proxy::{Connection, EntryPoint, Proxy, ProxyBody, RedirectTo},
+    proxy::{Connection, EntryPoint, Proxy, RedirectTo},
     tls::{self, Accepted, CertStore},
 };
 
@@ -77,7 +75,7 @@ impl Server {
         let config = &self.config;
         let transport = &config.transport;
         let builder = Arc::new(http_builder(transport));
-        let limit = transport.max_connections.map(|n| Arc::new(Semaphore::new(n)));
+        let admission = transport.max_connections.map(admission::Admission::new);
         let stop_accepting = CancellationToken::new();
         let drain = CancellationToken::new();
         let connections = TaskTracker::new();
@@ -131,7 +129,7 @@ impl Server {
                 .collect();
             let ctx = Accept {
                 proxy: Arc::new(proxy.for_worker()),
-                limit: limit.clone(),
+                admission: admission.clone(),
                 stop: stop_accepting.clone(),
                 drain: drain.clone(),
                 connections: connections.clone(),
@@ -214,22 +212,15 @@ fn http_builder(t: &Transport) -> auto::Builder<TokioExecutor> {
 #[derive(Clone)]
 struct Accept {
     proxy: Arc<Proxy>,
-    limit: Option<Arc<Semaphore>>,
+    admission: Option<Arc<admission::Admission>>,
     stop: CancellationToken,
     drain: CancellationToken,
     connections: TaskTracker,
 }
 
 async fn accept(listener: TcpListener, shared: Arc<Listener>, ctx: Accept) {
-    let Accept { proxy, limit, stop, drain, connections } = ctx;
+    let Accept { proxy, admission, stop, drain, connections } = ctx;
     loop {
-        let permit = match &limit {
-            Some(limit) => tokio::select! {
-                _ = stop.cancelled() => return,
-                permit = limit.clone().acquire_owned() => permit.ok(),
-            },
-            None => None,
-        };
         let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => return,
             accepted = listener.accept() => match accepted {
@@ -241,11 +232,20 @@ async fn accept(listener: TcpListener, shared: Arc<Listener>, ctx: Accept) {
                 }
             },
         };
+        // At maxConnections the newcomer waits here, holding no more than this one socket,
+        // while the longest-idle connection makes room.
+        let admitted = match &admission {
+            Some(admission) => tokio::select! {
+                _ = stop.cancelled() => return,
+                admitted = admission.admit() => Some(admitted),
+            },
+            None => None,
+        };
         let _ = stream.set_nodelay(true);
         let (shared, proxy, drain) = (shared.clone(), proxy.clone(), drain.clone());
         connections.spawn(async move {
-            connection(stream, peer, &shared, proxy, drain).await;
-            drop(permit);
+            connection(stream, peer, &shared, proxy, drain, admitted.as_ref().map(|a| a.conn.clone())).await;
+            drop(admitted);
         });
     }
 }
@@ -259,45 +259,75 @@ async fn connection(
     shared: &Listener,
     proxy: Arc<Proxy>,
     drain: CancellationToken,
+    admitted: Option<Arc<admission::Conn>>,
 ) {
     let t = &shared.transport;
+    // Chosen to make room at maxConnections: a connection between requests closes (gracefully
+    // once it speaks HTTP), one still starting is dropped.
+    let evicted = {
+        let admitted = admitted.clone();
+        async move {
+            match admitted {
+                Some(conn) => conn.evicted().await,
+                None => std::future::pending().await,
+            }
+        }
+    };
+    tokio::pin!(evicted);
     let tls = shared.tls_only || {
         let mut first = [0u8; 1];
-        match tokio::time::timeout(t.header_read_timeout, stream.peek(&mut first)).await {
-            Ok(Ok(1)) => first[0] == TLS_HANDSHAKE,
-            _ => return,
+        tokio::select! {
+            peeked = tokio::time::timeout(t.header_read_timeout, stream.peek(&mut first)) => match peeked {
+                Ok(Ok(1)) => first[0] == TLS_HANDSHAKE,
+                _ => return,
+            },
+            _ = evicted.as_mut() => return,
         }
     };
     let conn = Connection { peer, tls };
     let ep = shared.ep.clone();
     let service = service_fn(move |req| {
         let (proxy, ep) = (proxy.clone(), ep.clone());
-        async move { Ok::<_, Infallible>(proxy.handle(req, &ep, conn).await) }
+        let in_flight = admitted.as_ref().map(|c| c.begin());
+        async move {
+            let response = proxy.handle(req, &ep, conn).await;
+            Ok::<_, Infallible>(response.map(|body| admission::Tracked { body, in_flight }))
+        }
     });
     if tls {
         let handshake = tokio::time::timeout(t.header_read_timeout, tls::accept(&shared.certs, &shared.tls, stream));
-        let stream = match handshake.await {
-            Ok(Ok(Accepted::Serve(stream))) => stream,
-            Ok(Ok(Accepted::Validation(name))) => {
-                return tracing::info!(%peer, domain = %name, "answered a TLS-ALPN-01 validation")
-            }
-            Ok(Err(err)) => return tracing::debug!(%peer, "TLS handshake failed: {err}"),
-            Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+        let stream = tokio::select! {
+            handshake = handshake => match handshake {
+                Ok(Ok(Accepted::Serve(stream))) => stream,
+                Ok(Ok(Accepted::Validation(name))) => {
+                    return tracing::info!(%peer, domain = %name, "answered a TLS-ALPN-01 validation")
+                }
+                Ok(Err(err)) => return tracing::debug!(%peer, "TLS handshake failed: {err}"),
+                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+            },
+            _ = evicted.as_mut() => return,
         };
-        serve_http(&shared.builder, idle::IdleIo::new(stream, t.idle_timeout, t.write_stall_timeout), service, &drain)
-            .await;
+        let io = idle::IdleIo::new(stream, t.idle_timeout, t.write_stall_timeout);
+        serve_http(&shared.builder, io, service, &drain, evicted).await;
     } else {
-        serve_http(&shared.builder, idle::IdleIo::new(stream, t.idle_timeout, t.write_stall_timeout), service, &drain)
-            .await;
+        let io = idle::IdleIo::new(stream, t.idle_timeout, t.write_stall_timeout);
+        serve_http(&shared.builder, io, service, &drain, evicted).await;
     }
 }
 
-async fn serve_http<I, S>(builder: &auto::Builder<TokioExecutor>, io: I, service: S, drain: &CancellationToken)
-where
+/// Serves HTTP on `io` until the client leaves; `drain` (shutdown) or `evicted` (room for a
+/// newcomer at maxConnections) end it gracefully, after the requests in flight.
+async fn serve_http<I, S>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    service: S,
+    drain: &CancellationToken,
+    evicted: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<
             hyper::Request<hyper::body::Incoming>,
-            Response = hyper::Response<ProxyBody>,
+            Response = hyper::Response<admission::Tracked>,
             Error = Infallible,
         > + Clone
         + Send
@@ -309,6 +339,7 @@ where
     tokio::select! {
         _ = conn.as_mut() => return,
         _ = drain.cancelled() => {}
+        _ = evicted => {}
     }
     conn.as_mut().graceful_shutdown();
     let _ = conn.await;
