@@ -1,26 +1,59 @@
 //! The etcd v3 backend, through the `etcd-client` crate. Revisions, leases and compaction are
-//! etcd's own; a watch that loses its stream re-creates it from the last delivered revision.
+//! etcd's own. At start every member is probed at once, and requests go to those that answered,
+//! so a hung first member costs no more than a dead one; watches follow one member at a time
+//! (`watch.rs`) and move on when it goes quiet.
 
-use std::time::Duration;
+mod watch;
+
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use etcd_client::{
-    Client, Compare as EtcdCompare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, PutOptions, TxnOp,
-    WatchOptions,
+    Client, Compare as EtcdCompare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, PutOptions, TxnOp,
 };
 
-use super::{Backend, KeyValue, LeaseId, Listing, Op, Result, Revision, StoreError, Txn, TxnResult, Watch, WatchEvent};
+use super::{Backend, KeyValue, LeaseId, Listing, Op, Result, Revision, StoreError, Txn, TxnResult, Watch};
 
 /// How long one request may take before the endpoint is reported unreachable.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a member may take to answer the probe at start.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// After the first member answers the probe, how long the others have to answer too.
+const PROBE_GRACE: Duration = Duration::from_millis(300);
 /// etcd refuses requests over 1.5 MiB by default; leave room for the key and the envelope.
 const MAX_VALUE: usize = 1024 * 1024;
 /// etcd's default `--max-txn-ops`.
 const MAX_TXN_OPS: usize = 128;
 
 pub struct Etcd {
+    /// Balanced over the members that answered at start.
     client: Client,
     endpoints: Vec<String>,
+    members: Arc<Members>,
+}
+
+/// Every configured member, for watches to move between.
+struct Members {
+    endpoints: Vec<String>,
+    options: ConnectOptions,
+    /// The member that last answered a watch: where new watches start.
+    preferred: AtomicUsize,
+}
+
+impl Members {
+    fn preferred(&self) -> usize {
+        self.preferred.load(Ordering::Relaxed) % self.endpoints.len()
+    }
+
+    fn prefer(&self, at: usize) {
+        self.preferred.store(at, Ordering::Relaxed);
+    }
 }
 
 /// Where and how to reach etcd.
@@ -37,20 +70,25 @@ impl Etcd {
         let mut connect = ConnectOptions::new()
             .with_connect_timeout(REQUEST_TIMEOUT)
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
-            .with_keep_alive_while_idle(true);
+            .with_keep_alive_while_idle(true)
+            .with_require_leader(true);
         if let (Some(user), Some(password)) = (&options.username, &options.password) {
             connect = connect.with_user(user.clone(), password.clone());
         }
         let unreachable =
             |detail: String| StoreError::Unreachable { backend: "etcd", endpoint: endpoints.join(","), detail };
-        let client = tokio::time::timeout(REQUEST_TIMEOUT, Client::connect(&endpoints, Some(connect)))
+        let (answering, first) = probe(&endpoints, &connect).await.map_err(unreachable)?;
+        for (i, endpoint) in endpoints.iter().enumerate().filter(|(i, _)| !answering.contains(i)) {
+            tracing::warn!(endpoint, "etcd member {i} did not answer at start; requests go to the others");
+        }
+        let live: Vec<&String> = answering.iter().map(|&i| &endpoints[i]).collect();
+        let client = tokio::time::timeout(REQUEST_TIMEOUT, Client::connect(&live, Some(connect.clone())))
             .await
             .map_err(|_| unreachable(format!("no answer within {REQUEST_TIMEOUT:?}")))?
             .map_err(|e| unreachable(e.to_string()))?;
-        let etcd = Etcd { client, endpoints };
-        // The connection is lazy on some paths: prove the cluster answers now.
-        etcd.call(|mut c| async move { c.get("pylon-ping", Some(GetOptions::new().with_count_only())).await }).await?;
-        Ok(etcd)
+        let members =
+            Arc::new(Members { endpoints: endpoints.clone(), options: connect, preferred: AtomicUsize::new(first) });
+        Ok(Etcd { client, endpoints, members })
     }
 
     /// Runs one request with a deadline, mapping failures to errors that name the endpoint.
@@ -71,6 +109,50 @@ impl Etcd {
 
     fn unreachable(&self, detail: String) -> StoreError {
         StoreError::Unreachable { backend: "etcd", endpoint: self.endpoints.join(","), detail }
+    }
+}
+
+/// Asks every member at once for a count-only read: the members that answered (within
+/// [`PROBE_GRACE`] of the first), in the configured order, and the first of them; the error
+/// says why none did.
+async fn probe(endpoints: &[String], options: &ConnectOptions) -> std::result::Result<(Vec<usize>, usize), String> {
+    let mut probes = tokio::task::JoinSet::new();
+    for (i, endpoint) in endpoints.iter().enumerate() {
+        let (endpoint, options) = (endpoint.clone(), options.clone());
+        probes.spawn(async move {
+            let answer = async {
+                let mut client = Client::connect([endpoint], Some(options)).await?;
+                client.get("pylon-ping", Some(GetOptions::new().with_count_only())).await
+            };
+            (i, tokio::time::timeout(PROBE_TIMEOUT, answer).await)
+        });
+    }
+    let mut answering = Vec::new();
+    let mut errors = Vec::new();
+    let mut deadline = None;
+    loop {
+        let next = match deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline, probes.join_next()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+            None => probes.join_next().await,
+        };
+        let Some(Ok((i, answer))) = next else { break };
+        match answer {
+            Ok(Ok(_)) => {
+                answering.push(i);
+                deadline.get_or_insert_with(|| tokio::time::Instant::now() + PROBE_GRACE);
+            }
+            Ok(Err(err)) => errors.push(format!("{}: {err}", endpoints[i])),
+            Err(_) => errors.push(format!("{}: no answer within {PROBE_TIMEOUT:?}", endpoints[i])),
+        }
+    }
+    // Watches start on the first member in the configured order that answered.
+    answering.sort_unstable();
+    match answering.first() {
+        Some(&first) => Ok((answering, first)),
+        None => Err(errors.join("; ")),
     }
 }
 
@@ -173,76 +255,7 @@ impl Backend for Etcd {
 
     async fn watch(&self, prefix: &str, after: Revision) -> Result<Watch> {
         let (tx, watch) = Watch::channel();
-        let (client, prefix) = (self.client.clone(), prefix.to_string());
-        let endpoint = self.endpoint();
-        tokio::spawn(async move {
-            let mut last = after;
-            let mut seen = Seen { cluster: None, term: 0, revision: after };
-            let mut backoff = Duration::from_millis(100);
-            loop {
-                let options = WatchOptions::new().with_prefix().with_start_revision(last as i64 + 1);
-                let mut watcher = client.clone();
-                let stream = tokio::select! {
-                    _ = tx.closed() => return,
-                    stream = watcher.watch(prefix.clone(), Some(options)) => stream,
-                };
-                let mut stream = match stream {
-                    Ok(stream) => stream,
-                    Err(err) => {
-                        tracing::warn!(%endpoint, %err, "etcd watch failed; retrying in {backoff:?}");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                        continue;
-                    }
-                };
-                loop {
-                    let message = tokio::select! {
-                        _ = tx.closed() => return,
-                        message = stream.message() => message,
-                    };
-                    let resp = match message {
-                        Ok(Some(resp)) => resp,
-                        Ok(None) => break,
-                        Err(err) => {
-                            tracing::warn!(%endpoint, %err, "etcd watch stream broke; resuming after revision {last}");
-                            break;
-                        }
-                    };
-                    backoff = Duration::from_millis(100);
-                    if let Some(header) = resp.header() {
-                        if !seen.same_store(header) {
-                            tracing::warn!(%endpoint, "etcd was restored or replaced (its history went backwards); re-listing");
-                            let _ = tx.send(WatchEvent::Compacted { revision: header.revision() as u64 }).await;
-                            return;
-                        }
-                    }
-                    if resp.compact_revision() > 0 {
-                        let revision = resp.compact_revision() as u64;
-                        let _ = tx.send(WatchEvent::Compacted { revision }).await;
-                        return;
-                    }
-                    for event in resp.events() {
-                        let Some(kv) = event.kv() else { continue };
-                        let revision = kv.mod_revision() as u64;
-                        let event = match event.event_type() {
-                            EventType::Put => WatchEvent::Put(to_kv(kv)),
-                            EventType::Delete => {
-                                WatchEvent::Delete { key: String::from_utf8_lossy(kv.key()).into_owned(), revision }
-                            }
-                        };
-                        last = revision;
-                        if tx.send(event).await.is_err() {
-                            return;
-                        }
-                    }
-                    if resp.canceled() {
-                        break;
-                    }
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        });
+        tokio::spawn(watch::run(self.members.clone(), prefix.to_string(), after, tx));
         Ok(watch)
     }
 
