@@ -7,9 +7,11 @@
 
 mod admission;
 mod idle;
+mod stall;
 
 use std::{collections::BTreeMap, convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
+use http_body_util::Either;
 use hyper::service::service_fn;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -286,12 +288,22 @@ async fn connection(
     };
     let conn = Connection { peer, tls };
     let ep = shared.ep.clone();
-    let service = service_fn(move |req| {
+    // On h2 the socket keeps moving (pings) while a stream's window is shut: streamed responses
+    // are watched for a client that stopped taking them.
+    let stall = t.write_stall_timeout.unwrap_or(t.idle_timeout);
+    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let (proxy, ep) = (proxy.clone(), ep.clone());
         let in_flight = admitted.as_ref().map(|c| c.begin());
+        let h2 = req.version() == hyper::Version::HTTP_2;
         async move {
             let response = proxy.handle(req, &ep, conn).await;
-            Ok::<_, Infallible>(response.map(|body| admission::Tracked { body, in_flight }))
+            Ok::<_, Infallible>(response.map(|body| {
+                let body = match body {
+                    streamed @ Either::Left(_) if h2 => Either::Right(stall::Watched::new(streamed, stall)),
+                    body => Either::Left(body),
+                };
+                admission::Tracked { body, in_flight }
+            }))
         }
     });
     if tls {

@@ -1,6 +1,7 @@
 //! Client connections under `[limits] maxConnections`, with raw keep-alive sockets whose bytes
 //! are written out: at the limit, a newcomer is served by closing the longest-idle connection
-//! (between requests, or silent since it connected), and never by cutting a request in flight.
+//! (between requests, or silent since it connected), and never by cutting a request in flight;
+//! an h2 client that shuts its window gives its upstream connections back after `writeTimeout`.
 
 mod support;
 
@@ -115,4 +116,61 @@ async fn at_max_connections_a_request_in_flight_is_never_cut_for_a_newcomer() {
         answered >= Duration::from_millis(1_400) && answered < Duration::from_secs(3),
         "the newcomer is let in when a slow request ends, at about 1.5 s: {answered:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn h2_streams_whose_window_stays_shut_give_back_their_upstream_connections() {
+    use http_body_util::Empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+    let f = on_etcd("[respondingTimeouts]\nwriteTimeout = \"1s\"\n").await;
+    let app = f.serve_app("PathPrefix(`/bytes/`) || PathPrefix(`/drip/`) || Path(`/probe`)", "h", "/probe").await;
+    let pooled = app.open_connections();
+
+    // h2c with prior knowledge; a zero stream window, and pings every 200 ms so that the socket
+    // is never idle.
+    let tcp = TcpStream::connect(("127.0.0.1", f.replica.web)).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .initial_stream_window_size(0)
+        .keep_alive_interval(Duration::from_millis(200))
+        .keep_alive_while_idle(true)
+        .handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        let request = http::Request::get("http://h/bytes/10485760").body(Empty::<bytes::Bytes>::new()).unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        held.push(response);
+    }
+    support::eventually("each stream holds an upstream connection", Duration::from_secs(2), || async {
+        app.open_connections() >= 5
+    })
+    .await;
+    let shut = Instant::now();
+    support::eventually("the upstream connections are given back", Duration::from_secs(5), || async {
+        app.open_connections() <= pooled
+    })
+    .await;
+    let took = shut.elapsed();
+    eprintln!("5 upstream connections held by shut h2 windows were closed after {took:?}");
+    assert!(took < Duration::from_secs(3), "writeTimeout is 1 s; the streams were cut after {took:?}");
+    drop(held);
+
+    // A slow upstream is not a stalled client: a line every 1.5 s, longer than writeTimeout,
+    // arrives whole.
+    let tcp = TcpStream::connect(("127.0.0.1", f.replica.web)).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::Builder::new(TokioExecutor::new()).handshake(TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::get("http://h/drip/2").body(Empty::<bytes::Bytes>::new()).unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let body = tokio::time::timeout(Duration::from_secs(10), http_body_util::BodyExt::collect(response.into_body()))
+        .await
+        .expect("the slow stream is not cut")
+        .unwrap();
+    assert_eq!(body.to_bytes().len(), 2 * 5);
 }

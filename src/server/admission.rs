@@ -159,9 +159,10 @@ impl Drop for InFlight {
     }
 }
 
-/// A response body that keeps its request in flight until it is sent (or dropped).
+/// A response body that keeps its request in flight until it is sent (or dropped); on h2, one
+/// that streams from an upstream is watched for a client that stopped taking it.
 pub struct Tracked {
-    pub body: ProxyBody,
+    pub body: http_body_util::Either<ProxyBody, super::stall::Watched>,
     pub in_flight: Option<InFlight>,
 }
 

@@ -4,12 +4,14 @@
 //! - `/status/N`: status N;
 //! - `/slow/MS`: after MS milliseconds;
 //! - `/bytes/N`: N bytes, streamed in 64 KiB chunks, never held whole;
+//! - `/drip/N`: N lines of `drip`, one every 1.5 s;
 //! - `/upload`: the number of body bytes it received (streamed, counted, dropped);
 //! - `/ws`: `101 Switching Protocols`, then echoes every byte of the upgraded connection;
 //! - anything else: `<name> <method> <path?query>` and, one per line, every request header.
 
 use std::{
     convert::Infallible,
+    future::Future,
     net::SocketAddr,
     sync::{
         atomic::{AtomicU16, AtomicUsize, Ordering},
@@ -30,6 +32,8 @@ pub struct Upstream {
     pub addr: SocketAddr,
     health: Arc<AtomicU16>,
     hits: Arc<AtomicUsize>,
+    /// Client connections open right now.
+    open: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -41,11 +45,13 @@ impl Upstream {
         let addr = listener.local_addr().unwrap();
         let health = Arc::new(AtomicU16::new(200));
         let hits = Arc::new(AtomicUsize::new(0));
-        let (n, h, c) = (name.to_string(), health.clone(), hits.clone());
+        let open = Arc::new(AtomicUsize::new(0));
+        let (n, h, c, o) = (name.to_string(), health.clone(), hits.clone(), open.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { return };
-                let (n, h, c) = (n.clone(), h.clone(), c.clone());
+                let (n, h, c, o) = (n.clone(), h.clone(), c.clone(), o.clone());
+                o.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         let (n, h, c) = (n.clone(), h.clone(), c.clone());
@@ -55,10 +61,11 @@ impl Upstream {
                         .serve_connection(TokioIo::new(stream), service)
                         .with_upgrades()
                         .await;
+                    o.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
-        Upstream { name: name.into(), addr, health, hits, task }
+        Upstream { name: name.into(), addr, health, hits, open, task }
     }
 
     pub fn url(&self) -> String {
@@ -72,6 +79,11 @@ impl Upstream {
     /// Requests answered so far, health checks excluded.
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Client connections open right now (a proxy's pooled ones included).
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
     }
 }
 
@@ -103,6 +115,11 @@ async fn answer(mut req: Request<Incoming>, name: &str, health: &AtomicU16, hits
     if let Some(ms) = arg("/slow/") {
         tokio::time::sleep(Duration::from_millis(ms)).await;
         return status(200, full(format!("{name} slow")));
+    }
+    if let Some(chunks) = arg("/drip/") {
+        let interval = Duration::from_millis(1500);
+        let drip = Drip { left: chunks, sleep: Box::pin(tokio::time::sleep(interval)), interval };
+        return status(200, drip.boxed());
     }
     if let Some(total) = arg("/bytes/") {
         let mut r = status(200, Repeat { left: total, chunk: Bytes::from(vec![b'x'; 64 * 1024]) }.boxed());
@@ -138,6 +155,32 @@ async fn answer(mut req: Request<Incoming>, name: &str, health: &AtomicU16, hits
         text.push_str(&format!("{k}: {}\n", v.to_str().unwrap_or("?")));
     }
     status(200, full(text))
+}
+
+/// `left` chunks of `drip\n`, one every `interval`: a slow upstream, not a stalled client.
+pub struct Drip {
+    left: u64,
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    interval: Duration,
+}
+
+impl http_body::Body for Drip {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        std::task::ready!(self.sleep.as_mut().poll(cx));
+        self.left -= 1;
+        let next = tokio::time::Instant::now() + self.interval;
+        self.sleep.as_mut().reset(next);
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from_static(b"drip\n")))))
+    }
 }
 
 /// `left` bytes of `chunk`-sized frames, made as they are sent.
