@@ -89,6 +89,8 @@ pub struct EntryPoint {
     pub path: path::PathPolicy,
     /// How long a client may take to send a whole request body (`readTimeout`).
     pub read_timeout: std::time::Duration,
+    /// The `Upgrade` protocols tunnelled (`http.allowedUpgrades`).
+    pub upgrades: Vec<String>,
 }
 
 pub struct RedirectTo {
@@ -195,6 +197,7 @@ impl Proxy {
             host: &host,
             trusted: ep.trust.trusts(conn.peer.ip()),
             read_timeout: ep.read_timeout,
+            upgrades: &ep.upgrades,
         };
         self.forward(req, &service, pick, &client, served).await
     }
@@ -207,7 +210,8 @@ impl Proxy {
         client: &forward::Client<'_>,
         served: &mut Served,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let client_upgrade = forward::upgrade_of(req.version(), req.headers()).map(|_| hyper::upgrade::on(&mut req));
+        let client_upgrade =
+            forward::upgrade_of(req.version(), req.headers(), client.upgrades).map(|_| hyper::upgrade::on(&mut req));
         let (head, body) = req.into_parts();
         let payload = match service {
             Service::Mirroring(m) => mirror(m, &head, body, client, &self.upstream).await?,

@@ -103,6 +103,7 @@ impl Server {
                     trust: ep.forwarded_trust.clone(),
                     path: ep.path,
                     read_timeout: transport.header_read_timeout,
+                    upgrades: ep.upgrades.clone(),
                 }),
                 tls_only: ep.tls.is_some(),
                 tls: certs.server_config(policy),

@@ -142,7 +142,11 @@ async fn alpn_handshakes_for_unknown_names_cost_the_store_nothing_and_never_wait
     let port = replica.websecure;
     let start = Instant::now();
     while validate(&connector, port, "known.pylon.test").await.is_none() {
-        assert!(start.elapsed() < Duration::from_secs(5), "the stored challenge certificate is shown:\n{}", replica.log());
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the stored challenge certificate is shown:\n{}",
+            replica.log()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 

@@ -1,8 +1,8 @@
 //! Requests an attacker writes by hand: paths that try to climb out of a route or slip past a
 //! deny rule, bodies framed two ways at once, codings Pylon would drop, missing and doubled
-//! `Host`s, `CONNECT`, `h2c` upgrades, forged forwarding headers. Each is sent as raw bytes on a
-//! socket (written out in the test), to a replica in front of an upstream that echoes what it
-//! received.
+//! `Host`s, `CONNECT`, `h2c` upgrades (and the upgrades an entrypoint allows by name), forged
+//! forwarding headers. Each is sent as raw bytes on a socket (written out in the test), to a
+//! replica in front of an upstream that echoes what it received.
 
 mod support;
 
@@ -204,4 +204,21 @@ async fn a_client_that_stops_reading_is_cut_after_write_timeout() {
     });
     assert!(drained.await.is_ok(), "the connection was neither cut nor finished");
     assert!(received < TOTAL / 2, "a client that stopped reading got {received} of {TOTAL} bytes: never cut");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_entrypoint_tunnels_the_upgrades_it_allows_by_name() {
+    let f = on_etcd("[entryPoints.web.http]\nallowedUpgrades = [\"websocket\", \"echo\"]\n").await;
+    let _app = f.serve_app("Path(`/ws`) || Path(`/probe`)", "h", "/probe").await;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", f.replica.web)).await.unwrap();
+    stream.write_all(b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n").await.unwrap();
+    let mut head = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut head)).await.unwrap().unwrap();
+    let head = String::from_utf8_lossy(&head[..n]).to_string();
+    assert_eq!(status(&head), 101, "{head}");
+    // The upstream echoes the upgraded connection's bytes: the tunnel is through.
+    stream.write_all(b"ping").await.unwrap();
+    let mut echoed = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut echoed)).await.unwrap().unwrap();
+    assert_eq!(&echoed, b"ping");
 }

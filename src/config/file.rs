@@ -79,6 +79,9 @@ pub struct RawEntryPointHttp {
     #[serde(default, deserialize_with = "lenient::bool")]
     pub sanitizepath: Option<bool>,
     pub encodedcharacters: Option<RawEncodedCharacters>,
+    /// Pylon's own: the `Upgrade` protocols tunnelled (default `websocket`).
+    #[serde(default, deserialize_with = "lenient::list")]
+    pub allowedupgrades: Option<Vec<String>>,
 }
 
 /// `http.encodedCharacters`: the encoded characters an entrypoint lets through in paths.

@@ -47,6 +47,8 @@ pub struct EntryPoint {
     pub forwarded_trust: ForwardedTrust,
     /// How request paths are made canonical (`http.sanitizePath`, `http.encodedCharacters`).
     pub path: PathPolicy,
+    /// The `Upgrade` protocols tunnelled to upstreams (`http.allowedUpgrades`).
+    pub upgrades: Vec<String>,
 }
 
 impl EntryPoint {
@@ -59,6 +61,7 @@ impl EntryPoint {
             router_tls: None,
             forwarded_trust: ForwardedTrust::default(),
             path: PathPolicy::default(),
+            upgrades: default_upgrades(),
         }
     }
 }
@@ -122,6 +125,27 @@ pub struct AccessLog {
 }
 
 /// `http.sanitizePath` (default true) and `http.encodedCharacters.allowEncoded*` (default false).
+fn default_upgrades() -> Vec<String> {
+    vec!["websocket".to_string()]
+}
+
+/// `http.allowedUpgrades`: protocol tokens (RFC 9110 §7.8), lowercased; `h2c` is allowed only
+/// by name, since it lets a client speak HTTP/2 to an upstream past routing.
+fn allowed_upgrades(list: &[String], path: &str, c: &mut Checker) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, token) in list.iter().enumerate() {
+        let token = token.trim().to_ascii_lowercase();
+        let valid =
+            !token.is_empty() && token.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~/".contains(&b));
+        if valid {
+            out.push(token);
+        } else {
+            c.error(&format!("{path}.{i}"), format!("{token:?} is not an Upgrade protocol token"));
+        }
+    }
+    out
+}
+
 fn path_policy(http: Option<&RawEntryPointHttp>) -> PathPolicy {
     let mut policy = PathPolicy { sanitize: http.and_then(|h| h.sanitizepath).unwrap_or(true), allowed: 0 };
     if let Some(encoded) = http.and_then(|h| h.encodedcharacters.as_ref()) {
@@ -241,8 +265,13 @@ pub(super) fn build(raw: RawConfig, c: &mut Checker) -> Option<StaticConfig> {
         if ep.compress == Some(true) {
             c.warn(&format!("{path}.compress"), "compression is not implemented yet; responses are sent uncompressed");
         }
+        let upgrades = match v2.and_then(|h| h.allowedupgrades.as_ref()) {
+            Some(list) => allowed_upgrades(list, &format!("{path}.http.allowedupgrades"), c),
+            None => default_upgrades(),
+        };
         let path = path_policy(v2);
-        entry_points.insert(name.clone(), EntryPoint { address, redirect, tls, router_tls, forwarded_trust, path });
+        entry_points
+            .insert(name.clone(), EntryPoint { address, redirect, tls, router_tls, forwarded_trust, path, upgrades });
     }
 
     // Traefik 1.x: [web] is the internal entrypoint at its own address.

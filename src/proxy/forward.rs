@@ -51,19 +51,23 @@ pub struct Client<'a> {
     pub trusted: bool,
     /// How long the client may take to send its body (`respondingTimeouts.readTimeout`).
     pub read_timeout: std::time::Duration,
+    /// The `Upgrade` protocols tunnelled (`http.allowedUpgrades`; `websocket` by default).
+    pub upgrades: &'a [String],
 }
 
-/// The protocol a client asked to switch to (`Upgrade`), when it asked on HTTP/1.1 for
-/// WebSocket. Any other upgrade (`h2c`, which would let a client speak HTTP/2 straight to an
-/// upstream, past routing) is dropped and the request forwarded as a plain one.
-pub fn upgrade_of(version: Version, headers: &HeaderMap) -> Option<HeaderValue> {
+/// The protocol a client asked to switch to (`Upgrade`), when it asked on HTTP/1.1 for one of
+/// `allowed` (the entrypoint's `http.allowedUpgrades`: `websocket` unless set). Any other
+/// upgrade (`h2c`, which would let a client speak HTTP/2 straight to an upstream, past routing)
+/// is dropped and the request forwarded as a plain one.
+pub fn upgrade_of(version: Version, headers: &HeaderMap, allowed: &[String]) -> Option<HeaderValue> {
     let wants = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
     if version == Version::HTTP_11 && wants {
-        headers.get(header::UPGRADE).filter(|p| p.as_bytes().eq_ignore_ascii_case(b"websocket")).cloned()
+        let protocol = headers.get(header::UPGRADE)?;
+        allowed.iter().any(|a| protocol.as_bytes().eq_ignore_ascii_case(a.as_bytes())).then(|| protocol.clone())
     } else {
         None
     }
@@ -91,7 +95,7 @@ pub fn request(client_head: &Parts, server: &Uri, pass_host: bool, client: &Clie
     *upstream.headers_mut() = client_head.headers.clone();
     let (mut parts, ()) = upstream.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    if let Some(protocol) = upgrade_of(client_head.version, &client_head.headers) {
+    if let Some(protocol) = upgrade_of(client_head.version, &client_head.headers, client.upgrades) {
         parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, protocol);
     }
@@ -163,8 +167,10 @@ mod tests {
     }
 
     fn client(trusted: bool) -> Client<'static> {
+        static WEBSOCKET: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| vec!["websocket".into()]);
         let read_timeout = std::time::Duration::from_secs(60);
-        Client { ip: "10.1.2.3".parse().unwrap(), tls: true, port: 443, host: "a.example", trusted, read_timeout }
+        let (ip, host, upgrades) = ("10.1.2.3".parse().unwrap(), "a.example", WEBSOCKET.as_slice());
+        Client { ip, tls: true, port: 443, host, trusted, read_timeout, upgrades }
     }
 
     #[test]
@@ -226,5 +232,8 @@ mod tests {
         for name in ["connection", "upgrade", "http2-settings"] {
             assert!(r.headers().get(name).is_none(), "an h2c upgrade's {name} was forwarded");
         }
+        let allowed = ["websocket".to_string(), "h2c".to_string()];
+        let r = request(&h2c, &"http://u".parse().unwrap(), true, &Client { upgrades: &allowed, ..client(false) });
+        assert_eq!(r.headers()["upgrade"], "h2c", "an entrypoint that allows h2c tunnels it");
     }
 }
