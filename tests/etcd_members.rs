@@ -1,6 +1,7 @@
 //! A replica on a real three-member etcd cluster whose members hang (SIGSTOP: the sockets stay
 //! open, nothing is answered): it starts as fast with a hung first member as with a dead one,
-//! and when the member carrying its watch hangs, changes still reach it within seconds.
+//! when the member carrying its watch hangs, changes still reach it within seconds; and a
+//! member cut off from its leader is left (etcd's `require_leader`).
 
 mod support;
 
@@ -97,4 +98,33 @@ async fn when_the_member_carrying_the_watch_hangs_changes_arrive_within_seconds(
     // Probed after 1 s of silence, left after 3 s: HTTP/2 keepalive alone took 10-15 s.
     assert!(took < Duration::from_secs(5), "the change took {took:?} to arrive");
     assert!(replica.log().contains("answered nothing"), "the move is logged:\n{}", replica.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_that_lost_its_leader_is_left_by_the_watch() {
+    let cluster = EtcdCluster::start().await;
+    let watched = cluster.follower().await;
+    let replica = Replica::start(&flags(&cluster.endpoints_from(watched)), "").await;
+    let app = Upstream::start("app").await;
+    let store = store::open(&cluster.spec_without(watched)).await.unwrap();
+    route(&store, "before.example", &app).await;
+    routed_within(&replica, "before.example", Duration::from_secs(2)).await;
+
+    // The watched member is cut off from the other two: it still answers, but has no leader,
+    // and would serve a watch that never sees another change.
+    let others: Vec<usize> = (0..3).filter(|i| *i != watched).collect();
+    for &i in &others {
+        cluster.freeze(i);
+    }
+    let cut = Instant::now();
+    while !replica.log().contains("no leader") {
+        assert!(cut.elapsed() < Duration::from_secs(8), "the watch stayed on a leaderless member:\n{}", replica.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("the watch left the leaderless member after {:?}", cut.elapsed());
+    for &i in &others {
+        cluster.thaw(i);
+    }
+    route(&store, "after.example", &app).await;
+    routed_within(&replica, "after.example", Duration::from_secs(8)).await;
 }
