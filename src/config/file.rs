@@ -152,6 +152,10 @@ pub struct RawTls {
     pub certificates: Vec<RawCertificate>,
     #[serde(default, deserialize_with = "lenient::bool")]
     pub snistrict: Option<bool>,
+    /// Traefik 1.x's `[entryPoints.<name>.tls.ClientCA]`: refused, not implemented yet.
+    pub clientca: Option<toml::Value>,
+    /// Traefik 2+'s `clientAuth` (TLS options), when written on the entrypoint: refused too.
+    pub clientauth: Option<toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]

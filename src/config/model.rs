@@ -441,6 +441,12 @@ fn router_tls_defaults(t: &RawEntryPointTls, path: &str, c: &mut Checker) -> Rou
 fn tls_policy(t: &super::file::RawTls, path: &str, c: &mut Checker) -> crate::tls::TlsPolicy {
     use crate::tls::policy::{self, MinVersion, Suite};
     let mut out = crate::tls::TlsPolicy { sni_strict: t.snistrict.unwrap_or(false), ..Default::default() };
+    for (key, set) in [("clientca", t.clientca.is_some()), ("clientauth", t.clientauth.is_some())] {
+        if set {
+            // Clients would be let in without the certificate the operator requires.
+            c.error(&format!("{path}.{key}"), "client certificate authentication is not implemented yet");
+        }
+    }
     if let Some(text) = &t.minversion {
         match policy::min_version(text) {
             Ok(MinVersion::Tls13) => out.min_tls13 = true,
@@ -510,6 +516,7 @@ mod tests {
             ("minVersion = \"TLS13\"", "t.toml:4:"),
             ("cipherSuites = [\"TLS_FAST\"]", "t.toml:4:"),
             ("[entryPoints.websecure.http.tls]\noptions = \"modern\"", "t.toml:5:"),
+            ("[entryPoints.websecure.tls.ClientCA]\nfiles = [\"ca.pem\"]", "t.toml:4:"),
         ] {
             let file = format!("[entryPoints.websecure]\naddress = \":443\"\n[entryPoints.websecure.tls]\n{bad}\n");
             let errors = load(Node::from_toml("t.toml", &file, STATIC_NAMES).unwrap()).unwrap_err();

@@ -293,9 +293,9 @@ fn rest(value: &toml::Value, c: &mut Checker) -> Rest {
             }
         }
     }
-    if let Some(options) = tls.get("options").and_then(|o| o.as_table()) {
+    if let Some(options) = tls.get("options") {
         out.tls_options = true;
-        let names: Vec<&str> = options.keys().map(String::as_str).collect();
+        let names: Vec<&str> = options.as_table().map(|t| t.keys().map(String::as_str).collect()).unwrap_or_default();
         c.error(
             "tls.options",
             format!(

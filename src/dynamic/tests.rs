@@ -286,3 +286,12 @@ fn router_tls_options_that_would_not_be_enforced_reject_the_router() {
     assert!(d.routers.is_empty());
     assert!(d.rejected.iter().any(|r| r.to_string().starts_with("KV key traefik/http/routers/r/tls/options:")));
 }
+
+#[test]
+fn tls_options_in_any_shape_are_refused_and_take_routers_off_tls() {
+    for options in [("tls/options", "modern"), ("tls/options/default/minversion", "VersionTLS13")] {
+        let d = from_kv(&[options]);
+        assert!(d.tls_refused, "{options:?}");
+        assert!(d.rejected.iter().any(|r| r.to_string().contains("TLS options")), "{options:?}: {:?}", d.rejected);
+    }
+}
