@@ -1,5 +1,6 @@
 //! A replica on a real three-member etcd cluster whose members hang (SIGSTOP: the sockets stay
-//! open, nothing is answered): it starts as fast with a hung first member as with a dead one,
+//! open, nothing is answered): it starts as fast with a hung first member as with a dead one
+//! (and gives that member requests again once it answers),
 //! when the member carrying its watch hangs, changes still reach it within seconds; and a
 //! member cut off from its leader is left (etcd's `require_leader`).
 
@@ -71,6 +72,14 @@ async fn a_hung_first_member_delays_start_no_more_than_a_dead_one() {
         "with the first member hung the replica took {hung_took:?} to start, with it dead {dead_took:?}"
     );
     assert!(with_hung.log().contains("did not answer at start"), "the hung member is named:\n{}", with_hung.log());
+
+    // Once it answers again, it is given requests again (probed every 10 s).
+    cluster.thaw(first);
+    let thawed = Instant::now();
+    while !with_hung.log().contains("answers again") {
+        assert!(thawed.elapsed() < Duration::from_secs(15), "the member was never readmitted:\n{}", with_hung.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -88,6 +88,11 @@ impl Etcd {
             .map_err(|e| unreachable(e.to_string()))?;
         let members =
             Arc::new(Members { endpoints: endpoints.clone(), options: connect, preferred: AtomicUsize::new(first) });
+        let missing: Vec<String> =
+            (0..endpoints.len()).filter(|i| !answering.contains(i)).map(|i| endpoints[i].clone()).collect();
+        if !missing.is_empty() {
+            tokio::spawn(readmit(client.clone(), Arc::downgrade(&members), missing));
+        }
         Ok(Etcd { client, endpoints, members })
     }
 
@@ -109,6 +114,22 @@ impl Etcd {
 
     fn unreachable(&self, detail: String) -> StoreError {
         StoreError::Unreachable { backend: "etcd", endpoint: self.endpoints.join(","), detail }
+    }
+}
+
+/// Probes the members left out at start every ten seconds, and gives requests to each again
+/// once it answers. Ends when every member is back or the backend is dropped.
+async fn readmit(client: Client, members: std::sync::Weak<Members>, mut missing: Vec<String>) {
+    while !missing.is_empty() {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let Some(options) = members.upgrade().map(|m| m.options.clone()) else { return };
+        let (answering, _) = probe(&missing, &options).await.unwrap_or_default();
+        for endpoint in answering.iter().rev().map(|&i| missing.remove(i)) {
+            match client.add_endpoint(&endpoint).await {
+                Ok(()) => tracing::info!(endpoint, "etcd member answers again; requests go to it too"),
+                Err(err) => tracing::warn!(endpoint, "etcd member answers but cannot be added back: {err}"),
+            }
+        }
     }
 }
 
@@ -138,7 +159,8 @@ async fn probe(endpoints: &[String], options: &ConnectOptions) -> std::result::R
             },
             None => probes.join_next().await,
         };
-        let Some(Ok((i, answer))) = next else { break };
+        let Some(next) = next else { break };
+        let Ok((i, answer)) = next else { continue };
         match answer {
             Ok(Ok(_)) => {
                 answering.push(i);

@@ -76,6 +76,23 @@ async fn follow(
         Ok(Err(err)) => return Stop::Member(format!("cannot connect: {err}")),
         Err(_) => return Stop::Member(format!("no connection within {SILENT:?}")),
     };
+    // A linearizable read through this member first: it answers only once the member has
+    // caught up with the leader, so a follower that lags a little is not taken for a store
+    // whose history went backwards (a restore) when its watch headers arrive.
+    let caught_up = client.get("pylon-ping", Some(etcd_client::GetOptions::new().with_count_only()));
+    match tokio::time::timeout(SILENT, caught_up).await {
+        Ok(Ok(resp)) => {
+            if let Some(header) = resp.header() {
+                if !seen.same_store(header) {
+                    tracing::warn!(%endpoint, "etcd was restored or replaced (its history went backwards); re-listing");
+                    let _ = tx.send(WatchEvent::Compacted { revision: header.revision() as u64 }).await;
+                    return Stop::Done;
+                }
+            }
+        }
+        Ok(Err(err)) => return Stop::Member(format!("cannot read: {err}")),
+        Err(_) => return Stop::Member(format!("no answer to a read within {SILENT:?}")),
+    }
     let options = WatchOptions::new().with_prefix().with_start_revision(*last as i64 + 1);
     let stream = match tokio::time::timeout(SILENT, client.watch(prefix, Some(options))).await {
         Ok(Ok(stream)) => stream,
