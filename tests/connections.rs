@@ -67,7 +67,8 @@ async fn at_max_connections_idle_and_silent_connections_make_room_for_newcomers(
     let mut newer = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     assert_eq!(request(&mut newer, "/probe").await, 200);
     let took = newcomer(port).await;
-    assert!(took < Duration::from_secs(1), "the newcomer waited {took:?} behind idle connections");
+    // The idle ones become eligible after 500 ms of idleness (their next request may be on the way).
+    assert!(took < Duration::from_secs(2), "the newcomer waited {took:?} behind idle connections");
     assert!(closed_within(&mut older, Duration::from_secs(1)).await, "the longest-idle connection made room");
     assert_eq!(request(&mut newer, "/probe").await, 200, "the other one still serves");
     drop(newer);
@@ -78,7 +79,7 @@ async fn at_max_connections_idle_and_silent_connections_make_room_for_newcomers(
         silent.push(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
     }
     let took = newcomer(port).await;
-    assert!(took < Duration::from_secs(1), "the newcomer waited {took:?} behind silent connections");
+    assert!(took < Duration::from_secs(2), "the newcomer waited {took:?} behind silent connections");
     let mut closed = 0;
     for stream in &mut silent {
         closed += usize::from(closed_within(stream, Duration::from_millis(500)).await);
@@ -111,10 +112,10 @@ async fn at_max_connections_a_request_in_flight_is_never_cut_for_a_newcomer() {
         assert_eq!(status, 200, "the slow request in flight was served whole");
     }
     // Both places were busy until a slow request ended; then its connection, idle but open,
-    // made room.
+    // made room once idle for 500 ms.
     assert!(
-        answered >= Duration::from_millis(1_400) && answered < Duration::from_secs(3),
-        "the newcomer is let in when a slow request ends, at about 1.5 s: {answered:?}"
+        answered >= Duration::from_millis(1_900) && answered < Duration::from_secs(4),
+        "the newcomer is let in 500 ms after a slow request ends, at about 2 s: {answered:?}"
     );
 }
 

@@ -1,8 +1,9 @@
 //! `maxConnections`: which client connections are served. Under the limit, every one; at it, a
 //! newcomer is let in by closing the connection that has been idle longest (a keep-alive
 //! connection between requests, or one that has not sent a request yet), as nginx reuses its
-//! idle keep-alive connections; a connection with a request in flight is never closed for it.
-//! Twenty silent connections therefore cannot lock other clients out.
+//! idle keep-alive connections; a connection with a request in flight is never closed for it,
+//! nor one idle for less than [`MIN_IDLE`] (its next request, or its TLS handshake, may be on
+//! the way). Twenty silent connections therefore cannot lock other clients out.
 
 use std::{
     collections::HashMap,
@@ -16,6 +17,11 @@ use std::{
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::proxy::ProxyBody;
+
+/// How long a connection must have been idle before it may be closed to make room.
+pub const MIN_IDLE: std::time::Duration = std::time::Duration::from_millis(500);
+/// How often a waiting newcomer looks again for a connection that has become old enough.
+const RECHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The connections served under one `maxConnections` limit (shared by every worker).
 pub struct Admission {
@@ -89,20 +95,24 @@ impl Admission {
         Admitted { conn, admission: self.clone(), _permit: permit }
     }
 
-    /// At the limit: evicts the longest-idle connection and waits for a place. When every
-    /// connection is busy, the next one to become idle is evicted; one victim at a time.
+    /// At the limit: evicts the longest-idle connection and waits for a place. When no
+    /// connection is idle (or idle long enough), the first to be is evicted; one victim at a time.
     async fn make_room(&self) -> OwnedSemaphorePermit {
         let mut victim: Option<Arc<Conn>> = None;
         loop {
             let became_idle = self.became_idle.notified();
             tokio::pin!(became_idle);
             became_idle.as_mut().enable();
-            if victim.as_ref().is_none_or(|v| v.closed.load(Ordering::Acquire)) {
+            // A victim that started a request meanwhile closes only after it: find another.
+            let gone_or_busy =
+                |v: &Arc<Conn>| v.closed.load(Ordering::Acquire) || v.in_flight.load(Ordering::Acquire) > 0;
+            if victim.as_ref().is_none_or(gone_or_busy) {
                 victim = self.evict_longest_idle();
             }
             tokio::select! {
                 permit = self.limit.clone().acquire_owned() => return permit.expect("the limit is never closed"),
                 _ = became_idle => {}
+                _ = tokio::time::sleep(RECHECK) => {}
             }
         }
     }
@@ -110,8 +120,13 @@ impl Admission {
     /// Asks the connection idle longest, if any, to close.
     fn evict_longest_idle(&self) -> Option<Arc<Conn>> {
         let open = self.lock();
-        let idle =
-            open.values().filter(|c| c.in_flight.load(Ordering::Acquire) == 0 && !c.evicted.load(Ordering::Relaxed));
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let old_enough = now.saturating_sub(MIN_IDLE.as_millis() as u64);
+        let idle = open.values().filter(|c| {
+            c.in_flight.load(Ordering::Acquire) == 0
+                && !c.evicted.load(Ordering::Relaxed)
+                && c.idle_since.load(Ordering::Relaxed) <= old_enough
+        });
         let conn = idle.min_by_key(|c| c.idle_since.load(Ordering::Relaxed))?;
         conn.evicted.store(true, Ordering::Relaxed);
         // A permit is stored if the connection is not waiting yet: it closes when it does.
