@@ -289,8 +289,8 @@ async fn connection(
     };
     let conn = Connection { peer, tls };
     let ep = shared.ep.clone();
-    // On h2 the socket keeps moving (pings) while a stream's window is shut: streamed responses
-    // are watched for a client that stopped taking them.
+    // On h2 the socket keeps moving (pings) while a stream's window is shut: responses are
+    // watched for a client that stopped taking them.
     let stall = t.write_stall_timeout.unwrap_or(t.idle_timeout);
     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let (proxy, ep) = (proxy.clone(), ep.clone());
@@ -298,12 +298,14 @@ async fn connection(
         let h2 = req.version() == hyper::Version::HTTP_2;
         async move {
             let response = proxy.handle(req, &ep, conn).await;
-            Ok::<_, Infallible>(response.map(|body| {
-                let body = match body {
-                    streamed @ Either::Left(_) if h2 => Either::Right(stall::Watched::new(streamed, stall)),
-                    body => Either::Left(body),
-                };
-                admission::Tracked { body, in_flight }
+            Ok::<_, Infallible>(response.map(|body| match h2 {
+                // Every h2 response, streamed or not: one held behind a shut window must not
+                // keep its connection's place under maxConnections either.
+                true => {
+                    let body = Either::Right(stall::Watched::new(body, in_flight, stall));
+                    admission::Tracked { body, in_flight: None }
+                }
+                false => admission::Tracked { body: Either::Left(body), in_flight },
             }))
         }
     });

@@ -1,5 +1,6 @@
 //! Distributed ACME when things go wrong, against a real Pebble: a lock holder killed mid-order,
-//! a CA rejecting half of its nonces, and validations that cannot succeed.
+//! a CA rejecting half of its nonces, validations that cannot succeed, and a CA that would reuse
+//! a previous validation.
 
 mod support;
 
@@ -136,4 +137,36 @@ async fn failing_renewals_back_off_across_the_cluster_and_the_previous_certifica
     assert!(gap(0) >= Duration::from_millis(1_500), "first retry after ~2 s: {:?}", gap(0));
     assert!(gap(1) >= Duration::from_millis(3_100), "second retry after ~4 s: {:?}", gap(1));
     assert_eq!(pebble.orders(), 1 + 3, "one order per attempt, whichever replica made it");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_renewal_validates_again_even_where_the_ca_would_reuse_the_previous_authorization() {
+    let etcd = Etcd::start().await;
+    let gate = Gate::holding().await;
+    // Pebble hands every order an existing valid authorization: only a deactivated one is not.
+    let pebble = Pebble::start(Options { http_port: gate.port, authz_reuse: Some(100), ..Options::default() }).await;
+    let a_web = free_port();
+    gate.open_to(a_web);
+    let a = Replica::start_with_web(&etcd.flags(), &pebble.acme_section(DOMAIN), a_web).await;
+    let store = pylon::store::open(&etcd.spec()).await.unwrap();
+    eventually("the certificate is stored", Duration::from_secs(60), || async {
+        store.get(&format!("traefik/acme/certs/{NAME}")).await.unwrap().is_some()
+    })
+    .await;
+    eventually("the authorizations are deactivated", Duration::from_secs(5), || async {
+        a.log().contains("the order's authorizations are deactivated")
+    })
+    .await;
+
+    gate.refuse();
+    let out = support::pylon()
+        .arg(format!("--configfile={}", a.config.display()))
+        .args(etcd.flags())
+        .args(["acme", "renew", NAME])
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "the renewal could not validate, so it must fail:\n{text}");
+    assert!(text.contains(&format!("renewing {NAME}")) && text.contains("previous certificate stays"), "{text}");
+    assert_eq!(pebble.orders(), 2);
 }

@@ -23,12 +23,22 @@ entryPoint = "web"
 
 const RANGES: &str = "etcd_debugging_mvcc_range_total";
 
+/// Waits until the replica's ACME watch has settled: for 2 s after it lists the store, a miss
+/// still reads the store (another replica's order may be ahead of the watch).
+async fn settled(replica: &Replica) {
+    support::eventually("the ACME state is followed", Duration::from_secs(5), || async {
+        replica.log().contains("ACME state followed")
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_tokens_cost_the_store_nothing_and_never_wait_for_it() {
     let etcd = Etcd::start().await;
     let store = pylon::store::open(&etcd.spec()).await.unwrap();
     let replica = Replica::start(&etcd.flags(), ACME).await;
     let f = Fixture { store, replica, flags: etcd.flags(), server: Box::new(()) };
+    settled(&f.replica).await;
     f.write(&[("acme/challenges/known-token", "known-token.thumbprint".into())]).await;
     let known = f.replica.web("/.well-known/acme-challenge/known-token");
     support::eventually("the stored token is answered", Duration::from_secs(5), || async {
@@ -136,6 +146,7 @@ async fn alpn_handshakes_for_unknown_names_cost_the_store_nothing_and_never_wait
     let store = pylon::store::open(&etcd.spec()).await.unwrap();
     let tls_challenge = ACME.replace("[acme.httpChallenge]\nentryPoint = \"web\"\n", "[acme.tlsChallenge]\n");
     let replica = Replica::start(&etcd.flags(), &tls_challenge).await;
+    settled(&replica).await;
     let stored = pylon::acme::challenge::alpn_response("known.pylon.test", &[7; 32]).unwrap();
     store.put("traefik/acme/alpn/known.pylon.test", stored).await.unwrap();
     let connector = validator();

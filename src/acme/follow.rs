@@ -39,6 +39,11 @@ pub struct Sinks {
     pub stored: watch::Sender<Arc<Stored>>,
 }
 
+/// How long after a (re)listing challenge misses still read the store whatever the listing says:
+/// the watch that delivers later order markers is still being set up, and a CA's request for
+/// another replica's order may arrive first.
+const SETTLE: Duration = Duration::from_secs(2);
+
 pub async fn follow(store: Store, keys: Keys, sinks: Sinks) {
     let root = keys.acme_root();
     let mut delay = Duration::from_millis(250);
@@ -59,9 +64,17 @@ pub async fn follow(store: Store, keys: Keys, sinks: Sinks) {
         }
         state.publish(&sinks);
         let Ok(mut watch) = store.watch(&root, listing.revision).await else { continue };
+        let settle = tokio::time::sleep(SETTLE);
+        tokio::pin!(settle);
         // Apply each event and what is already queued behind it, then publish once; re-list
         // when the watch breaks.
-        let mut next = watch.next().await;
+        let mut next = tokio::select! {
+            next = watch.next() => next,
+            _ = &mut settle => {
+                state.settle(&sinks);
+                watch.next().await
+            }
+        };
         loop {
             match next {
                 Some(WatchEvent::Put(kv)) => state.put(kv),
@@ -72,7 +85,17 @@ pub async fn follow(store: Store, keys: Keys, sinks: Sinks) {
                 Ok(queued) => queued,
                 Err(_) => {
                     state.publish(&sinks);
-                    watch.next().await
+                    if state.settled {
+                        watch.next().await
+                    } else {
+                        tokio::select! {
+                            next = watch.next() => next,
+                            _ = &mut settle => {
+                                state.settle(&sinks);
+                                watch.next().await
+                            }
+                        }
+                    }
                 }
             };
         }
@@ -98,6 +121,8 @@ struct State {
     changed: HashSet<Kind>,
     /// Unusable values already logged (key and revision), so each is logged once.
     reported: HashSet<(String, Revision)>,
+    /// [`SETTLE`] has passed since the listing: the order markers are trusted.
+    settled: bool,
 }
 
 impl State {
@@ -113,7 +138,18 @@ impl State {
             values: HashMap::new(),
             changed: [Kind::Cert, Kind::Token, Kind::Alpn, Kind::Failure, Kind::Order].into_iter().collect(),
             reported: HashSet::new(),
+            settled: false,
         }
+    }
+
+    /// The watch has had time to deliver: challenge misses read the store only while an order
+    /// marker says so.
+    fn settle(&mut self, sinks: &Sinks) {
+        self.settled = true;
+        let count = |kind| self.values.get(&kind).map_or(0, BTreeMap::len);
+        let orders = count(Kind::Order);
+        sinks.challenges.set_ordering(orders > 0);
+        tracing::info!(certificates = count(Kind::Cert), orders, "ACME state followed");
     }
 
     /// The kind of `key` and its part after that kind's root.
@@ -148,7 +184,7 @@ impl State {
         let values = std::mem::take(&mut self.values);
         let of = |kind| values.get(&kind).into_iter().flatten();
         if changed.contains(&Kind::Order) {
-            sinks.challenges.set_ordering(of(Kind::Order).next().is_some());
+            sinks.challenges.set_ordering(of(Kind::Order).next().is_some() || !self.settled);
         }
         if changed.contains(&Kind::Token) {
             let tokens =

@@ -135,10 +135,11 @@ pub async fn obtain(
             Outcome::Failed { error, retry_in, took_over }
         }
     };
-    finish(guard, lease).await?;
+    let finished = finish(guard, lease).await;
     if let Some(mut acme_order) = issued_by {
         deactivate(&mut acme_order, main).await;
     }
+    finished?;
     Ok(outcome)
 }
 
@@ -148,18 +149,25 @@ pub async fn obtain(
 /// Best effort: a failure is logged, the certificate stands.
 async fn deactivate(order: &mut instant_acme::Order, main: &str) {
     let work = async {
+        let mut deactivated = 0;
         let mut authorizations = order.authorizations();
         while let Some(authz) = authorizations.next().await {
-            let mut authz = authz?;
-            if authz.status == AuthorizationStatus::Valid {
-                patiently!(authz.deactivate().await)?;
+            // One authorization that cannot be read or deactivated does not keep the others valid.
+            // The states held are the ones fetched before the challenges were answered, so the
+            // status is not looked at: every authorization is deactivated.
+            let result = match authz {
+                Ok(mut authz) => patiently!(authz.deactivate().await).map(drop),
+                Err(err) => Err(err),
+            };
+            match result {
+                Ok(()) => deactivated += 1,
+                Err(err) => tracing::warn!(domain = main, "could not deactivate an authorization of the order: {err}"),
             }
         }
-        Ok::<(), instant_acme::Error>(())
+        deactivated
     };
     match tokio::time::timeout(Duration::from_secs(30), work).await {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => tracing::warn!(domain = main, "could not deactivate the order's authorizations: {err}"),
+        Ok(deactivated) => tracing::info!(domain = main, deactivated, "the order's authorizations are deactivated"),
         Err(_) => tracing::warn!(domain = main, "deactivating the order's authorizations timed out"),
     }
 }

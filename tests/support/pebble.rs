@@ -29,6 +29,9 @@ pub struct Options {
     pub validity: Option<u64>,
     /// `PEBBLE_WFE_NONCEREJECT` (percent of nonces rejected).
     pub nonce_reject: u8,
+    /// `PEBBLE_AUTHZREUSE` (percent of orders given an existing valid authorization); 0 when
+    /// not set, which Pebble still reuses in 1% of orders.
+    pub authz_reuse: Option<u8>,
 }
 
 impl Pebble {
@@ -83,7 +86,7 @@ impl Pebble {
                     .arg(&config)
                     .args(["-dnsserver", &format!("127.0.0.1:{dns_port}"), "-strict=false"])
                     .env("PEBBLE_VA_NOSLEEP", "1")
-                    .env("PEBBLE_AUTHZREUSE", "0")
+                    .env("PEBBLE_AUTHZREUSE", options.authz_reuse.unwrap_or(0).to_string())
                     .env("PEBBLE_WFE_NONCEREJECT", options.nonce_reject.to_string())
                     .stdout(log.try_clone().unwrap())
                     .stderr(log)
