@@ -5,13 +5,23 @@
 //! - [`config`]: the static configuration pipeline (sources → serde types → validated model).
 //! - [`dynamic`]: routers, services and certificates, validated; bad ones rejected alone.
 //! - [`setup`]: which file, store and overrides a command uses.
-//! - [`store`]: the store facade, its backends (embedded, etcd, Consul), leases and locks.
+//! - [`store`]: the store facade, its backends (embedded, etcd with per-member watches, Consul),
+//!   leases and locks.
 //! - [`storeconfig`]: `pylon storeconfig`, the static configuration into the store.
 //! - [`app`]: `pylon run`, the start-up steps and shutdown.
-//! - [`server`]: entrypoints, connections, `/ping`, the lifecycle on SIGTERM.
+//! - [`watcher`]: the dynamic configuration followed live and swapped in.
+//! - [`server`]: entrypoints, connections (admission under `maxConnections`, idle and write
+//!   timeouts, stalled h2 streams), `/ping`, the lifecycle on SIGTERM.
+//! - [`proxy`]: the request pipeline, from the head's checks to the forwarded response.
+//! - [`routing`]: Traefik routing rules and the routing table.
+//! - [`balancer`]: services as the request path sees them (load balancers, weights, mirrors).
+//! - [`upstream`]: the HTTP client to upstream servers.
+//! - [`tls`]: the live certificate store, entrypoint TLS settings, the handshake.
+//! - [`acme`]: distributed ACME (orders under a lock, challenges answered by every replica).
+//! - [`access_log`]: the access log.
+//! - [`calendar`]: Unix time to and from calendar dates.
 //! - [`limits`]: the bounds on untrusted input (nesting, rule length, regex size).
 //! - [`logging`]: tracing set-up.
-//! - [`routing`]: Traefik routing rules.
 
 pub mod access_log;
 pub mod acme;

@@ -7,6 +7,7 @@
 
 mod admission;
 mod idle;
+mod response;
 mod stall;
 
 use std::{collections::BTreeMap, convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
@@ -25,6 +26,9 @@ use crate::{
     proxy::{Connection, EntryPoint, Proxy, RedirectTo},
     tls::{self, Accepted, CertStore},
 };
+
+/// How long a connection closed to make room may take to say goodbye (GOAWAY, a last flush).
+const EVICTED_GRACE: Duration = Duration::from_secs(1);
 
 /// The first byte of a TLS record carrying a handshake.
 const TLS_HANDSHAKE: u8 = 0x16;
@@ -301,11 +305,11 @@ async fn connection(
             Ok::<_, Infallible>(response.map(|body| match h2 {
                 // Every h2 response, streamed or not: one held behind a shut window must not
                 // keep its connection's place under maxConnections either.
-                true => {
+                true if !hyper::body::Body::is_end_stream(&body) => {
                     let body = Either::Right(stall::Watched::new(body, in_flight, stall));
-                    admission::Tracked { body, in_flight: None }
+                    response::Tracked { body, in_flight: None }
                 }
-                false => admission::Tracked { body: Either::Left(body), in_flight },
+                _ => response::Tracked { body: Either::Left(body), in_flight },
             }))
         }
     });
@@ -342,7 +346,7 @@ async fn serve_http<I, S>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<
             hyper::Request<hyper::body::Incoming>,
-            Response = hyper::Response<admission::Tracked>,
+            Response = hyper::Response<response::Tracked>,
             Error = Infallible,
         > + Clone
         + Send
@@ -351,11 +355,17 @@ async fn serve_http<I, S>(
 {
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
-    tokio::select! {
+    let made_room = tokio::select! {
         _ = conn.as_mut() => return,
-        _ = drain.cancelled() => {}
-        _ = evicted => {}
-    }
+        _ = drain.cancelled() => false,
+        _ = evicted => true,
+    };
     conn.as_mut().graceful_shutdown();
-    let _ = conn.await;
+    if made_room {
+        // Idle by definition, but an h2 stream cut behind a shut window never ends: the
+        // newcomer waiting for this place must not wait for it.
+        let _ = tokio::time::timeout(EVICTED_GRACE, conn).await;
+    } else {
+        let _ = conn.await;
+    }
 }

@@ -131,13 +131,32 @@ impl WatchEvent {
 /// the watch ends (`None`) only when the store is closed. Dropping it stops the backend's task.
 pub struct Watch {
     rx: mpsc::Receiver<WatchEvent>,
+    /// True once the backend's stream is established (at once for most backends).
+    live: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Watch {
     /// A watch fed by a backend task through `tx`; the task must stop when `tx` is closed.
     pub fn channel() -> (mpsc::Sender<WatchEvent>, Watch) {
+        let (tx, live, watch) = Watch::channel_reporting_live();
+        live.send_replace(true);
+        (tx, watch)
+    }
+
+    /// A watch whose backend says, through the second sender, when its stream is established.
+    pub fn channel_reporting_live() -> (mpsc::Sender<WatchEvent>, tokio::sync::watch::Sender<bool>, Watch) {
         let (tx, rx) = mpsc::channel(1024);
-        (tx, Watch { rx })
+        let (live_tx, live) = tokio::sync::watch::channel(false);
+        (tx, live_tx, Watch { rx, live })
+    }
+
+    /// Resolves once the backend's stream is established, so that events after the listing
+    /// arrive as they happen (a consumer may rely on their absence from then on).
+    pub fn live(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut live = self.live.clone();
+        async move {
+            let _ = live.wait_for(|live| *live).await;
+        }
     }
 
     pub async fn next(&mut self) -> Option<WatchEvent> {

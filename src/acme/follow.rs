@@ -39,9 +39,9 @@ pub struct Sinks {
     pub stored: watch::Sender<Arc<Stored>>,
 }
 
-/// How long after a (re)listing challenge misses still read the store whatever the listing says:
-/// the watch that delivers later order markers is still being set up, and a CA's request for
-/// another replica's order may arrive first.
+/// How long after the watch following a (re)listing is live challenge misses still read the
+/// store whatever the listing says: a CA's request for another replica's order may arrive
+/// before the watch event of its marker.
 const SETTLE: Duration = Duration::from_secs(2);
 
 pub async fn follow(store: Store, keys: Keys, sinks: Sinks) {
@@ -64,7 +64,12 @@ pub async fn follow(store: Store, keys: Keys, sinks: Sinks) {
         }
         state.publish(&sinks);
         let Ok(mut watch) = store.watch(&root, listing.revision).await else { continue };
-        let settle = tokio::time::sleep(SETTLE);
+        // From when the watch is live: before, nothing it would bring has arrived yet.
+        let live = watch.live();
+        let settle = async move {
+            live.await;
+            tokio::time::sleep(SETTLE).await;
+        };
         tokio::pin!(settle);
         // Apply each event and what is already queued behind it, then publish once; re-list
         // when the watch breaks.

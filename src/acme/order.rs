@@ -109,44 +109,52 @@ pub async fn obtain(
         return Err(AcmeError::LockLost(cert_key));
     }
 
-    let mut issued_by = None;
-    let outcome = match order(ctx, names, &lease).await {
-        Ok((mut record, responses, acme_order)) => {
-            issued_by = Some(acme_order);
-            record.on_demand = on_demand;
-            let mut ops = vec![
-                Op::put(cert_key.clone(), record.encode()),
-                Op::Delete { key: order_key },
-                Op::Delete { key: failure_key },
-            ];
-            ops.extend(responses.into_iter().map(|key| Op::Delete { key }));
-            if !guard.fenced(ops).await?.succeeded {
-                return Err(AcmeError::LockLost(cert_key));
+    let (ordered, acme_order) = order(ctx, names, &lease).await;
+    let settled = async {
+        let outcome = match ordered {
+            Ok((mut record, responses)) => {
+                record.on_demand = on_demand;
+                let mut ops = vec![
+                    Op::put(cert_key.clone(), record.encode()),
+                    Op::Delete { key: order_key },
+                    Op::Delete { key: failure_key },
+                ];
+                ops.extend(responses.into_iter().map(|key| Op::Delete { key }));
+                if !guard.fenced(ops).await?.succeeded {
+                    return Err(AcmeError::LockLost(cert_key));
+                }
+                Outcome::Issued { record, took_over }
             }
-            Outcome::Issued { record, took_over }
-        }
-        Err(error) => {
-            let failure =
-                FailureRecord::next(previous_failure.as_ref(), ctx.acme.failure_backoff, error.to_string(), ctx.holder);
-            let retry_in = failure.wait();
-            let ops = vec![Op::put(failure_key, progress::encode(&failure)), Op::Delete { key: order_key }];
-            guard.fenced(ops).await?;
-            // The challenge responses go with the lease, revoked below.
-            Outcome::Failed { error, retry_in, took_over }
-        }
-    };
-    let finished = finish(guard, lease).await;
-    if let Some(mut acme_order) = issued_by {
+            Err(error) => {
+                let failure = FailureRecord::next(
+                    previous_failure.as_ref(),
+                    ctx.acme.failure_backoff,
+                    error.to_string(),
+                    ctx.holder,
+                );
+                let retry_in = failure.wait();
+                let ops = vec![Op::put(failure_key, progress::encode(&failure)), Op::Delete { key: order_key }];
+                guard.fenced(ops).await?;
+                // The challenge responses go with the lease, revoked below.
+                Outcome::Failed { error, retry_in, took_over }
+            }
+        };
+        finish(guard, lease).await?;
+        Ok(outcome)
+    }
+    .await;
+    // Whatever happened, no authorization of the order stays valid: a failed multi-name order
+    // must not leave the names that passed authorized for the next one.
+    if let Some(mut acme_order) = acme_order {
         deactivate(&mut acme_order, main).await;
     }
-    finished?;
-    Ok(outcome)
+    settled
 }
 
-/// Deactivates the authorizations of an order whose certificate is stored (RFC 8555 §7.5.2),
-/// so that every issuance proves control of its names anew: the CA cannot hand a later order a
-/// cached authorization (a name that changed hands is not renewed on its old owner's proof).
-/// Best effort: a failure is logged, the certificate stands.
+/// Deactivates the authorizations of an order once it has ended, issued or not (RFC 8555
+/// §7.5.2), so that every issuance proves control of its names anew: the CA cannot hand a
+/// later order a cached authorization (a name that changed hands is not renewed on its old
+/// owner's proof). Best effort: a failure is logged, the outcome stands.
 async fn deactivate(order: &mut instant_acme::Order, main: &str) {
     let work = async {
         let mut deactivated = 0;
@@ -178,18 +186,32 @@ async fn finish(guard: LockGuard, lease: Lease) -> Result<(), AcmeError> {
     Ok(())
 }
 
-/// The order itself: returns the record to store, the challenge response keys to delete, and
-/// the order (whose authorizations are deactivated once the record is stored).
+/// The order itself, and the CA's order object when one was created (to deactivate its
+/// authorizations whatever the outcome).
 async fn order(
     ctx: &Context<'_>,
     names: &[String],
     lease: &Lease,
-) -> Result<(CertRecord, Vec<String>, instant_acme::Order), AcmeError> {
-    let main = &names[0];
+) -> (Result<(CertRecord, Vec<String>), AcmeError>, Option<instant_acme::Order>) {
     let identifiers: Vec<Identifier> = names.iter().map(|n| Identifier::Dns(n.clone())).collect();
+    let order = patiently!(ctx.account.new_order(&NewOrder::new(&identifiers)).await);
+    match order {
+        Ok(mut order) => (complete(ctx, names, lease, &mut order).await, Some(order)),
+        Err(err) => (Err(AcmeError::from_acme(&names[0], err)), None),
+    }
+}
+
+/// Answers the order's challenges, waits for the CA and finalizes: the record to store and the
+/// challenge response keys to delete.
+async fn complete(
+    ctx: &Context<'_>,
+    names: &[String],
+    lease: &Lease,
+    order: &mut instant_acme::Order,
+) -> Result<(CertRecord, Vec<String>), AcmeError> {
+    let main = &names[0];
     let problem = |e| AcmeError::from_acme(main, e);
     let kind = if ctx.acme.http_challenge.is_some() { ChallengeType::Http01 } else { ChallengeType::TlsAlpn01 };
-    let mut order = patiently!(ctx.account.new_order(&NewOrder::new(&identifiers)).await).map_err(problem)?;
     let mut responses = Vec::new();
     let mut answered = std::collections::HashSet::new();
     // Authorizations are fetched one by one; a rejected nonce restarts the pass, and those
@@ -239,7 +261,7 @@ async fn order(
         RetryPolicy::new().initial_delay(Duration::from_millis(250)).backoff(1.5).timeout(Duration::from_secs(90));
     let status = patiently!(order.poll_ready(&patience).await).map_err(problem)?;
     if status != OrderStatus::Ready {
-        let detail = failure_detail(&mut order).await.unwrap_or_else(|| format!("order {status:?}"));
+        let detail = failure_detail(order).await.unwrap_or_else(|| format!("order {status:?}"));
         return Err(AcmeError::Order { domain: main.clone(), detail });
     }
     let (csr, key_pem) = csr(names, &ctx.acme.key_type)?;
@@ -251,7 +273,7 @@ async fn order(
             domain: main.clone(),
             detail: "the CA sent an unreadable certificate".into(),
         })?;
-    Ok((record, responses, order))
+    Ok((record, responses))
 }
 
 /// The first failed challenge's problem, for the event and the log.

@@ -16,8 +16,6 @@ use std::{
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-use crate::proxy::ProxyBody;
-
 /// How long a connection must have been idle before it may be closed to make room.
 pub const MIN_IDLE: std::time::Duration = std::time::Duration::from_millis(500);
 /// How often a waiting newcomer looks again for a connection that has become old enough.
@@ -171,37 +169,6 @@ impl Drop for InFlight {
         if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.became_idle.notify_waiters();
         }
-    }
-}
-
-/// A response body that keeps its request in flight until it is sent (or dropped); on h2, one
-/// that streams from an upstream is watched for a client that stopped taking it.
-pub struct Tracked {
-    pub body: http_body_util::Either<ProxyBody, super::stall::Watched>,
-    pub in_flight: Option<InFlight>,
-}
-
-impl hyper::body::Body for Tracked {
-    type Data = bytes::Bytes;
-    type Error = <ProxyBody as hyper::body::Body>::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
-        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
-        if matches!(polled, std::task::Poll::Ready(None)) {
-            self.in_flight = None;
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.body.size_hint()
     }
 }
 

@@ -44,6 +44,8 @@ struct State {
     size_hint: SizeHint,
     is_end_stream: bool,
     epoch: Instant,
+    /// Notified when hyper drops the body: the watchdog ends at once.
+    dropped: tokio::sync::Notify,
 }
 
 impl Watched {
@@ -55,6 +57,7 @@ impl Watched {
             waiting_on_upstream: AtomicBool::new(false),
             waiting_since: AtomicU64::new(0),
             epoch: Instant::now(),
+            dropped: tokio::sync::Notify::new(),
         });
         tokio::spawn(watchdog(Arc::downgrade(&state), timeout));
         Watched { state, tapped: None }
@@ -90,6 +93,12 @@ impl State {
     }
 }
 
+impl Drop for Watched {
+    fn drop(&mut self) {
+        self.state.dropped.notify_one();
+    }
+}
+
 /// Hyper's waker, with a note that the upstream has data for it.
 struct Tap {
     state: Weak<State>,
@@ -116,13 +125,19 @@ impl Wake for Tap {
 async fn watchdog(state: Weak<State>, timeout: Duration) {
     let limit = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
     loop {
-        tokio::time::sleep(timeout / 4).await;
-        let Some(state) = state.upgrade() else { return };
-        let waited = state.now_ms().saturating_sub(state.waiting_since.load(Ordering::Acquire));
-        if state.waiting_on_upstream.load(Ordering::Acquire) || waited < limit {
+        let Some(strong) = state.upgrade() else { return };
+        tokio::select! {
+            _ = tokio::time::sleep(timeout / 4) => {}
+            _ = strong.dropped.notified() => return,
+        }
+        // Checked under the lock that `poll_frame` holds while it updates the clock, so that a
+        // stream the client just started taking again is not cut.
+        let mut slot = strong.lock();
+        let waited = strong.now_ms().saturating_sub(strong.waiting_since.load(Ordering::Acquire));
+        if strong.waiting_on_upstream.load(Ordering::Acquire) || waited < limit {
             continue;
         }
-        if state.lock().take().is_some() {
+        if slot.take().is_some() {
             tracing::info!(?timeout, "h2 client took no response data for the write timeout; stream cut");
         }
         return;

@@ -276,8 +276,8 @@ impl Backend for Etcd {
     }
 
     async fn watch(&self, prefix: &str, after: Revision) -> Result<Watch> {
-        let (tx, watch) = Watch::channel();
-        tokio::spawn(watch::run(self.members.clone(), prefix.to_string(), after, tx));
+        let (tx, live, watch) = Watch::channel_reporting_live();
+        tokio::spawn(watch::run(self.members.clone(), prefix.to_string(), after, tx, live));
         Ok(watch)
     }
 

@@ -30,17 +30,24 @@ enum Stop {
 }
 
 /// Runs a watch of `prefix` after revision `after`, feeding `tx` until it is closed.
-pub(super) async fn run(members: Arc<Members>, prefix: String, after: Revision, tx: mpsc::Sender<WatchEvent>) {
+pub(super) async fn run(
+    members: Arc<Members>,
+    prefix: String,
+    after: Revision,
+    tx: mpsc::Sender<WatchEvent>,
+    live: tokio::sync::watch::Sender<bool>,
+) {
     let mut last = after;
     let mut seen = Seen { cluster: None, term: 0, revision: after };
     let mut at = members.preferred();
     let mut backoff = Duration::from_millis(100);
+    let task = Task { members: &members, prefix: &prefix, tx: &tx, live: &live };
     loop {
         let endpoint = members.endpoints[at].clone();
         let heard = std::sync::atomic::AtomicBool::new(false);
         let stop = tokio::select! {
             _ = tx.closed() => return,
-            stop = follow(&members, at, &prefix, &mut last, &mut seen, &tx, &heard) => stop,
+            stop = follow(&task, at, &mut last, &mut seen, &heard) => stop,
         };
         match stop {
             Stop::Done => return,
@@ -59,16 +66,24 @@ pub(super) async fn run(members: Arc<Members>, prefix: String, after: Revision, 
     }
 }
 
+/// What following any member needs: where to connect, what to watch, where events go.
+struct Task<'a> {
+    members: &'a Members,
+    prefix: &'a str,
+    tx: &'a mpsc::Sender<WatchEvent>,
+    /// Set once a watch is established.
+    live: &'a tokio::sync::watch::Sender<bool>,
+}
+
 /// Follows the watch on member `at` until it fails, goes quiet, or the task is done.
 async fn follow(
-    members: &Members,
+    task: &Task<'_>,
     at: usize,
-    prefix: &str,
     last: &mut Revision,
     seen: &mut Seen,
-    tx: &mpsc::Sender<WatchEvent>,
     heard: &std::sync::atomic::AtomicBool,
 ) -> Stop {
+    let Task { members, prefix, tx, live } = *task;
     let endpoint = &members.endpoints[at];
     let connect = Client::connect([endpoint], Some(members.options.clone().with_require_leader(true)));
     let mut client = match tokio::time::timeout(SILENT, connect).await {
@@ -99,6 +114,7 @@ async fn follow(
         Ok(Err(err)) => return Stop::Member(format!("cannot watch: {err}")),
         Err(_) => return Stop::Member(format!("no answer to the watch within {SILENT:?}")),
     };
+    live.send_replace(true);
     let (mut requests, mut responses) = stream.split();
     let mut heard_at = Instant::now();
     let mut probe = tokio::time::interval(PROBE_AFTER / 2);
