@@ -4,6 +4,7 @@
 //! a KV key. Unknown keys are warnings; wrong types and invalid values are errors.
 
 mod acme;
+mod entrypoint;
 pub mod file;
 pub(crate) mod lenient;
 pub mod model;

@@ -47,6 +47,7 @@ async fn unknown_tokens_cost_the_store_nothing_and_never_wait_for_it() {
     .await;
 
     let before = etcd.counter(RANGES).await;
+    let started = Instant::now();
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let mut flood = tokio::task::JoinSet::new();
     for connection in 0..8 {
@@ -68,8 +69,10 @@ async fn unknown_tokens_cost_the_store_nothing_and_never_wait_for_it() {
     flooded.await.expect("2,000 requests within a minute");
     assert!(before > 0.0, "etcd counts the replica's own range calls");
     let reads = etcd.counter(RANGES).await - before;
-    eprintln!("2,000 unknown tokens made {reads} etcd range calls");
-    assert!(reads < 20.0, "2,000 unknown tokens made {reads} etcd range calls");
+    let took = started.elapsed().as_secs_f64();
+    eprintln!("2,000 unknown tokens in {took:.1} s made {reads} etcd range calls");
+    // With no order in view, one read per 500 ms (for a watch lagging behind a new order).
+    assert!(reads <= 2.0 * took + 3.0, "2,000 unknown tokens in {took:.1} s made {reads} etcd range calls");
 
     etcd.freeze();
     let started = Instant::now();
@@ -77,7 +80,7 @@ async fn unknown_tokens_cost_the_store_nothing_and_never_wait_for_it() {
     let took = started.elapsed();
     etcd.thaw();
     assert!(matches!(answer, Ok((404, _))), "{answer:?}");
-    assert!(took < Duration::from_millis(500), "an unknown token waited {took:?} for a frozen store");
+    assert!(took < Duration::from_millis(500), "an unknown token waited {took:?} for a frozen store (at most 200 ms)");
     assert!(matches!(get(&known).await, Ok((200, _))), "the known token is still answered");
 }
 
@@ -162,6 +165,7 @@ async fn alpn_handshakes_for_unknown_names_cost_the_store_nothing_and_never_wait
     }
 
     let before = etcd.counter(RANGES).await;
+    let started = Instant::now();
     let mut flood = tokio::task::JoinSet::new();
     for worker in 0..8 {
         let connector = connector.clone();
@@ -179,8 +183,9 @@ async fn alpn_handshakes_for_unknown_names_cost_the_store_nothing_and_never_wait
     });
     flooded.await.expect("480 handshakes within a minute");
     let reads = etcd.counter(RANGES).await - before;
-    eprintln!("480 acme-tls/1 handshakes for unknown names made {reads} etcd range calls");
-    assert!(reads < 20.0, "480 handshakes for unknown names made {reads} etcd range calls");
+    let took = started.elapsed().as_secs_f64();
+    eprintln!("480 acme-tls/1 handshakes for unknown names in {took:.1} s made {reads} etcd range calls");
+    assert!(reads <= 2.0 * took + 3.0, "480 handshakes in {took:.1} s made {reads} etcd range calls");
 
     etcd.freeze();
     let started = Instant::now();

@@ -1,8 +1,10 @@
 //! Challenge answers on every replica, from local caches that the ACME watch keeps in step with
-//! the store. A miss reads the store only while an order of this cluster is in progress (the
-//! CA's request can arrive before the watch event): one read in flight per name, a bounded
-//! number of names, a short timeout. Any other unknown token or name is answered at once from
-//! memory, so a flood of random tokens costs the store nothing and a frozen store delays none:
+//! the store. A miss reads the store while an order of this cluster is in progress (the CA's
+//! request can arrive before the watch event): one read in flight per name, a bounded number of
+//! names, a short timeout. With no order in view, the watch may still lag behind one that just
+//! started, so a miss may read the store once per 500 ms (200 ms timeout); every other unknown
+//! token or name is answered at once from memory, so a flood of random tokens costs the store
+//! at most two reads a second and a frozen store delays none by more than 200 ms:
 //! - HTTP-01: `GET /.well-known/acme-challenge/<token>` from `<prefix>/acme/challenges/`;
 //! - TLS-ALPN-01: a handshake offering only `acme-tls/1` gets the challenge certificate for its
 //!   SNI from `<prefix>/acme/alpn/` (RFC 8737).
@@ -10,7 +12,7 @@
 use std::{
     collections::HashMap,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex,
     },
     time::Duration,
@@ -31,6 +33,10 @@ const READ_TIMEOUT: Duration = Duration::from_secs(1);
 /// How many different names may be read from the store at once; more misses are answered
 /// from memory.
 const MAX_READS: usize = 64;
+/// With no order in view, a miss may still read the store this often (the watch can lag
+/// behind another replica's order), for at most [`UNSEEN_READ_TIMEOUT`].
+const UNSEEN_READ_EVERY: Duration = Duration::from_millis(500);
+const UNSEEN_READ_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// One store read shared by every lookup of the same key that misses meanwhile.
 type Read = Arc<tokio::sync::OnceCell<Option<Vec<u8>>>>;
@@ -44,6 +50,9 @@ pub struct Challenges {
     ordering: AtomicBool,
     /// Store reads in flight, by key.
     reads: Mutex<HashMap<String, Read>>,
+    /// When a miss with no order in view may next read the store, in ms since `epoch`.
+    next_unseen_read: AtomicU64,
+    epoch: std::time::Instant,
     store: Store,
     keys: Keys,
 }
@@ -85,6 +94,8 @@ impl Challenges {
             alpn: ArcSwap::default(),
             ordering: AtomicBool::new(true),
             reads: Mutex::new(HashMap::new()),
+            next_unseen_read: AtomicU64::new(0),
+            epoch: std::time::Instant::now(),
             store,
             keys,
         })
@@ -133,9 +144,15 @@ impl Challenges {
     /// A cache miss: the stored value of `key`, read only while an order is in progress, once
     /// for every concurrent miss of the same key, and given up after [`READ_TIMEOUT`].
     async fn read_through(&self, key: String) -> Option<Vec<u8>> {
-        if !self.ordering.load(Ordering::Relaxed) {
+        let timeout = if self.ordering.load(Ordering::Relaxed) {
+            READ_TIMEOUT
+        } else if self.may_read_unseen() {
+            // No order seen, but the watch may lag behind one that a loaded cluster just
+            // started (the CA can be quicker than the watch event): one short read in a while.
+            UNSEEN_READ_TIMEOUT
+        } else {
             return None;
-        }
+        };
         let read = {
             let mut reads = self.reads.lock().unwrap_or_else(|e| e.into_inner());
             match reads.get(&key) {
@@ -146,7 +163,7 @@ impl Challenges {
         };
         let value = read
             .get_or_init(|| async {
-                let got = tokio::time::timeout(READ_TIMEOUT, self.store.get(&key)).await;
+                let got = tokio::time::timeout(timeout, self.store.get(&key)).await;
                 got.ok()?.ok()?.map(|kv| kv.value)
             })
             .await
@@ -156,6 +173,23 @@ impl Challenges {
             reads.remove(&key);
         }
         value
+    }
+
+    /// Whether a miss with no order in view may read the store: at most once per
+    /// [`UNSEEN_READ_EVERY`], whatever the number of misses.
+    fn may_read_unseen(&self) -> bool {
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let next = self.next_unseen_read.load(Ordering::Relaxed);
+        now >= next
+            && self
+                .next_unseen_read
+                .compare_exchange(
+                    next,
+                    now + UNSEEN_READ_EVERY.as_millis() as u64,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
     }
 }
 
@@ -177,7 +211,12 @@ mod tests {
             "before the watch has listed the orders, one may be in progress"
         );
         challenges.set_ordering(false);
-        assert_eq!(challenges.answer("late").await, None, "no order in progress: answered from memory");
+        assert_eq!(
+            challenges.answer("late").await.as_deref(),
+            Some("late.thumbprint"),
+            "no order in view: one read in a while, since the watch may lag"
+        );
+        assert_eq!(challenges.answer("late").await, None, "and then answered from memory");
         challenges.set_ordering(true);
         let (a, b) = tokio::join!(challenges.answer("late"), challenges.answer("late"));
         for answer in [a, b] {

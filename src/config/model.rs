@@ -8,8 +8,13 @@ use std::{
 };
 
 pub use super::acme::{Acme, Domain, OnDemandPolicy, LETS_ENCRYPT};
-use super::{file::*, transport::Transport, Checker};
-use crate::proxy::path::{PathPolicy, REFUSED};
+use super::{
+    entrypoint::{allowed_upgrades, default_upgrades, path_policy, router_tls_defaults, tls_policy},
+    file::*,
+    transport::Transport,
+    Checker,
+};
+use crate::proxy::path::PathPolicy;
 
 /// The name of the entrypoint that Traefik 1.x's `[web]`, `[api]`, `[ping]` and `[metrics]`
 /// use unless told otherwise; created on `:8080` when they need it and it is not declared.
@@ -125,39 +130,6 @@ pub struct AccessLog {
 }
 
 /// `http.sanitizePath` (default true) and `http.encodedCharacters.allowEncoded*` (default false).
-fn default_upgrades() -> Vec<String> {
-    vec!["websocket".to_string()]
-}
-
-/// `http.allowedUpgrades`: protocol tokens (RFC 9110 §7.8), lowercased; `h2c` is allowed only
-/// by name, since it lets a client speak HTTP/2 to an upstream past routing.
-fn allowed_upgrades(list: &[String], path: &str, c: &mut Checker) -> Vec<String> {
-    let mut out = Vec::new();
-    for (i, token) in list.iter().enumerate() {
-        let token = token.trim().to_ascii_lowercase();
-        let valid =
-            !token.is_empty() && token.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~/".contains(&b));
-        if valid {
-            out.push(token);
-        } else {
-            c.error(&format!("{path}.{i}"), format!("{token:?} is not an Upgrade protocol token"));
-        }
-    }
-    out
-}
-
-fn path_policy(http: Option<&RawEntryPointHttp>) -> PathPolicy {
-    let mut policy = PathPolicy { sanitize: http.and_then(|h| h.sanitizepath).unwrap_or(true), allowed: 0 };
-    if let Some(encoded) = http.and_then(|h| h.encodedcharacters.as_ref()) {
-        for (allow, refused) in encoded.options().into_iter().zip(REFUSED) {
-            if allow == Some(true) {
-                policy.allowed |= refused.bit;
-            }
-        }
-    }
-    policy
-}
-
 /// Parses Traefik's address forms: `:80` (every interface), `127.0.0.1:80`, `[::1]:80`,
 /// `localhost:80`.
 pub fn parse_address(text: &str) -> Result<SocketAddr, String> {
@@ -413,70 +385,6 @@ pub(super) fn build(raw: RawConfig, c: &mut Checker) -> Option<StaticConfig> {
         acme,
         transport,
     })
-}
-
-/// `http.tls` on an entrypoint: its `certResolver` and `domains` apply to its routers; TLS
-/// options other than the default ones would not be enforced, so they are an error.
-fn router_tls_defaults(t: &RawEntryPointTls, path: &str, c: &mut Checker) -> RouterTlsDefaults {
-    if let Some(options) = t.options.as_deref().filter(|o| o.split('@').next() != Some("default")) {
-        c.error(
-            &format!("{path}.options"),
-            format!("TLS options {options:?} are not implemented yet; set minVersion, cipherSuites and sniStrict in the entrypoint's tls section"),
-        );
-    }
-    let mut domains = Vec::new();
-    for (i, d) in t.domains.iter().enumerate() {
-        match &d.main {
-            Some(main) if !main.is_empty() => {
-                domains.push(Domain { main: main.to_ascii_lowercase(), sans: d.sans.clone().unwrap_or_default() })
-            }
-            _ => c.error(&format!("{path}.domains.{i}"), "each domain needs a main name"),
-        }
-    }
-    RouterTlsDefaults { cert_resolver: t.certresolver.clone(), domains }
-}
-
-/// `[entryPoints.<name>.tls]`'s `minVersion`, `cipherSuites` and `sniStrict`: enforced, or an
-/// error at their key; a value that cannot be honoured exactly is refused or made stricter.
-fn tls_policy(t: &super::file::RawTls, path: &str, c: &mut Checker) -> crate::tls::TlsPolicy {
-    use crate::tls::policy::{self, MinVersion, Suite};
-    let mut out = crate::tls::TlsPolicy { sni_strict: t.snistrict.unwrap_or(false), ..Default::default() };
-    for (key, set) in [("clientca", t.clientca.is_some()), ("clientauth", t.clientauth.is_some())] {
-        if set {
-            // Clients would be let in without the certificate the operator requires.
-            c.error(&format!("{path}.{key}"), "client certificate authentication is not implemented yet");
-        }
-    }
-    if let Some(text) = &t.minversion {
-        match policy::min_version(text) {
-            Ok(MinVersion::Tls13) => out.min_tls13 = true,
-            Ok(MinVersion::Tls12) => {}
-            Ok(MinVersion::Raised) => c.warn(
-                &format!("{path}.minversion"),
-                format!("{text}: Pylon never speaks TLS below 1.2, so TLS 1.2 is the minimum"),
-            ),
-            Err(err) => c.error(&format!("{path}.minversion"), err),
-        }
-    }
-    if let Some(names) = &t.ciphersuites {
-        let mut tls12 = Vec::new();
-        for (i, name) in names.iter().enumerate() {
-            let at = format!("{path}.ciphersuites.{i}");
-            match policy::cipher_suite(name.trim()) {
-                Ok(Suite::Tls12(name)) => tls12.push(name),
-                Ok(Suite::Tls13) => {}
-                Ok(Suite::Unavailable) => {
-                    c.warn(&at, format!("{name}: not offered by Pylon's TLS library, so never negotiated"))
-                }
-                Err(err) => c.error(&at, err),
-            }
-        }
-        if tls12.is_empty() && !out.min_tls13 {
-            c.warn(&format!("{path}.ciphersuites"), "no TLS 1.2 suite Pylon offers is listed: only TLS 1.3 is spoken");
-        }
-        out.tls12_suites = Some(tls12);
-    }
-    out
 }
 
 #[cfg(test)]
