@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor, rt::TokioIo};
 use pylon::store::{self, Op, Store, Txn};
-use support::{get_host, replica::Replica, send, upstream::Upstream, Etcd};
+use support::{get_host, replica::Replica, send, tls::issue, upstream::Upstream, Etcd};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 struct Fixture {
@@ -60,19 +60,6 @@ impl Fixture {
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
     }
-}
-
-/// A CA and a certificate it signed for `names`: (CA PEM, chain PEM, key PEM).
-fn issue(names: &[&str]) -> (String, String, String) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "Pylon test CA");
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
-    let cert = params.signed_by(&key, &ca).unwrap();
-    (ca.pem(), cert.pem(), key.serialize_pem())
 }
 
 #[tokio::test(flavor = "multi_thread")]

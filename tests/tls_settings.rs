@@ -10,20 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{fixture, free_port, upstream::Upstream};
-
-/// A CA and a certificate it signed for `names`: (CA PEM, chain PEM, key PEM).
-fn issue(names: &[&str]) -> (String, String, String) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "Pylon test CA");
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
-    let cert = params.signed_by(&key, &ca).unwrap();
-    (ca.pem(), cert.pem(), key.serialize_pem())
-}
+use support::{fixture, free_port, tls::issue, upstream::Upstream};
 
 /// `curl --fail` over TLS to `host` (resolved to `port`, or the bare address when `host` is None, so no
 /// SNI is sent): the exit code and stderr.

@@ -1,6 +1,7 @@
-//! A real TLS client for ACME tests: connects to a loopback port with an SNI, verifies the
+//! TLS for tests: a real client that connects to a loopback port with an SNI, verifies the
 //! chain against a given root (Pebble's), sends one HTTP/1.1 request and returns the leaf
-//! certificate it was shown and the response status.
+//! certificate it was shown and the response status; and a throwaway CA that signs a
+//! certificate for given names.
 
 use std::{sync::Arc, time::Duration};
 
@@ -43,4 +44,17 @@ pub async fn fetch(port: u16, host: &str, root_pem: &str) -> Result<Served, Stri
         Ok(Served { leaf, status })
     };
     tokio::time::timeout(Duration::from_secs(30), exchange).await.map_err(|_| "timed out".to_string())?
+}
+
+/// A CA and a certificate it signed for `names`: (CA PEM, chain PEM, key PEM).
+pub fn issue(names: &[&str]) -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "Pylon test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    let cert = params.signed_by(&key, &ca).unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
 }
