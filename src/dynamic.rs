@@ -37,6 +37,8 @@ pub const DYNAMIC_NAMES: NamedTables = &[
 pub struct DynamicConfig {
     pub routers: BTreeMap<String, Router>,
     pub services: BTreeMap<String, Service>,
+    /// The valid middlewares; routers that name one that is not here were disabled.
+    pub middlewares: BTreeMap<String, crate::middleware::Spec>,
     /// PEM contents or file paths, as given.
     pub certificates: Vec<Certificate>,
     pub default_certificate: Option<Certificate>,

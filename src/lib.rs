@@ -14,6 +14,8 @@
 //!   timeouts, stalled h2 streams), `/ping`, the lifecycle on SIGTERM.
 //! - [`proxy`]: the request pipeline, from the head's checks to the forwarded response.
 //! - [`routing`]: Traefik routing rules and the routing table.
+//! - [`middleware`]: Traefik's HTTP middlewares and the chain that runs them between routing
+//!   and the service.
 //! - [`balancer`]: services as the request path sees them (load balancers, weights, mirrors).
 //! - [`upstream`]: the HTTP client to upstream servers.
 //! - [`tls`]: the live certificate store, entrypoint TLS settings, the handshake.
@@ -33,6 +35,7 @@ pub mod config;
 pub mod dynamic;
 pub mod limits;
 pub mod logging;
+pub mod middleware;
 pub mod proxy;
 pub mod routing;
 pub mod server;

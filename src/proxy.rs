@@ -9,7 +9,8 @@
 //! 2. **redirect**: on an entrypoint with `redirect.entryPoint`, every request gets 301/308
 //!    (302/307 when not permanent) to the same host, path and query on the target entrypoint.
 //! 3. **route**: the current routing table picks the highest-priority matching router; none
-//!    matching is 404.
+//!    matching is 404. Then the router's middlewares run ([`crate::middleware`]), outermost
+//!    first; any of them may answer instead (401, 403, a redirect) and none further in runs.
 //! 4. **pick**: the router's service picks a server (sticky cookie first); none up is 503.
 //! 5. **forward**: the request streams upstream; a connection that fails before anything was
 //!    sent marks the server down for a moment and the request goes to another server; a
@@ -48,6 +49,7 @@ use crate::{
     acme::{challenge, Challenges},
     balancer::{Mirroring, Pick, Service},
     config::model::ForwardedTrust,
+    middleware,
     routing::{RequestView, Route, Table},
     upstream::{self, Upstream},
 };
@@ -144,7 +146,11 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // 0. head, path
         head::check(&req).map_err(|e| ProxyError::BadRequest(e.to_string()))?;
-        let req = canonical_path(req, &ep.path)?;
+        let mut req = canonical_path(req, &ep.path)?;
+        // An untrusted client's X-Forwarded-* are gone before anything reads them.
+        if !ep.trust.trusts(conn.peer.ip()) {
+            forward::distrust(req.headers_mut());
+        }
 
         // 1. ping
         if ep.ping && req.uri().path() == "/ping" {
@@ -185,23 +191,56 @@ impl Proxy {
         drop(table);
         served.route = Some(route.clone());
 
-        // 4. pick
-        let service = route.service.clone();
-        let pick = service.pick(req.headers()).ok_or_else(|| ProxyError::NoServer { router: route.name.clone() })?;
-
-        // 5. forward
+        // 3b. middlewares, then 4. pick and 5. forward
         let client = forward::Client {
             ip: conn.peer.ip(),
             tls: conn.tls,
             port: ep.port,
             host: &host,
-            trusted: ep.trust.trusts(conn.peer.ip()),
             read_timeout: ep.read_timeout,
             upgrades: &ep.upgrades,
         };
-        self.forward(req, &service, pick, &client, served).await
+        let mut service = ToService { proxy: self, route: &route, client, served, entry_point: &ep.name };
+        Ok(match route.chain.is_empty() {
+            true => service.forward(req).await,
+            false => route.chain.run(req, conn, &mut service).await,
+        })
     }
+}
 
+/// The end of a router's chain: its service.
+struct ToService<'a> {
+    proxy: &'a Proxy,
+    route: &'a Route,
+    client: forward::Client<'a>,
+    served: &'a mut Served,
+    entry_point: &'a str,
+}
+
+impl middleware::End<Incoming> for ToService<'_> {
+    fn call(&mut self, req: Request<Incoming>) -> middleware::BoxFuture<'_, Response<ProxyBody>> {
+        Box::pin(self.forward(req))
+    }
+}
+
+impl ToService<'_> {
+    /// 4. pick, 5. forward, 6. respond; a failure becomes its response here.
+    async fn forward(&mut self, req: Request<Incoming>) -> Response<ProxyBody> {
+        let service = self.route.service.clone();
+        let forwarded = match service.pick(req.headers()) {
+            None => Err(ProxyError::NoServer { router: self.route.name.clone() }),
+            Some(pick) => self.proxy.forward(req, &service, pick, &self.client, self.served).await,
+        };
+        forwarded.unwrap_or_else(|err| {
+            if err.fault() == Fault::Upstream {
+                tracing::warn!(entrypoint = %self.entry_point, router = %self.route.name, "{err}");
+            }
+            err.response()
+        })
+    }
+}
+
+impl Proxy {
     async fn forward(
         &self,
         mut req: Request<Incoming>,
@@ -376,7 +415,7 @@ fn canonical_path<B>(req: Request<B>, policy: &path::PathPolicy) -> Result<Reque
 
 /// The host the client asked for, port included: the URI's authority (HTTP/2, absolute form)
 /// or the `Host` header.
-fn host_of<B>(req: &Request<B>) -> &str {
+pub(crate) fn host_of<B>(req: &Request<B>) -> &str {
     req.uri()
         .authority()
         .map(|a| a.as_str())
@@ -384,7 +423,7 @@ fn host_of<B>(req: &Request<B>) -> &str {
         .unwrap_or("")
 }
 
-fn strip_port(host: &str) -> &str {
+pub(crate) fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         return host.split_once(']').map_or(host, |(h, _)| &h[1..]);
     }

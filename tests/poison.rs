@@ -104,19 +104,20 @@ async fn a_router_whose_middleware_cannot_run_is_disabled_and_its_neighbours_ser
     let app = Upstream::start("app").await;
     let mut pairs = router("guarded", "Host(`guarded.example`)", "app");
     pairs.push(("http/routers/guarded/middlewares/0", "auth".into()));
-    pairs.push(("http/middlewares/auth/basicAuth/users/0", "admin:$apr1$H6uskkkW$IgXLP6ewTrSuBkTrqE8wj/".into()));
+    pairs.push(("http/middlewares/auth/rateLimit/average", "10".into()));
     pairs.extend(router("typo", "Host(`typo.example`)", "app"));
     pairs.push(("http/routers/typo/middlewares/0", "missing".into()));
     pairs.extend(router("open", "Host(`open.example`)", "app"));
     pairs.extend(servers("app", &[&app]));
     f.write(&pairs).await;
     f.within_a_second("open.example", "/", "the neighbour", |r| r.status == 200).await;
-    assert_eq!(get_host(&f.replica.web("/"), "guarded.example").await.status, 404, "never served without auth");
+    assert_eq!(get_host(&f.replica.web("/"), "guarded.example").await.status, 404, "never served without its limit");
     assert_eq!(get_host(&f.replica.web("/"), "typo.example").await.status, 404);
     let log = f.replica.log();
     let line = log.lines().find(|l| l.contains("router \"guarded\" disabled")).unwrap_or_else(|| panic!("{log}"));
     assert!(line.contains("KV key traefik/http/routers/guarded/middlewares/0"), "{line}");
     assert!(line.contains("\"auth\" (KV key traefik/http/middlewares/auth"), "{line}");
+    assert!(line.contains("is a rateLimit, which Pylon does not implement yet"), "{line}");
     assert!(log.contains("its middleware \"missing\" does not exist"), "{log}");
     assert_eq!(app.hits(), 1, "only the neighbour's request reached the upstream");
 }

@@ -54,6 +54,8 @@ pub struct EntryPoint {
     pub path: PathPolicy,
     /// The `Upgrade` protocols tunnelled to upstreams (`http.allowedUpgrades`).
     pub upgrades: Vec<String>,
+    /// `http.middlewares`: run before every router's own on this entrypoint.
+    pub middlewares: Vec<String>,
 }
 
 impl EntryPoint {
@@ -67,6 +69,7 @@ impl EntryPoint {
             forwarded_trust: ForwardedTrust::default(),
             path: PathPolicy::default(),
             upgrades: default_upgrades(),
+            middlewares: Vec::new(),
         }
     }
 }
@@ -195,13 +198,7 @@ pub(super) fn build(raw: RawConfig, c: &mut Checker) -> Option<StaticConfig> {
             }
             Some(Redirect { entry_point: target.clone(), permanent: to.permanent.unwrap_or(true) })
         });
-        if v2.and_then(|h| h.middlewares.as_ref()).is_some_and(|m| !m.is_empty()) {
-            // Every router on the entrypoint would route without them: refuse instead.
-            c.error(
-                &format!("{path}.http.middlewares"),
-                "entrypoint middlewares are not implemented yet; Pylon will not route this entrypoint without them",
-            );
-        }
+        let middlewares = v2.and_then(|h| h.middlewares.clone()).unwrap_or_default();
         let tls = ep.tls.as_ref().map(|t| Tls {
             policy: tls_policy(t, &format!("{path}.tls"), c),
             certificates: t
@@ -242,8 +239,10 @@ pub(super) fn build(raw: RawConfig, c: &mut Checker) -> Option<StaticConfig> {
             None => default_upgrades(),
         };
         let path = path_policy(v2);
-        entry_points
-            .insert(name.clone(), EntryPoint { address, redirect, tls, router_tls, forwarded_trust, path, upgrades });
+        entry_points.insert(
+            name.clone(),
+            EntryPoint { address, redirect, tls, router_tls, forwarded_trust, path, upgrades, middlewares },
+        );
     }
 
     // Traefik 1.x: [web] is the internal entrypoint at its own address.

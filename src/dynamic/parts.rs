@@ -5,7 +5,10 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::{tree::Origin, Checker, Diagnostic, Node};
+use crate::{
+    config::{tree::Origin, Checker, Diagnostic, Node},
+    middleware::{self, Spec},
+};
 
 use super::file::{RawCertificate, RawRouter, RawService, RawTlsStore};
 use super::{certificate, drop_broken_references, router, service, unqualified, DynamicConfig, Router, Service};
@@ -62,9 +65,7 @@ struct Rest {
 pub struct Parts {
     routers: BTreeMap<String, Decoded<Router>>,
     services: BTreeMap<String, Decoded<Service>>,
-    /// Each middleware's type (`basicAuth`, ...): none is implemented yet, so a router that
-    /// names one is disabled rather than routed without it.
-    middlewares: BTreeMap<String, Decoded<String>>,
+    middlewares: BTreeMap<String, Decoded<Spec>>,
     rest: Option<Decoded<Rest>>,
 }
 
@@ -147,23 +148,16 @@ impl Parts {
             }
             Owner::Middleware(name) => {
                 let path = format!("http.middlewares.{name}");
-                let kinds: Vec<&String> = raw.as_table().map(|t| t.keys().collect()).unwrap_or_default();
-                let kind = match kinds.as_slice() {
-                    [kind] => {
-                        c.warn(
-                            &format!("{path}.{kind}"),
-                            format!(
-                                "middleware {name:?}: {kind} is not implemented yet; routers that use it are disabled"
-                            ),
-                        );
-                        Some(kind.to_string())
-                    }
+                let kinds: Vec<(&String, &toml::Value)> =
+                    raw.as_table().map(|t| t.iter().collect()).unwrap_or_default();
+                let spec = match kinds.as_slice() {
+                    [(kind, raw)] => Spec::decode(kind, (*raw).clone(), &format!("{path}.{kind}"), c),
                     [] => {
                         c.error(&path, format!("middleware {name:?} has no type"));
                         None
                     }
                     many => {
-                        let many: Vec<&str> = many.iter().map(|k| k.as_str()).collect();
+                        let many: Vec<&str> = many.iter().map(|(k, _)| k.as_str()).collect();
                         c.error(
                             &path,
                             format!("middleware {name:?} has several types ({}); it needs one", many.join(", ")),
@@ -172,7 +166,7 @@ impl Parts {
                     }
                 };
                 let origin = c.locate(&path);
-                keep_last_good(&mut self.middlewares, name, decoded(kind, origin.clone(), c), "middleware", origin);
+                keep_last_good(&mut self.middlewares, name, decoded(spec, origin.clone(), c), "middleware", origin);
             }
             Owner::Rest => {
                 let rest = rest(raw, c);
@@ -197,6 +191,8 @@ impl Parts {
         out.services = self.services.iter().filter_map(|(name, d)| Some((name.clone(), d.value.clone()?))).collect();
         let origin_of = |name: &str| self.services.get(name).map_or(Origin::Default, |d| d.origin.clone());
         out.rejected.extend(drop_broken_references(&mut out.services, origin_of));
+        out.middlewares =
+            self.middlewares.iter().filter_map(|(name, d)| Some((name.clone(), d.value.clone()?))).collect();
         for (name, d) in &self.routers {
             let Some(router) = &d.value else { continue };
             if !out.services.contains_key(unqualified(&router.service)) {
@@ -207,7 +203,7 @@ impl Parts {
                         router.service
                     ),
                 });
-            } else if let Some(why) = router.middlewares.iter().find_map(|m| self.middleware_unusable(m)) {
+            } else if let Err(why) = middleware::chain::resolve(&router.middlewares, &|m| self.usable(m)) {
                 out.rejected.push(Diagnostic {
                     origin: d.middlewares_at.clone(),
                     message: format!("router {name:?} disabled: {why}; it is not routed without it"),
@@ -226,17 +222,17 @@ impl Parts {
 }
 
 impl Parts {
-    /// Why a router cannot use the middleware it names: missing, invalid, or of a type Pylon
-    /// does not implement yet. Every type is the last for now; #11 implements them.
-    fn middleware_unusable(&self, reference: &str) -> Option<String> {
-        let name = unqualified(reference);
-        Some(match self.middlewares.get(name) {
-            None => format!("its middleware {reference:?} does not exist"),
-            Some(Decoded { value: None, origin, .. }) => format!("its middleware {reference:?} ({origin}) is invalid"),
-            Some(Decoded { value: Some(kind), origin, .. }) => {
-                format!("its middleware {reference:?} ({origin}) is a {kind}, which Pylon does not implement yet")
+    /// The middleware a router names, or why it cannot use it: it is missing, invalid, or of a
+    /// type Pylon does not implement yet.
+    fn usable(&self, name: &str) -> Result<&Spec, String> {
+        match self.middlewares.get(name) {
+            None => Err(format!("its middleware {name:?} does not exist")),
+            Some(Decoded { value: None, origin, .. }) => Err(format!("its middleware {name:?} ({origin}) is invalid")),
+            Some(Decoded { value: Some(Spec::Unimplemented(kind)), origin, .. }) => {
+                Err(format!("its middleware {name:?} ({origin}) is a {kind}, which Pylon does not implement yet"))
             }
-        })
+            Some(Decoded { value: Some(spec), .. }) => Ok(spec),
+        }
     }
 }
 

@@ -221,25 +221,37 @@ fn a_router_whose_middleware_cannot_run_is_disabled_not_routed_around() {
         ("http/routers/guarded/rule", "Host(`a.example`)"),
         ("http/routers/guarded/service", "app"),
         ("http/routers/guarded/middlewares/0", "auth@kv"),
-        ("http/routers/typo/rule", "Host(`b.example`)"),
+        ("http/routers/limited/rule", "Host(`b.example`)"),
+        ("http/routers/limited/service", "app"),
+        ("http/routers/limited/middlewares/0", "auth"),
+        ("http/routers/limited/middlewares/1", "limit@kv"),
+        ("http/routers/typo/rule", "Host(`c.example`)"),
         ("http/routers/typo/service", "app"),
         ("http/routers/typo/middlewares/0", "nope"),
-        ("http/routers/open/rule", "Host(`c.example`)"),
+        ("http/routers/broken/rule", "Host(`d.example`)"),
+        ("http/routers/broken/service", "app"),
+        ("http/routers/broken/middlewares/0", "both"),
+        ("http/routers/open/rule", "Host(`e.example`)"),
         ("http/routers/open/service", "app"),
         ("http/middlewares/auth/basicAuth/users/0", "u:$apr1$x$y"),
+        ("http/middlewares/limit/rateLimit/average", "10"),
         ("http/middlewares/both/basicAuth/users/0", "u:$apr1$x$y"),
         ("http/middlewares/both/stripPrefix/prefixes/0", "/x"),
         ("http/services/app/loadbalancer/servers/0/url", "http://127.0.0.1:1"),
     ]);
-    assert_eq!(d.routers.keys().collect::<Vec<_>>(), ["open"], "{:?}", d.rejected);
+    assert_eq!(d.routers.keys().collect::<Vec<_>>(), ["guarded", "open"], "{:?}", d.rejected);
     let text: Vec<String> = d.rejected.iter().map(ToString::to_string).collect();
     let line = |router: &str| text.iter().find(|t| t.contains(&format!("router {router:?} disabled"))).cloned();
-    let guarded = line("guarded").unwrap_or_else(|| panic!("{text:?}"));
-    assert!(guarded.starts_with("KV key traefik/http/routers/guarded/middlewares/0:"), "{guarded}");
-    assert!(guarded.contains("\"auth@kv\" (KV key traefik/http/middlewares/auth"), "{guarded}");
-    assert!(guarded.contains("basicauth, which Pylon does not implement yet"), "{guarded}");
+    let limited = line("limited").unwrap_or_else(|| panic!("{text:?}"));
+    assert!(limited.starts_with("KV key traefik/http/routers/limited/middlewares/"), "{limited}");
+    assert!(limited.contains("\"limit\" (KV key traefik/http/middlewares/limit/"), "{limited}");
+    assert!(limited.contains(") is a rateLimit, which Pylon does not implement yet"), "{limited}");
     assert!(line("typo").is_some_and(|t| t.contains("\"nope\" does not exist")), "{text:?}");
+    let broken = line("broken").unwrap_or_else(|| panic!("{text:?}"));
+    assert!(broken.contains("\"both\" (KV key traefik/http/middlewares/both/"), "{broken}");
+    assert!(broken.contains(") is invalid"), "{broken}");
     assert!(text.iter().any(|t| t.contains("\"both\" has several types")), "{text:?}");
+    assert!(d.warnings.iter().any(|w| w.to_string().contains("rateLimit is not implemented yet")), "{:?}", d.warnings);
 }
 
 #[test]

@@ -45,10 +45,9 @@ pub struct Client<'a> {
     pub tls: bool,
     /// The port of the entrypoint the request came in on.
     pub port: u16,
-    /// The host the client asked for (authority or `Host`), port included.
+    /// The host the client asked for (authority or `Host`), port included, before any
+    /// middleware changed it: `X-Forwarded-Host`.
     pub host: &'a str,
-    /// Whether the client's own `X-Forwarded-*` headers are trusted and extended.
-    pub trusted: bool,
     /// How long the client may take to send its body (`respondingTimeouts.readTimeout`).
     pub read_timeout: std::time::Duration,
     /// The `Upgrade` protocols tunnelled (`http.allowedUpgrades`; `websocket` by default).
@@ -88,7 +87,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::UPGRADE);
 }
 
-/// The head sent to `server` for a client's request head.
+/// Removes the `X-Forwarded-*` headers of a client that is not a trusted proxy, before
+/// anything (a middleware, the upstream) reads them.
+pub fn distrust(headers: &mut HeaderMap) {
+    for name in FORWARDED {
+        headers.remove(name);
+    }
+}
+
+/// The head sent to `server` for a client's request head (its forwarded headers already
+/// cleared by [`distrust`] when the client is not trusted).
 pub fn request(client_head: &Parts, server: &Uri, pass_host: bool, client: &Client<'_>) -> Request<()> {
     let mut upstream = Request::new(());
     *upstream.method_mut() = client_head.method.clone();
@@ -114,7 +122,13 @@ pub fn request(client_head: &Parts, server: &Uri, pass_host: bool, client: &Clie
     }
     parts.version = Version::HTTP_11;
 
-    match HeaderValue::from_str(client.host) {
+    // The host as the middlewares left it (`customRequestHeaders.Host`): authority or `Host`.
+    let host = match (client_head.uri.authority(), client_head.headers.get(header::HOST)) {
+        (Some(authority), _) => HeaderValue::from_str(authority.as_str()),
+        (None, Some(host)) => Ok(host.clone()),
+        (None, None) => HeaderValue::from_str(client.host),
+    };
+    match host {
         Ok(host) if pass_host => {
             parts.headers.insert(header::HOST, host);
         }
@@ -127,17 +141,14 @@ pub fn request(client_head: &Parts, server: &Uri, pass_host: bool, client: &Clie
     // A trusted proxy may have sent its chain on several lines: they are one list.
     let prior: Vec<&str> = headers.get_all(X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
     let prior_for = (!prior.is_empty()).then(|| prior.join(", "));
-    if !client.trusted {
-        for name in FORWARDED {
-            headers.remove(name);
-        }
-    }
     let ip = client.ip.to_string();
-    let chain = match prior_for.filter(|_| client.trusted) {
+    let chain = match prior_for {
         Some(prior) => format!("{prior}, {ip}"),
         None => ip.clone(),
     };
-    set(headers, X_FORWARDED_FOR, &chain, true);
+    if client_head.extensions.get::<crate::middleware::headers::OmitForwardedFor>().is_none() {
+        set(headers, X_FORWARDED_FOR, &chain, true);
+    }
     set(headers, X_FORWARDED_PROTO, if client.tls { "https" } else { "http" }, false);
     set(headers, X_FORWARDED_HOST, client.host, false);
     set(headers, X_FORWARDED_PORT, &client.port.to_string(), false);
@@ -166,20 +177,28 @@ mod tests {
         builder.body(()).unwrap().into_parts().0
     }
 
-    fn client(trusted: bool) -> Client<'static> {
+    fn client() -> Client<'static> {
         static WEBSOCKET: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| vec!["websocket".into()]);
         let read_timeout = std::time::Duration::from_secs(60);
         let (ip, host, upgrades) = ("10.1.2.3".parse().unwrap(), "a.example", WEBSOCKET.as_slice());
-        Client { ip, tls: true, port: 443, host, trusted, read_timeout, upgrades }
+        Client { ip, tls: true, port: 443, host, read_timeout, upgrades }
+    }
+
+    /// A head as the proxy passes it on: cleared of forwarded headers unless `trusted`.
+    fn from(trusted: bool, mut p: Parts) -> Parts {
+        if !trusted {
+            distrust(&mut p.headers);
+        }
+        p
     }
 
     #[test]
     fn the_target_joins_the_server_path_and_keeps_the_query() {
         let p = parts("/api/x?y=1", &[("host", "a.example")]);
-        let r = request(&p, &"http://10.0.0.1:8080/base/".parse().unwrap(), true, &client(false));
+        let r = request(&p, &"http://10.0.0.1:8080/base/".parse().unwrap(), true, &client());
         assert_eq!(*r.uri(), "http://10.0.0.1:8080/base/api/x?y=1");
         assert_eq!(r.headers()["host"], "a.example");
-        let r = request(&p, &"http://10.0.0.1:8080".parse().unwrap(), false, &client(false));
+        let r = request(&p, &"http://10.0.0.1:8080".parse().unwrap(), false, &client());
         assert!(r.headers().get("host").is_none(), "the client sets the server's own host");
     }
 
@@ -187,19 +206,19 @@ mod tests {
     fn untrusted_forwarded_headers_are_replaced_and_trusted_ones_extended() {
         let spoofed = [("x-forwarded-for", "6.6.6.6"), ("x-forwarded-proto", "http"), ("x-real-ip", "6.6.6.6")];
         let p = parts("/", &spoofed);
-        let r = request(&p, &"http://u".parse().unwrap(), true, &client(false));
+        let r = request(&from(false, p.clone()), &"http://u".parse().unwrap(), true, &client());
         let h = r.headers();
         assert_eq!(h["x-forwarded-for"], "10.1.2.3");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "a.example");
         assert_eq!(h["x-forwarded-port"], "443");
         assert_eq!(h["x-real-ip"], "10.1.2.3");
-        let r = request(&p, &"http://u".parse().unwrap(), true, &client(true));
+        let r = request(&from(true, p), &"http://u".parse().unwrap(), true, &client());
         assert_eq!(r.headers()["x-forwarded-for"], "6.6.6.6, 10.1.2.3");
         assert_eq!(r.headers()["x-forwarded-proto"], "http");
 
         let two_lines = parts("/", &[("x-forwarded-for", "1.1.1.1"), ("x-forwarded-for", "2.2.2.2")]);
-        let r = request(&two_lines, &"http://u".parse().unwrap(), true, &client(true));
+        let r = request(&two_lines, &"http://u".parse().unwrap(), true, &client());
         assert_eq!(r.headers()["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.1.2.3", "a trusted chain on two lines");
 
         let claims = [
@@ -209,7 +228,7 @@ mod tests {
             ("x-forwarded-method", "GET"),
             ("x-forwarded-prefix", "/admin"),
         ];
-        let r = request(&parts("/", &claims), &"http://u".parse().unwrap(), true, &client(false));
+        let r = request(&from(false, parts("/", &claims)), &"http://u".parse().unwrap(), true, &client());
         for (name, _) in claims {
             assert!(r.headers().get(name).is_none(), "an untrusted {name} reached the upstream");
         }
@@ -218,22 +237,22 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_are_dropped_but_an_upgrade_survives() {
         let hop = [("connection", "keep-alive, x-secret"), ("x-secret", "1"), ("te", "gzip"), ("keep-alive", "5")];
-        let r = request(&parts("/", &hop), &"http://u".parse().unwrap(), true, &client(false));
+        let r = request(&parts("/", &hop), &"http://u".parse().unwrap(), true, &client());
         for name in ["connection", "x-secret", "te", "keep-alive"] {
             assert!(r.headers().get(name).is_none(), "{name} was forwarded");
         }
         let ws = parts("/ws", &[("connection", "Upgrade"), ("upgrade", "websocket")]);
-        let r = request(&ws, &"http://u".parse().unwrap(), true, &client(false));
+        let r = request(&ws, &"http://u".parse().unwrap(), true, &client());
         assert_eq!(r.headers()["connection"], "upgrade");
         assert_eq!(r.headers()["upgrade"], "websocket");
         let h2c =
             parts("/", &[("connection", "Upgrade, HTTP2-Settings"), ("upgrade", "h2c"), ("http2-settings", "AA")]);
-        let r = request(&h2c, &"http://u".parse().unwrap(), true, &client(false));
+        let r = request(&h2c, &"http://u".parse().unwrap(), true, &client());
         for name in ["connection", "upgrade", "http2-settings"] {
             assert!(r.headers().get(name).is_none(), "an h2c upgrade's {name} was forwarded");
         }
         let allowed = ["websocket".to_string(), "h2c".to_string()];
-        let r = request(&h2c, &"http://u".parse().unwrap(), true, &Client { upgrades: &allowed, ..client(false) });
+        let r = request(&h2c, &"http://u".parse().unwrap(), true, &Client { upgrades: &allowed, ..client() });
         assert_eq!(r.headers()["upgrade"], "h2c", "an entrypoint that allows h2c tunnels it");
     }
 }

@@ -11,6 +11,7 @@ use crate::{
     balancer::{Service, Services},
     config::StaticConfig,
     dynamic::{self, DynamicConfig},
+    middleware::{Chain, Instances},
 };
 
 pub struct Route {
@@ -18,6 +19,8 @@ pub struct Route {
     pub rule: Rule,
     pub priority: u64,
     pub service: Arc<Service>,
+    /// The entrypoint's middlewares, then the router's; empty for most routers.
+    pub chain: Chain,
     /// Position in the table's global order (priority, then name): lower wins.
     rank: u32,
 }
@@ -40,13 +43,21 @@ pub struct Table {
     entry_points: HashMap<String, EntryRoutes>,
     /// How many routers the table holds.
     pub routers: usize,
+    /// The middlewares built for this table, for the next one to carry over.
+    middlewares: Instances,
 }
 
 impl Table {
-    /// Builds the table of `config`'s routers over the built `services`. Routers without
-    /// entrypoints attach to the default ones. Returns the table and a warning for each router
-    /// that names an entrypoint which does not exist.
-    pub fn build(config: &DynamicConfig, services: &Services, statics: &StaticConfig) -> (Table, Vec<String>) {
+    /// Builds the table of `config`'s routers over the built `services`, carrying over the
+    /// middlewares of `previous` whose spec did not change. Routers without entrypoints attach
+    /// to the default ones. Returns the table and a warning for each router that names an
+    /// entrypoint which does not exist, or whose middlewares cannot be used there.
+    pub fn build(
+        config: &DynamicConfig,
+        services: &Services,
+        statics: &StaticConfig,
+        previous: &Table,
+    ) -> (Table, Vec<String>) {
         let mut warnings = Vec::new();
         let mut routers: Vec<(&String, &dynamic::Router, Arc<Service>)> = Vec::new();
         for (name, router) in &config.routers {
@@ -59,11 +70,22 @@ impl Table {
 
         let mut table = Table { routers: routers.len(), ..Table::default() };
         for (rank, (name, router, service)) in routers.into_iter().enumerate() {
+            let mut chain_on = |references: &[String]| {
+                table.middlewares.chain(&previous.middlewares, name, references, &config.middlewares)
+            };
+            let chain = match chain_on(&router.middlewares) {
+                Ok(chain) => chain,
+                Err(why) => {
+                    warnings.push(format!("router {name:?} disabled: {why}"));
+                    continue;
+                }
+            };
             let route = Arc::new(Route {
                 name: name.clone(),
                 rule: router.rule.clone(),
                 priority: router.priority,
                 service,
+                chain,
                 rank: rank as u32,
             });
             let hosts = route.rule.required_hosts();
@@ -74,12 +96,31 @@ impl Table {
                     warnings.push(format!("router {name:?}: entrypoint {ep:?} does not exist"));
                     continue;
                 };
-                let routes = table.entry_points.entry(ep.clone()).or_default();
                 // A TLS entrypoint serves every router as TLS; elsewhere the router's tls decides.
                 let tls = static_ep.tls.is_some() || router.tls.is_some();
                 if tls && config.tls_refused {
                     continue;
                 }
+                let route = match static_ep.middlewares.as_slice() {
+                    [] => route.clone(),
+                    first => {
+                        let references: Vec<String> = first.iter().chain(&router.middlewares).cloned().collect();
+                        match chain_on(&references) {
+                            Ok(chain) => Arc::new(Route {
+                                chain,
+                                name: route.name.clone(),
+                                rule: route.rule.clone(),
+                                service: route.service.clone(),
+                                ..*route
+                            }),
+                            Err(why) => {
+                                warnings.push(format!("router {name:?} disabled on entrypoint {ep:?}: {why}"));
+                                continue;
+                            }
+                        }
+                    }
+                };
+                let routes = table.entry_points.entry(ep.clone()).or_default();
                 let routes = if tls { &mut routes.tls } else { &mut routes.plain };
                 match &hosts {
                     Some(hosts) => {
@@ -141,7 +182,7 @@ mod tests {
         let config = dynamic::build(Node::from_toml("d.toml", &text, DYNAMIC_NAMES).unwrap());
         assert!(config.rejected.is_empty(), "{:?}", config.rejected);
         let services = balancer::build(&config, &HashMap::new());
-        let (table, warnings) = Table::build(&config, &services, &statics());
+        let (table, warnings) = Table::build(&config, &services, &statics(), &Table::default());
         assert!(warnings.is_empty(), "{warnings:?}");
         table
     }
@@ -230,7 +271,7 @@ mod tests {
         let refused: Vec<String> = config.rejected.iter().map(|d| d.to_string()).collect();
         assert!(refused.iter().any(|d| d.starts_with("d.toml:7:") && d.contains("(default)")), "{refused:?}");
         let services = balancer::build(&config, &HashMap::new());
-        let (t, _) = Table::build(&config, &services, &statics());
+        let (t, _) = Table::build(&config, &services, &statics(), &Table::default());
         assert_eq!(route(&t, "web", false, "b.example", "/"), Some("both"));
         assert_eq!(route(&t, "websecure", true, "b.example", "/"), None);
     }

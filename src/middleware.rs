@@ -1,0 +1,285 @@
+//! Middlewares: what runs between routing and the service, Traefik v3's HTTP set. A router's
+//! chain is its entrypoint's `http.middlewares` followed by its own `middlewares`, `chain`
+//! middlewares expanded in place; the first is outermost: it sees the request first and the
+//! response last, and an inner middleware's own answer (a 401, a redirect) goes back out
+//! through the outer ones as an upstream response would.
+//!
+//! The ordering contract, as a request sees it:
+//! - each layer either answers (and nothing further in, the service included, sees the
+//!   request) or passes a possibly changed request to [`Next::run`] and may change what
+//!   comes back;
+//! - the last layer's `next` is the service: a server is picked and the request forwarded.
+//!
+//! A chain is built once per routing-table build ([`Instances::chain`]), off the request path;
+//! a layer whose spec did not change is carried over from the previous table with its state
+//! (rate-limit buckets, cached credentials). A router without middlewares has an empty chain
+//! and goes straight to the service.
+//!
+//! Each middleware is one file: its keys as written (serde), its validated [`Spec`], and what
+//! it does to a request.
+
+pub mod add_prefix;
+pub mod basic_auth;
+pub mod chain;
+pub mod headers;
+pub mod ip_allow_list;
+pub mod redirect;
+pub mod replace_path;
+pub mod spec;
+pub mod strip_prefix;
+
+use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc};
+
+use http::{Request, Response};
+
+pub use spec::Spec;
+
+use crate::proxy::{Connection, ProxyBody};
+
+/// A future the chain hands on, boxed: each layer's `next` is the rest of the chain.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The service at the end of a chain: picks a server and forwards.
+pub trait End<B>: Send {
+    fn call(&mut self, req: Request<B>) -> BoxFuture<'_, Response<ProxyBody>>;
+}
+
+/// What a middleware does with a request on its way in: pass it on, or answer it (boxed:
+/// answers are the rarer path).
+pub type Passed<B> = Result<Request<B>, Box<Response<ProxyBody>>>;
+
+/// One middleware, built from its spec, with whatever state it keeps between requests.
+pub enum Layer {
+    AddPrefix(add_prefix::AddPrefix),
+    StripPrefix(strip_prefix::StripPrefix),
+    ReplacePath(replace_path::ReplacePath),
+    RedirectScheme(redirect::RedirectScheme),
+    RedirectRegex(redirect::RedirectRegex),
+    BasicAuth(basic_auth::BasicAuth),
+    IpAllowList(ip_allow_list::IpAllowList),
+    Headers(Box<headers::Headers>),
+}
+
+impl Layer {
+    /// The layer a spec describes; `None` for `chain`, which is expanded, never run, and for
+    /// the types not implemented, which resolution refuses.
+    fn build(spec: &Spec) -> Option<Layer> {
+        Some(match spec {
+            Spec::AddPrefix(s) => Layer::AddPrefix(add_prefix::AddPrefix::new(s)),
+            Spec::StripPrefix(s) => Layer::StripPrefix(strip_prefix::StripPrefix::new(s)),
+            Spec::ReplacePath(s) => Layer::ReplacePath(replace_path::ReplacePath::new(s)),
+            Spec::RedirectScheme(s) => Layer::RedirectScheme(redirect::RedirectScheme::new(s)),
+            Spec::RedirectRegex(s) => Layer::RedirectRegex(redirect::RedirectRegex::new(s)),
+            Spec::BasicAuth(s) => Layer::BasicAuth(basic_auth::BasicAuth::new(s)),
+            Spec::IpAllowList(s) => Layer::IpAllowList(ip_allow_list::IpAllowList::new(s)),
+            Spec::Headers(s) => Layer::Headers(Box::new(headers::Headers::new(s))),
+            Spec::Chain(_) | Spec::Unimplemented(_) => return None,
+        })
+    }
+
+    async fn handle<B: Send + 'static>(&self, req: Request<B>, next: Next<'_, B>) -> Response<ProxyBody> {
+        let passed = match self {
+            Layer::AddPrefix(m) => m.request(req),
+            Layer::StripPrefix(m) => m.request(req),
+            Layer::ReplacePath(m) => m.request(req),
+            Layer::RedirectScheme(m) => m.request(req, next.conn),
+            Layer::RedirectRegex(m) => m.request(req, next.conn),
+            Layer::IpAllowList(m) => m.request(req, next.conn),
+            Layer::BasicAuth(m) => m.request(req).await,
+            Layer::Headers(m) => return m.handle(req, next).await,
+        };
+        match passed {
+            Ok(req) => next.run(req).await,
+            Err(answer) => *answer,
+        }
+    }
+}
+
+/// The rest of a chain, as one layer sees it.
+pub struct Next<'a, B> {
+    layers: &'a [Arc<Layer>],
+    end: &'a mut dyn End<B>,
+    /// The client's connection (its address, whether it came over TLS).
+    pub conn: Connection,
+}
+
+impl<'a, B: Send + 'static> Next<'a, B> {
+    /// Runs the rest of the chain, then the service.
+    pub fn run(self, req: Request<B>) -> BoxFuture<'a, Response<ProxyBody>> {
+        match self.layers.split_first() {
+            None => self.end.call(req),
+            Some((layer, rest)) => Box::pin(layer.handle(req, Next { layers: rest, ..self })),
+        }
+    }
+}
+
+/// A router's middlewares, outermost first; shared by every request routed through it.
+#[derive(Clone, Default)]
+pub struct Chain(Arc<[Arc<Layer>]>);
+
+impl Chain {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Runs a request through the chain, then `end`.
+    pub async fn run<B: Send + 'static>(
+        &self,
+        req: Request<B>,
+        conn: Connection,
+        end: &mut dyn End<B>,
+    ) -> Response<ProxyBody> {
+        Next { layers: &self.0, end, conn }.run(req).await
+    }
+}
+
+/// The layers of one routing table, per router and middleware, so that the next table can
+/// carry over those whose spec did not change.
+#[derive(Default)]
+pub struct Instances {
+    built: HashMap<(String, String), (Spec, Arc<Layer>)>,
+}
+
+impl Instances {
+    /// The chain of `router`: `references` resolved against `specs` (chains expanded), each
+    /// layer taken from `previous` when its spec there is the same. The error names the
+    /// reference that cannot be used, and why.
+    pub fn chain(
+        &mut self,
+        previous: &Instances,
+        router: &str,
+        references: &[String],
+        specs: &std::collections::BTreeMap<String, Spec>,
+    ) -> Result<Chain, String> {
+        let mut layers = Vec::new();
+        let lookup = |name: &str| specs.get(name).ok_or_else(|| format!("its middleware {name:?} does not exist"));
+        for (name, spec) in chain::resolve(references, &lookup)? {
+            let key = (router.to_string(), name.to_string());
+            let kept = self.built.get(&key).or_else(|| previous.built.get(&key));
+            let layer = match kept {
+                Some((old, layer)) if old == spec => layer.clone(),
+                _ => match Layer::build(spec) {
+                    Some(layer) => Arc::new(layer),
+                    None => continue,
+                },
+            };
+            self.built.insert(key, (spec.clone(), layer.clone()));
+            layers.push(layer);
+        }
+        Ok(Chain(layers.into()))
+    }
+}
+
+/// The request with a new path (already escaped), its query kept.
+pub(crate) fn with_path<B>(req: Request<B>, path: &str) -> Passed<B> {
+    let (mut head, body) = req.into_parts();
+    let mut uri = head.uri.into_parts();
+    let path_and_query = match uri.path_and_query.as_ref().and_then(|p| p.query()) {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_string(),
+    };
+    let bad =
+        || Box::new(crate::proxy::ProxyError::BadRequest("the rewritten path is not a valid URI".into()).response());
+    uri.path_and_query = Some(path_and_query.parse().map_err(|_| bad())?);
+    head.uri = http::Uri::from_parts(uri).map_err(|_| bad())?;
+    Ok(Request::from_parts(head, body))
+}
+
+/// Whether `text` can stand in a URL path as it is (no `?`, `#`, space or control character).
+pub(crate) fn is_path(text: &str) -> bool {
+    text.bytes().all(|b| {
+        b.is_ascii_graphic()
+            && !matches!(b, b'?' | b'#' | b'"' | b'<' | b'>' | b'\\' | b'^' | b'`' | b'{' | b'|' | b'}')
+    })
+}
+
+/// Whether a rewritten path is clean: no `.` or `..` segment and no empty one (`//`) before
+/// the end, as Go's `path.Clean` would leave it.
+pub(crate) fn is_clean(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix('/') else { return false };
+    let segments: Vec<&str> = rest.split('/').collect();
+    let last = segments.len() - 1;
+    segments.iter().enumerate().all(|(i, s)| !matches!(*s, "." | "..") && (!s.is_empty() || i == last))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn specs(prefix: &str) -> BTreeMap<String, Spec> {
+        let spec = |p: &str| Spec::AddPrefix(add_prefix::Spec { prefix: p.to_string() });
+        BTreeMap::from([("a".to_string(), spec(prefix)), ("b".to_string(), spec("/b"))])
+    }
+
+    #[test]
+    fn a_rebuild_keeps_the_layers_whose_spec_did_not_change() {
+        let refs = ["a".to_string(), "b".to_string()];
+        let mut first = Instances::default();
+        let old = first.chain(&Instances::default(), "r", &refs, &specs("/a")).unwrap();
+        let mut second = Instances::default();
+        let new = second.chain(&first, "r", &refs, &specs("/changed")).unwrap();
+        assert!(!Arc::ptr_eq(&old.0[0], &new.0[0]), "a changed middleware is built anew");
+        assert!(Arc::ptr_eq(&old.0[1], &new.0[1]), "an unchanged one keeps its state");
+        let mut third = Instances::default();
+        let other = third.chain(&second, "other", &refs, &specs("/changed")).unwrap();
+        assert!(!Arc::ptr_eq(&new.0[1], &other.0[1]), "state is per router, as in Traefik");
+    }
+
+    #[test]
+    fn only_clean_paths_pass() {
+        for clean in ["/", "/a", "/a/b/", "/a.b/.c"] {
+            assert!(is_clean(clean), "{clean}");
+        }
+        for unclean in ["", "a", "//a", "/a//b", "/./a", "/a/..", "/a/../b"] {
+            assert!(!is_clean(unclean), "{unclean}");
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! A chain run against an end that records what reached it.
+
+    use super::*;
+
+    /// Answers 200 with `headers`, keeping the heads of the requests that reached it.
+    #[derive(Default)]
+    pub struct Recorder {
+        pub seen: Vec<http::request::Parts>,
+        pub headers: Vec<(&'static str, &'static str)>,
+    }
+
+    impl End<()> for Recorder {
+        fn call(&mut self, req: Request<()>) -> BoxFuture<'_, Response<ProxyBody>> {
+            self.seen.push(req.into_parts().0);
+            let mut response = crate::proxy::error::text(http::StatusCode::OK, "upstream");
+            for (name, value) in &self.headers {
+                response.headers_mut().append(*name, http::HeaderValue::from_static(value));
+            }
+            Box::pin(async move { response })
+        }
+    }
+
+    /// The spec of middleware `m` in a dynamic-configuration TOML text, or its errors.
+    pub fn spec(text: &str) -> Result<Spec, Vec<String>> {
+        let tree = crate::config::tree::Node::from_toml("m.toml", text, crate::dynamic::DYNAMIC_NAMES).unwrap();
+        let (value, origins) = tree.into_value();
+        let mut c = crate::config::Checker::new(origins);
+        let table = value["http"]["middlewares"]["m"].as_table().unwrap();
+        let (kind, raw) = table.iter().next().unwrap();
+        let spec = Spec::decode(kind, raw.clone(), &format!("http.middlewares.m.{kind}"), &mut c);
+        let errors = c.take().0.iter().map(|d| d.to_string()).collect();
+        spec.ok_or(errors)
+    }
+
+    /// Runs `req` through the middleware of `text`, over TLS or not, to `end`.
+    pub async fn run(text: &str, req: Request<()>, tls: bool, end: &mut Recorder) -> Response<ProxyBody> {
+        let mut instances = Instances::default();
+        let specs = std::collections::BTreeMap::from([("m".to_string(), spec(text).unwrap())]);
+        let chain = instances.chain(&Instances::default(), "r", &["m".to_string()], &specs).unwrap();
+        let conn = Connection { peer: "10.0.0.7:4000".parse().unwrap(), tls };
+        chain.run(req, conn, end).await
+    }
+}

@@ -1,0 +1,132 @@
+//! A middleware's validated settings, one variant per type, decoded from the keys under
+//! `http.middlewares.<name>` (`<prefix>/http/middlewares/<name>/<type>/<option>` in the
+//! store): exactly one type, spelt as Traefik spells it in any case. Types that Traefik has and
+//! Pylon does not implement yet decode to [`Spec::Unimplemented`], so that a router using one
+//! is disabled, never routed without it.
+
+use regex::{Regex, RegexBuilder};
+
+use super::{add_prefix, basic_auth, headers, ip_allow_list, redirect, replace_path, strip_prefix};
+use crate::{config::Checker, limits::MAX_REGEX_SIZE};
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Spec {
+    AddPrefix(add_prefix::Spec),
+    StripPrefix(strip_prefix::Spec),
+    ReplacePath(replace_path::Spec),
+    RedirectScheme(redirect::SchemeSpec),
+    RedirectRegex(redirect::RegexSpec),
+    BasicAuth(basic_auth::Spec),
+    IpAllowList(ip_allow_list::Spec),
+    Headers(Box<headers::Spec>),
+    /// The middlewares a `chain` stands for, as referenced.
+    Chain(Vec<String>),
+    /// A type of Traefik's that Pylon does not implement yet (its Traefik spelling).
+    Unimplemented(&'static str),
+}
+
+/// Traefik's middleware types that Pylon does not implement yet.
+const UNIMPLEMENTED: &[&str] = &[
+    "forwardAuth",
+    "rateLimit",
+    "inFlightReq",
+    "compress",
+    "errors",
+    "retry",
+    "circuitBreaker",
+    "buffering",
+    "digestAuth",
+    "passTLSClientCert",
+    "contentType",
+    "grpcWeb",
+    "plugin",
+];
+
+impl Spec {
+    /// Decodes the settings of type `kind` (lowercased, as keys arrive) found at `path`
+    /// (`http.middlewares.<name>.<kind>`). Errors and warnings go to `c`; `None` on error.
+    pub fn decode(kind: &str, raw: toml::Value, path: &str, c: &mut Checker) -> Option<Spec> {
+        Some(match kind {
+            "addprefix" => Spec::AddPrefix(add_prefix::decode(raw, path, c)?),
+            "stripprefix" => Spec::StripPrefix(strip_prefix::decode(raw, path, c)?),
+            "stripprefixregex" => Spec::StripPrefix(strip_prefix::decode_regex(raw, path, c)?),
+            "replacepath" => Spec::ReplacePath(replace_path::decode(raw, path, c)?),
+            "replacepathregex" => Spec::ReplacePath(replace_path::decode_regex(raw, path, c)?),
+            "redirectscheme" => Spec::RedirectScheme(redirect::decode_scheme(raw, path, c)?),
+            "redirectregex" => Spec::RedirectRegex(redirect::decode_regex(raw, path, c)?),
+            "basicauth" => Spec::BasicAuth(basic_auth::decode(raw, path, c)?),
+            "ipallowlist" => Spec::IpAllowList(ip_allow_list::decode(raw, path, false, c)?),
+            "ipwhitelist" => {
+                c.warn(path, "ipWhiteList is deprecated; use ipAllowList (ipWhiteList always answers 403)");
+                Spec::IpAllowList(ip_allow_list::decode(raw, path, true, c)?)
+            }
+            "headers" => Spec::Headers(Box::new(headers::decode(raw, path, c)?)),
+            "chain" => Spec::Chain(super::chain::decode(raw, path, c)?),
+            other => match UNIMPLEMENTED.iter().find(|t| t.eq_ignore_ascii_case(other)) {
+                Some(kind) => {
+                    c.warn(path, format!("{kind} is not implemented yet; routers that use it are disabled"));
+                    Spec::Unimplemented(kind)
+                }
+                None => {
+                    c.error(path, format!("{other:?} is not a middleware type"));
+                    return None;
+                }
+            },
+        })
+    }
+
+    /// The type's name as Traefik spells it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Spec::AddPrefix(_) => "addPrefix",
+            Spec::StripPrefix(s) if s.is_regex() => "stripPrefixRegex",
+            Spec::StripPrefix(_) => "stripPrefix",
+            Spec::ReplacePath(s) if s.is_regex() => "replacePathRegex",
+            Spec::ReplacePath(_) => "replacePath",
+            Spec::RedirectScheme(_) => "redirectScheme",
+            Spec::RedirectRegex(_) => "redirectRegex",
+            Spec::BasicAuth(_) => "basicAuth",
+            Spec::IpAllowList(s) if s.deprecated => "ipWhiteList",
+            Spec::IpAllowList(_) => "ipAllowList",
+            Spec::Headers(_) => "headers",
+            Spec::Chain(_) => "chain",
+            Spec::Unimplemented(kind) => kind,
+        }
+    }
+}
+
+/// A regular expression from the configuration, compared by its text.
+#[derive(Clone, Debug)]
+pub struct Pattern(pub Regex);
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Pattern) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+impl Pattern {
+    /// Compiles `text` (found at `path`) under the size bound of every configured regex.
+    pub fn compile(text: &str, path: &str, c: &mut Checker) -> Option<Pattern> {
+        match RegexBuilder::new(text).size_limit(MAX_REGEX_SIZE).build() {
+            Ok(regex) => Some(Pattern(regex)),
+            Err(err) => {
+                c.error(path, format!("invalid regular expression {}: {err}", crate::limits::shown(text)));
+                None
+            }
+        }
+    }
+}
+
+/// Deserializes the keys of one type, `None` (with the error in `c`) when they do not fit.
+pub(super) fn raw<T: serde::de::DeserializeOwned + Default>(
+    raw: toml::Value,
+    path: &str,
+    c: &mut Checker,
+) -> Option<T> {
+    match raw {
+        // A type given as a bare key (`.../headers = ""`) has every option at its default.
+        toml::Value::String(s) if s.is_empty() || s.eq_ignore_ascii_case("true") => Some(T::default()),
+        raw => c.deserialize(raw, path),
+    }
+}

@@ -1,0 +1,290 @@
+//! Middlewares as a Traefik user configures them, in real etcd (one suite on Consul), through a
+//! real replica to an echo upstream: what the client gets, what the upstream received, the
+//! order they run in, routers disabled while a middleware is missing, and live changes.
+
+mod support;
+
+use support::{
+    fixture::{leak, on_consul, on_etcd, router, servers, Fixture},
+    send,
+    upstream::Upstream,
+    Reply,
+};
+
+/// `test:test` in apr1, `U*U` in bcrypt (cost 5), `secret` in `{SHA}`.
+const APR1_TEST: &str = "test:$apr1$H6uskkkW$IgXLP6ewTrSuBkTrqE8wj/";
+const BCRYPT_UU: &str = "bob:$2a$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW";
+const SHA_SECRET: &str = "sha:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=";
+
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+}
+
+/// Routes `host` to a fresh upstream through `middlewares` (KV pairs under `http/middlewares`
+/// given separately), and waits until the route answers anything but 404.
+async fn routed(f: &Fixture, host: &str, middlewares: &[&str], defs: &[(&str, &str)]) -> Upstream {
+    let app = Upstream::start("app").await;
+    let name = host.split('.').next().unwrap();
+    let mut pairs = router(name, &format!("Host(`{host}`)"), name);
+    for (i, m) in middlewares.iter().enumerate() {
+        pairs.push((leak(format!("http/routers/{name}/middlewares/{i}")), m.to_string()));
+    }
+    pairs.extend(defs.iter().map(|(k, v)| (leak(format!("http/middlewares/{k}")), v.to_string())));
+    pairs.extend(servers(name, &[&app]));
+    f.write(&pairs).await;
+    f.within_a_second(host, "/", "the route", |r| r.status != 404).await;
+    app
+}
+
+async fn request(f: &Fixture, method: &str, host: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut all = vec![("host", host)];
+    all.extend_from_slice(headers);
+    send(method, &f.replica.web(path), &all).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn basic_auth_keeps_out_everyone_without_a_valid_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("users");
+    std::fs::write(&file, format!("# the team\n\n{BCRYPT_UU}\n")).unwrap();
+    let f = on_etcd("").await;
+    let defs = [
+        ("auth/basicAuth/users/0", APR1_TEST),
+        ("auth/basicAuth/users/1", SHA_SECRET),
+        ("auth/basicAuth/usersFile", file.to_str().unwrap()),
+        ("auth/basicAuth/removeHeader", "true"),
+        ("auth/basicAuth/headerField", "X-WebAuth-User"),
+    ];
+    let app = routed(&f, "auth.example", &["auth"], &defs).await;
+
+    for (why, headers) in [
+        ("no credentials", vec![]),
+        ("a wrong password", vec![("authorization", basic("test", "nope"))]),
+        ("an unknown user", vec![("authorization", basic("eve", "test"))]),
+        ("not Basic", vec![("authorization", "Bearer abc".to_string())]),
+    ] {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let r = request(&f, "GET", "auth.example", "/", &headers).await;
+        assert_eq!(r.status, 401, "{why}");
+        assert_eq!(r.headers["www-authenticate"], "Basic realm=\"traefik\"", "{why}");
+        assert_eq!(r.body, "401 Unauthorized\n", "{why}");
+    }
+    assert_eq!(app.hits(), 0, "a refused request reached the upstream");
+
+    for (user, password) in [("test", "test"), ("bob", "U*U"), ("sha", "secret")] {
+        let auth = basic(user, password);
+        let r = request(&f, "GET", "auth.example", "/in", &[("authorization", &auth)]).await;
+        assert_eq!(r.status, 200, "{user}: {}", r.body);
+        assert!(!r.body.contains("authorization:"), "removeHeader: {}", r.body);
+        assert!(r.body.contains(&format!("x-webauth-user: {user}")), "{}", r.body);
+    }
+    assert!(!f.replica.log().contains("$apr1$"), "a password hash was logged");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn middlewares_run_in_list_order_the_first_outermost() {
+    let f = on_etcd("").await;
+    let defs = [
+        ("strip/stripPrefix/prefixes/0", "/api"),
+        ("add/addPrefix/prefix", "/v2"),
+        ("both/chain/middlewares/0", "strip@etcd"),
+        ("both/chain/middlewares/1", "add"),
+        ("tag/headers/customResponseHeaders/X-Outer", "tag"),
+    ];
+    let _strip_first = routed(&f, "one.example", &["tag", "strip", "add"], &defs).await;
+    let _add_first = routed(&f, "two.example", &["add", "strip"], &[]).await;
+    let _chained = routed(&f, "three.example", &["both@etcd"], &[]).await;
+
+    let r = request(&f, "GET", "one.example", "/api/users?page=2", &[]).await;
+    assert!(r.body.starts_with("app GET /v2/users?page=2\n"), "{}", r.body);
+    assert!(r.body.contains("x-forwarded-prefix: /api"), "{}", r.body);
+    assert_eq!(r.headers["x-outer"], "tag");
+    let r = request(&f, "GET", "two.example", "/api/users", &[]).await;
+    assert!(r.body.starts_with("app GET /v2/api/users\n"), "addPrefix first: {}", r.body);
+    let r = request(&f, "GET", "three.example", "/api/users", &[]).await;
+    assert!(r.body.starts_with("app GET /v2/users\n"), "a chain expands in place: {}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn path_rewrites_tell_the_upstream_what_they_did_and_refuse_unclean_results() {
+    let f = on_etcd("").await;
+    let defs = [
+        ("strip/stripPrefixRegex/regex/0", "/tenant/[a-z]+"),
+        ("swap/replacePathRegex/regex", "^/old/(.*)"),
+        ("swap/replacePathRegex/replacement", "/new/$1"),
+        ("fixed/replacePath/path", "/replaced"),
+    ];
+    let _app = routed(&f, "paths.example", &["strip", "swap"], &defs).await;
+    let _fixed = routed(&f, "fixed.example", &["fixed"], &[]).await;
+
+    let r = request(&f, "GET", "paths.example", "/tenant/acme/old/report?x=1", &[]).await;
+    assert!(r.body.starts_with("app GET /new/report?x=1\n"), "{}", r.body);
+    assert!(r.body.contains("x-forwarded-prefix: /tenant/acme"), "{}", r.body);
+    assert!(r.body.contains("x-replaced-path: /old/report"), "{}", r.body);
+    let r = request(&f, "GET", "paths.example", "/tenant/acme./etc", &[]).await;
+    assert_eq!(r.status, 400, "a path stripped to /./etc: {}", r.body);
+    let r = request(&f, "GET", "fixed.example", "/anything/at/all", &[]).await;
+    assert!(r.body.starts_with("app GET /replaced\n"), "{}", r.body);
+    assert!(r.body.contains("x-replaced-path: /anything/at/all"), "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ip_allow_lists_judge_the_peer_or_a_trusted_forwarded_entry() {
+    let trusted = "[entryPoints.web.forwardedHeaders]\ntrustedIPs = [\"127.0.0.1/32\"]\n";
+    let f = on_etcd(trusted).await;
+    let defs = [
+        ("local/ipAllowList/sourceRange/0", "127.0.0.0/8"),
+        ("office/ipAllowList/sourceRange/0", "10.0.0.0/8"),
+        ("office/ipAllowList/rejectStatusCode", "410"),
+        ("proxied/ipAllowList/sourceRange/0", "10.0.0.0/8"),
+        ("proxied/ipAllowList/ipStrategy/depth", "1"),
+        ("old/ipWhiteList/sourceRange/0", "192.0.2.0/24"),
+    ];
+    let _local = routed(&f, "local.example", &["local"], &defs).await;
+    let office = routed(&f, "office.example", &["office"], &[]).await;
+    let _proxied = routed(&f, "proxied.example", &["proxied"], &[]).await;
+    let _old = routed(&f, "old.example", &["old"], &[]).await;
+
+    assert_eq!(request(&f, "GET", "local.example", "/", &[]).await.status, 200);
+    let r = request(&f, "GET", "office.example", "/", &[("x-forwarded-for", "10.1.1.1")]).await;
+    assert_eq!((r.status, r.body.as_str()), (410, "Gone"), "no strategy: the peer is judged, not XFF");
+    assert_eq!(office.hits(), 0);
+    let r = request(&f, "GET", "proxied.example", "/", &[("x-forwarded-for", "203.0.113.9, 10.1.1.1")]).await;
+    assert_eq!(r.status, 200, "depth 1 is the right-most entry: {}", r.body);
+    let r = request(&f, "GET", "proxied.example", "/", &[("x-forwarded-for", "10.1.1.1, 203.0.113.9")]).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(request(&f, "GET", "proxied.example", "/", &[]).await.status, 403, "no XFF: no IP at depth 1");
+    let r = request(&f, "GET", "old.example", "/", &[]).await;
+    assert_eq!((r.status, r.body.as_str()), (403, "Forbidden"));
+    assert!(f.replica.log().contains("ipWhiteList is deprecated"), "{}", f.replica.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redirects_answer_with_traefiks_statuses() {
+    let f = on_etcd("").await;
+    let defs = [
+        ("tls/redirectScheme/scheme", "https"),
+        ("tls/redirectScheme/permanent", "true"),
+        ("moved/redirectRegex/regex", "^http://old.example/(.*)"),
+        ("moved/redirectRegex/replacement", "http://new.example/${1}"),
+    ];
+    let app = routed(&f, "secure.example", &["tls"], &defs).await;
+    let _old = routed(&f, "old.example", &["moved"], &[]).await;
+
+    let r = request(&f, "GET", "secure.example:8080", "/a?b=c", &[]).await;
+    assert_eq!((r.status, r.headers["location"].to_str().unwrap()), (301, "https://secure.example/a?b=c"));
+    assert_eq!(r.body, "Moved Permanently");
+    assert_eq!(request(&f, "POST", "secure.example", "/", &[]).await.status, 308);
+    let r = request(&f, "GET", "secure.example", "/", &[("x-forwarded-proto", "https")]).await;
+    assert_eq!(r.status, 301, "an untrusted client's X-Forwarded-Proto is not believed");
+    assert_eq!(app.hits(), 0);
+    let r = request(&f, "HEAD", "old.example", "/page", &[]).await;
+    assert_eq!((r.status, r.headers["location"].to_str().unwrap()), (307, "http://new.example/page"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn headers_add_cors_and_security_headers_and_answer_preflights() {
+    let f = on_etcd("").await;
+    let defs = [
+        ("h/headers/customRequestHeaders/X-Script-Name", "app"),
+        ("h/headers/customRequestHeaders/X-Drop", ""),
+        ("h/headers/customResponseHeaders/X-Served-By", "pylon"),
+        ("h/headers/accessControlAllowMethods", "GET,PUT"),
+        ("h/headers/accessControlAllowOriginList/0", "https://ui.example"),
+        ("h/headers/addVaryHeader", "true"),
+        ("h/headers/frameDeny", "true"),
+        ("h/headers/stsSeconds", "300"),
+        ("h/headers/forceSTSHeader", "true"),
+        ("h/headers/allowedHosts/0", "cors.example"),
+    ];
+    let app = routed(&f, "cors.example", &["h"], &defs).await;
+    let before = app.hits();
+
+    let preflight = [("origin", "https://ui.example"), ("access-control-request-method", "PUT")];
+    let r = request(&f, "OPTIONS", "cors.example", "/x", &preflight).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["access-control-allow-methods"], "GET,PUT");
+    assert_eq!(r.headers["access-control-allow-origin"], "https://ui.example");
+    assert_eq!(app.hits(), before, "the preflight was forwarded");
+
+    let r = request(&f, "GET", "cors.example", "/x", &[("origin", "https://ui.example"), ("x-drop", "1")]).await;
+    assert!(r.body.contains("x-script-name: app") && !r.body.contains("x-drop"), "{}", r.body);
+    assert_eq!(r.headers["x-served-by"], "pylon");
+    assert_eq!(r.headers["x-frame-options"], "DENY");
+    assert_eq!(r.headers["strict-transport-security"], "max-age=300");
+    assert_eq!(r.headers["access-control-allow-origin"], "https://ui.example");
+    assert_eq!(r.headers["vary"], "Origin");
+
+    f.write(&[(leak("http/routers/cors/rule".into()), "HostRegexp(`.+`)".into())]).await;
+    f.within_a_second("evil.example", "/", "a host outside allowedHosts", |r| r.status == 500).await;
+    let r = request(&f, "GET", "evil.example", "/", &[]).await;
+    assert_eq!(r.body, "Bad Host\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_router_waits_for_its_middleware_and_follows_its_changes_live() {
+    let f = on_etcd("").await;
+    let app = Upstream::start("app").await;
+    let mut pairs = router("guarded", "Host(`guarded.example`)", "app");
+    pairs.push(("http/routers/guarded/middlewares/0", "auth".into()));
+    pairs.extend(router("open", "Host(`open.example`)", "app"));
+    pairs.extend(servers("app", &[&app]));
+    f.write(&pairs).await;
+    f.within_a_second("open.example", "/", "the neighbour", |r| r.status == 200).await;
+    let r = request(&f, "GET", "guarded.example", "/", &[]).await;
+    assert_eq!(r.status, 404, "disabled while its middleware is missing");
+    assert!(f.replica.log().contains("its middleware \"auth\" does not exist"));
+
+    f.write(&[("http/middlewares/auth/basicAuth/users/0", APR1_TEST.into())]).await;
+    f.within_a_second("guarded.example", "/", "the router with its middleware", |r| r.status == 401).await;
+    let test = basic("test", "test");
+    assert_eq!(request(&f, "GET", "guarded.example", "/", &[("authorization", &test)]).await.status, 200);
+
+    f.write(&[("http/middlewares/auth/basicAuth/users/0", SHA_SECRET.into())]).await;
+    let start = std::time::Instant::now();
+    while request(&f, "GET", "guarded.example", "/", &[("authorization", &test)]).await.status != 401 {
+        assert!(start.elapsed() < std::time::Duration::from_secs(1), "a removed user still passes (cached?)");
+    }
+    let sha = basic("sha", "secret");
+    assert_eq!(request(&f, "GET", "guarded.example", "/", &[("authorization", &sha)]).await.status, 200);
+
+    f.write(&[("http/middlewares/auth/basicAuth/users/0", "broken".into())]).await;
+    support::eventually("the invalid change reported", std::time::Duration::from_secs(5), || async {
+        f.replica.log().contains("serving its last good version")
+    })
+    .await;
+    assert_eq!(request(&f, "GET", "guarded.example", "/", &[("authorization", &sha)]).await.status, 200);
+    assert_eq!(request(&f, "GET", "guarded.example", "/", &[]).await.status, 401, "still enforced");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn entrypoint_middlewares_run_before_the_routers_own() {
+    let extra = "[entryPoints.web.http]\nmiddlewares = [\"edge@etcd\"]\n";
+    let f = on_etcd(extra).await;
+    let defs = [
+        ("edge/headers/customRequestHeaders/X-Edge", "1"),
+        ("edge/headers/customResponseHeaders/X-Layer", "edge"),
+        ("own/headers/customResponseHeaders/X-Layer", "own"),
+    ];
+    let _app = routed(&f, "ep.example", &["own"], &defs).await;
+    let r = request(&f, "GET", "ep.example", "/", &[]).await;
+    assert!(r.body.contains("x-edge: 1"), "{}", r.body);
+    assert_eq!(r.headers["x-layer"], "edge", "the entrypoint's is outermost: its response header is set last");
+
+    f.delete_prefix("http/middlewares/edge/").await;
+    f.within_a_second("ep.example", "/", "routers on the entrypoint disabled", |r| r.status == 404).await;
+    assert!(f.replica.log().contains("disabled on entrypoint \"web\""), "{}", f.replica.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn middlewares_work_the_same_from_consul() {
+    let f = on_consul("").await;
+    let defs = [("auth/basicAuth/users/0", APR1_TEST), ("strip/stripPrefix/prefixes", "/api")];
+    let app = routed(&f, "consul.example", &["auth", "strip"], &defs).await;
+    assert_eq!(request(&f, "GET", "consul.example", "/api/x", &[]).await.status, 401);
+    assert_eq!(app.hits(), 0);
+    let test = basic("test", "test");
+    let r = request(&f, "GET", "consul.example", "/api/x", &[("authorization", &test)]).await;
+    assert!(r.body.starts_with("app GET /x\n"), "{}", r.body);
+}
