@@ -59,7 +59,7 @@ pub async fn storeconfig(
     }
     if dry_run {
         for (key, value) in parts.iter().flat_map(|(_, pairs)| pairs) {
-            let _ = writeln!(out, "{key} = {value}");
+            let _ = writeln!(out, "{key} = {}", shown(key, value));
         }
         return Ok(parts.iter().map(|(_, pairs)| Report { keys: pairs.len(), revision: None }).collect());
     }
@@ -90,6 +90,18 @@ fn read_dynamic(path: &Path) -> Result<Node, SetupError> {
         return Err(ConfigError(built.rejected).into());
     }
     Ok(tree)
+}
+
+/// A value as `--dry-run` prints it: secrets (password hashes, passwords, tokens) as their size.
+fn shown<'v>(key: &str, value: &'v str) -> std::borrow::Cow<'v, str> {
+    let key = key.to_ascii_lowercase();
+    let secret = ["/basicauth/users/", "/digestauth/users/"].iter().any(|k| key.contains(k))
+        || key.ends_with("/password")
+        || key.ends_with("/token");
+    match secret {
+        true => format!("<secret, {} bytes>", value.len()).into(),
+        false => value.into(),
+    }
 }
 
 /// Makes the keys under `roots` equal to `pairs`: puts for new or changed keys, deletes for

@@ -288,3 +288,29 @@ async fn middlewares_work_the_same_from_consul() {
     let r = request(&f, "GET", "consul.example", "/api/x", &[("authorization", &test)]).await;
     assert!(r.body.starts_with("app GET /x\n"), "{}", r.body);
 }
+
+#[test]
+fn storeconfig_writes_a_files_middlewares_and_refuses_a_broken_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dynamic.toml");
+    let good = format!(
+        "[http.routers.r]\nrule = \"Host(`a.example`)\"\nservice = \"s\"\nmiddlewares = [\"auth\"]\n\
+         [http.services.s.loadBalancer]\nservers = [{{ url = \"http://127.0.0.1:9\" }}]\n\
+         [http.middlewares.auth.basicAuth]\nusers = [\"{APR1_TEST}\"]\n"
+    );
+    std::fs::write(&file, &good).unwrap();
+    let args = ["storeconfig", "--dynamic", file.to_str().unwrap(), "--dry-run"];
+    let (code, out, err) = support::pylon_output(&args, dir.path());
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("traefik/http/middlewares/auth/basicauth/users/0 = <secret, "), "{out}");
+    assert!(!out.contains("$apr1$"), "the hash was printed: {out}");
+
+    std::fs::write(
+        &file,
+        good.replace("[http.middlewares.auth.basicAuth]", "[http.middlewares.auth.basicAuth]\nrealm = 7"),
+    )
+    .unwrap();
+    let (code, out, err) = support::pylon_output(&args, dir.path());
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(err.contains("dynamic.toml:8:") && err.contains("realm"), "{err}");
+}
