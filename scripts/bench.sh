@@ -4,7 +4,8 @@
 #   - h2load: HTTP/2 over TLS, 64 connections x 10 streams, to each proxy's TLS port;
 # each proxy forwards to one fast upstream (nginx, keep-alive both ways). Then Pylon alone:
 # requests/s with 10 and with 10,000 routers, and the delay from a change written to etcd to
-# that change being served (p50/p99 over 100 changes). Last, scripts/bench-acme.sh: time to a
+# that change being served (p50/p99 over 100 changes), and the cost of a middleware chain
+# (headers + stripPrefix + basicAuth + rateLimit) against the same route without one. Last, scripts/bench-acme.sh: time to a
 # certificate from Pebble for three replicas beside Caddy. Writes docs/benchmarks.md.
 #
 #   scripts/bench.sh            # full run (~6 minutes after the release build)
@@ -131,6 +132,13 @@ n, up = int(sys.argv[1]), sys.argv[2]
 for i in range(n - 1):
     print(f'[http.routers.r{i}]\nrule = "Host(`h{i}.bench.local`)"\nservice = "up"')
 print('[http.routers.bench]\nrule = "Host(`bench.local`) || Host(`127.0.0.1`)"\nservice = "up"')
+# The same upstream through a chain: headers, stripPrefix, basicAuth (bob:U*U, cached after the
+# first check) and a rate limit far above the load.
+print('[http.routers.chained]\nrule = "Host(`mw.bench.local`)"\nservice = "up"\nmiddlewares = ["hdr", "strip", "auth", "limit"]')
+print('[http.middlewares.hdr.headers]\nframeDeny = true\ncustomRequestHeaders = { X-Bench = "1" }')
+print('[http.middlewares.strip.stripPrefix]\nprefixes = ["/api"]')
+print('[http.middlewares.auth.basicAuth]\nusers = ["bob:$2a$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW"]')
+print('[http.middlewares.limit.rateLimit]\naverage = 100000000\nburst = 100000000')
 print(f'[http.services.up.loadBalancer]\nservers = [{{ url = "http://127.0.0.1:{up}" }}]')
 PY
   "$PYLON" storeconfig --dynamic "$WORK/dynamic.toml" "${STORE[@]}" >/dev/null
@@ -140,8 +148,9 @@ routers 10
 for p in nginx haproxy caddy pylon; do wait_port "${PLAIN[$p]}"; wait_port "${TLS[$p]}"; done
 sleep 1
 
-h1() { # h1 PORT -> "rps p50ms p99ms"
-  wrk -t2 -c64 -d"${DURATION}s" --latency -H "Host: bench.local" "http://127.0.0.1:$1/" 2>&1 | awk '
+h1() { # h1 PORT [HOST [PATH [HEADER]]] -> "rps p50ms p99ms"
+  local extra=(); [ -n "${4:-}" ] && extra=(-H "$4")
+  wrk -t2 -c64 -d"${DURATION}s" --latency -H "Host: ${2:-bench.local}" "${extra[@]}" "http://127.0.0.1:$1${3:-/}" 2>&1 | awk '
     function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
     /Requests\/sec/ { rps=$2 } /^ +50%/ { p50=ms($2) } /^ +99%/ { p99=ms($2) }
     END { printf "%d %.2f %.2f\n", rps, p50, p99 }'
@@ -155,8 +164,22 @@ h2() { # h2 PORT -> "rps p50ms p99ms"
     if (NR == 0) { print rps, 0, 0; exit } printf "%d %.2f %.2f\n", rps, d[int(NR*0.5)]/1000, d[int(NR*0.99)]/1000 }'
 }
 
+cpu_ticks() { awk '{ print $14 + $15 }' /proc/"$1"/stat; }
+TICK=$(getconf CLK_TCK)
+per_cpu() { # per_cpu RPS TICKS -> requests per proxy CPU-second
+  awk -v r="$1" -v t="$2" -v d="$DURATION" -v k="$TICK" 'BEGIN { if (t == 0) print "n/a"; else printf "%d", r * d / (t / k) }'
+}
+AUTH="Authorization: Basic Ym9iOlUqVQ=="
 declare -A SUM
 for round in $(seq "$ROUNDS"); do
+  for route in plain chained; do
+    before=$(cpu_ticks "${PID_OF[pylon]}")
+    if [ "$route" = plain ]; then read -r r a b < <(h1 "${PLAIN[pylon]}" bench.local /api/x)
+    else read -r r a b < <(h1 "${PLAIN[pylon]}" mw.bench.local /api/x "$AUTH"); fi
+    ticks=$(( $(cpu_ticks "${PID_OF[pylon]}") - before ))
+    SUM[$route,rps]+=" $r"; SUM[$route,p99]+=" $b"; SUM[$route,cpu]+=" $(per_cpu "$r" "$ticks")"
+    echo "round $round pylon $route route: $r req/s p99 ${b}ms" >&2
+  done
   for p in pylon nginx haproxy caddy; do
     read -r r a b < <(h1 "${PLAIN[$p]}"); SUM[$p,h1,rps]+=" $r"; SUM[$p,h1,p50]+=" $a"; SUM[$p,h1,p99]+=" $b"
     echo "round $round $p http/1.1: $r req/s p50 ${a}ms p99 ${b}ms" >&2
@@ -239,6 +262,19 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf 
   echo "|---|---|"
   echo "| 10 | $ROUTERS10 |"
   echo "| 10,000 | $ROUTERS10K |"
+  echo
+  echo "## The cost of middlewares"
+  echo
+  echo "HTTP/1.1 to \`/api/x\` on the same upstream, interleaved with the rounds above: a route without middlewares, and a"
+  echo "route through \`headers\` + \`stripPrefix\` + \`basicAuth\` (bcrypt, cached) + \`rateLimit\` (a limit far above the load)."
+  echo
+  echo "| route | req/s | p99 ms | req per Pylon CPU-second |"
+  echo "|---|---|---|---|"
+  for route in plain chained; do
+    echo "| $route | $(echo "${SUM[$route,rps]}" | median) | $(echo "${SUM[$route,p99]}" | median) | $(echo "${SUM[$route,cpu]}" | median) |"
+  done
+  echo
+  echo "Chained to plain: $(ratio "$(echo "${SUM[chained,rps]}" | median)" "$(echo "${SUM[plain,rps]}" | median)") in req/s, $(ratio "$(echo "${SUM[chained,cpu]}" | median)" "$(echo "${SUM[plain,cpu]}" | median)") in req per CPU-second."
   echo
   read -r P50 P99 <<<"$PROPAGATION"
   echo "Store change to served (a new router written to etcd until Pylon routes it), over 100 changes: p50 ${P50} ms, p99 ${P99} ms."

@@ -22,9 +22,12 @@ pub mod add_prefix;
 pub mod basic_auth;
 pub mod chain;
 pub mod headers;
+pub mod in_flight;
 pub mod ip_allow_list;
+pub mod rate_limit;
 pub mod redirect;
 pub mod replace_path;
+pub mod source;
 pub mod spec;
 pub mod strip_prefix;
 
@@ -58,6 +61,8 @@ pub enum Layer {
     BasicAuth(basic_auth::BasicAuth),
     IpAllowList(ip_allow_list::IpAllowList),
     Headers(Box<headers::Headers>),
+    RateLimit(rate_limit::RateLimit),
+    InFlight(in_flight::InFlight),
 }
 
 impl Layer {
@@ -73,6 +78,8 @@ impl Layer {
             Spec::BasicAuth(s) => Layer::BasicAuth(basic_auth::BasicAuth::new(s)),
             Spec::IpAllowList(s) => Layer::IpAllowList(ip_allow_list::IpAllowList::new(s)),
             Spec::Headers(s) => Layer::Headers(Box::new(headers::Headers::new(s))),
+            Spec::RateLimit(s) => Layer::RateLimit(rate_limit::RateLimit::new(s)),
+            Spec::InFlight(s) => Layer::InFlight(in_flight::InFlight::new(s)),
             Spec::Chain(_) | Spec::Unimplemented(_) => return None,
         })
     }
@@ -86,6 +93,8 @@ impl Layer {
             Layer::RedirectRegex(m) => m.request(req, next.conn),
             Layer::IpAllowList(m) => m.request(req, next.conn),
             Layer::BasicAuth(m) => m.request(req).await,
+            Layer::RateLimit(m) => m.request(req, next.conn).await,
+            Layer::InFlight(m) => return m.handle(req, next).await,
             Layer::Headers(m) => return m.handle(req, next).await,
         };
         match passed {

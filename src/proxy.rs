@@ -25,6 +25,7 @@ pub mod error;
 pub mod forward;
 pub mod head;
 pub mod path;
+pub mod reply;
 
 use std::{
     net::SocketAddr,
@@ -38,7 +39,7 @@ use std::{
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Either, Full, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
@@ -54,8 +55,7 @@ use crate::{
     upstream::{self, Upstream},
 };
 
-/// Response bodies: the upstream's, streamed, or a short one of Pylon's own.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+pub use reply::ProxyBody;
 
 /// What the pipeline shares across requests. Each worker thread has its own copy, with its
 /// own upstream connection pool; the rest is shared.
@@ -296,7 +296,7 @@ impl Proxy {
         for cookie in pick.set_cookies {
             parts.headers.append(header::SET_COOKIE, cookie);
         }
-        Ok(Response::from_parts(parts, Either::Left(body)))
+        Ok(Response::from_parts(parts, ProxyBody::Upstream(body)))
     }
 }
 

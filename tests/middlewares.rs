@@ -314,3 +314,60 @@ fn storeconfig_writes_a_files_middlewares_and_refuses_a_broken_one() {
     assert_ne!(code, 0, "{out}{err}");
     assert!(err.contains("dynamic.toml:8:") && err.contains("realm"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limits_refuse_beyond_the_burst_and_keep_their_buckets_across_unrelated_changes() {
+    let f = on_etcd("").await;
+    let defs = [
+        ("slow/rateLimit/average", "1"),
+        ("slow/rateLimit/period", "1m"),
+        ("slow/rateLimit/burst", "3"),
+        ("slow/rateLimit/sourceCriterion/requestHeaderName", "X-Tenant"),
+    ];
+    let app = Upstream::start("app").await;
+    let mut pairs = router("limited", "Host(`limited.example`)", "limited");
+    pairs.push(("http/routers/limited/middlewares/0", "slow".into()));
+    pairs.extend(defs.iter().map(|(k, v)| (leak(format!("http/middlewares/{k}")), v.to_string())));
+    pairs.extend(servers("limited", &[&app]));
+    f.write(&pairs).await;
+    support::eventually("the limited route", std::time::Duration::from_secs(5), || async {
+        request(&f, "GET", "limited.example", "/", &[("x-tenant", "probe")]).await.status == 200
+    })
+    .await;
+
+    let acme = [("x-tenant", "acme")];
+    for i in 0..3 {
+        assert_eq!(request(&f, "GET", "limited.example", "/", &acme).await.status, 200, "request {i} of the burst");
+    }
+    let r = request(&f, "GET", "limited.example", "/", &acme).await;
+    assert_eq!((r.status, r.body.as_str()), (429, "Too Many Requests"));
+    let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    assert!(r.headers.contains_key("x-retry-in"));
+    assert_eq!(request(&f, "GET", "limited.example", "/", &[("x-tenant", "other")]).await.status, 200);
+    let hits = app.hits();
+
+    let _other = routed(&f, "unrelated.example", &[], &[]).await;
+    assert_eq!(request(&f, "GET", "limited.example", "/", &acme).await.status, 429, "the bucket was lost");
+    assert_eq!(app.hits(), hits, "a refused request reached the upstream");
+
+    f.write(&[("http/middlewares/slow/rateLimit/burst", "5".into())]).await;
+    f.within_a_second("limited.example", "/", "a changed limit starts full", |r| r.status == 200).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_flight_limits_refuse_while_the_limit_is_reached() {
+    let f = on_etcd("").await;
+    let app = routed(&f, "busy.example", &["one"], &[("one/inFlightReq/amount", "1")]).await;
+    let before = app.hits();
+    let url = f.replica.web("/slow/1500");
+    let slow = tokio::spawn(async move { send("GET", &url, &[("host", "busy.example")]).await.unwrap().status });
+    support::eventually("the slow request upstream", std::time::Duration::from_secs(5), || async {
+        app.hits() > before
+    })
+    .await;
+    let r = request(&f, "GET", "busy.example", "/", &[]).await;
+    assert_eq!((r.status, r.body.as_str()), (429, "max connections reached: 1"));
+    assert_eq!(slow.await.unwrap(), 200);
+    assert_eq!(request(&f, "GET", "busy.example", "/", &[]).await.status, 200, "the place was given back");
+}

@@ -8,9 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{Either, Full};
 use serde::Deserialize;
 
 use super::{spec::Pattern, Next};
@@ -275,7 +273,7 @@ impl Cors {
     }
 
     fn preflight(&self, req: &HeaderMap) -> Response<ProxyBody> {
-        let mut response = Response::new(Either::Right(Full::new(Bytes::new())));
+        let mut response = Response::new(ProxyBody::empty());
         let out = response.headers_mut();
         if self.credentials {
             out.insert("access-control-allow-credentials", HeaderValue::from_static("true"));

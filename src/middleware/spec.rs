@@ -6,7 +6,9 @@
 
 use regex::{Regex, RegexBuilder};
 
-use super::{add_prefix, basic_auth, headers, ip_allow_list, redirect, replace_path, strip_prefix};
+use super::{
+    add_prefix, basic_auth, headers, in_flight, ip_allow_list, rate_limit, redirect, replace_path, strip_prefix,
+};
 use crate::{config::Checker, limits::MAX_REGEX_SIZE};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -19,6 +21,8 @@ pub enum Spec {
     BasicAuth(basic_auth::Spec),
     IpAllowList(ip_allow_list::Spec),
     Headers(Box<headers::Spec>),
+    RateLimit(rate_limit::Spec),
+    InFlight(in_flight::Spec),
     /// The middlewares a `chain` stands for, as referenced.
     Chain(Vec<String>),
     /// A type of Traefik's that Pylon does not implement yet (its Traefik spelling).
@@ -28,8 +32,6 @@ pub enum Spec {
 /// Traefik's middleware types that Pylon does not implement yet.
 const UNIMPLEMENTED: &[&str] = &[
     "forwardAuth",
-    "rateLimit",
-    "inFlightReq",
     "compress",
     "errors",
     "retry",
@@ -61,6 +63,8 @@ impl Spec {
                 Spec::IpAllowList(ip_allow_list::decode(raw, path, true, c)?)
             }
             "headers" => Spec::Headers(Box::new(headers::decode(raw, path, c)?)),
+            "ratelimit" => Spec::RateLimit(rate_limit::decode(raw, path, c)?),
+            "inflightreq" => Spec::InFlight(in_flight::decode(raw, path, c)?),
             "chain" => Spec::Chain(super::chain::decode(raw, path, c)?),
             other => match UNIMPLEMENTED.iter().find(|t| t.eq_ignore_ascii_case(other)) {
                 Some(kind) => {
@@ -89,6 +93,8 @@ impl Spec {
             Spec::IpAllowList(s) if s.deprecated => "ipWhiteList",
             Spec::IpAllowList(_) => "ipAllowList",
             Spec::Headers(_) => "headers",
+            Spec::RateLimit(_) => "rateLimit",
+            Spec::InFlight(_) => "inFlightReq",
             Spec::Chain(_) => "chain",
             Spec::Unimplemented(kind) => kind,
         }

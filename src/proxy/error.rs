@@ -3,7 +3,6 @@
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
-use http_body_util::{Either, Full};
 
 use super::ProxyBody;
 
@@ -75,7 +74,7 @@ impl ProxyError {
 
 /// A response with a short plain-text body.
 pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {
-    let mut response = Response::new(Either::Right(Full::new(body.into())));
+    let mut response = Response::new(ProxyBody::full(body));
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     response
