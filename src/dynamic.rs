@@ -31,6 +31,7 @@ pub const DYNAMIC_NAMES: NamedTables = &[
     &["http", "middlewares"],
     &["tls", "stores"],
     &["http", "services", "*", "loadbalancer", "healthcheck", "headers"],
+    &["http", "middlewares", "*", "errors", "statusrewrites"],
 ];
 
 #[derive(Debug, Default)]

@@ -21,6 +21,9 @@
 pub mod add_prefix;
 pub mod basic_auth;
 pub mod chain;
+pub mod compress;
+pub mod errors;
+pub mod forward_auth;
 pub mod headers;
 pub mod in_flight;
 pub mod ip_allow_list;
@@ -63,13 +66,17 @@ pub enum Layer {
     Headers(Box<headers::Headers>),
     RateLimit(rate_limit::RateLimit),
     InFlight(in_flight::InFlight),
+    ForwardAuth(Box<forward_auth::ForwardAuth>),
+    Errors(Box<errors::Errors>),
+    Compress(compress::Compress),
 }
 
 impl Layer {
     /// The layer a spec describes; `None` for `chain`, which is expanded, never run, and for
-    /// the types not implemented, which resolution refuses.
-    fn build(spec: &Spec) -> Option<Layer> {
-        Some(match spec {
+    /// the types not implemented, which resolution refuses. The error says why a middleware
+    /// cannot be built from a valid spec (the service `errors` names is not there).
+    fn build(spec: &Spec, with: &With<'_>) -> Result<Option<Layer>, String> {
+        Ok(Some(match spec {
             Spec::AddPrefix(s) => Layer::AddPrefix(add_prefix::AddPrefix::new(s)),
             Spec::StripPrefix(s) => Layer::StripPrefix(strip_prefix::StripPrefix::new(s)),
             Spec::ReplacePath(s) => Layer::ReplacePath(replace_path::ReplacePath::new(s)),
@@ -80,8 +87,14 @@ impl Layer {
             Spec::Headers(s) => Layer::Headers(Box::new(headers::Headers::new(s))),
             Spec::RateLimit(s) => Layer::RateLimit(rate_limit::RateLimit::new(s)),
             Spec::InFlight(s) => Layer::InFlight(in_flight::InFlight::new(s)),
-            Spec::Chain(_) | Spec::Unimplemented(_) => return None,
-        })
+            Spec::ForwardAuth(s) => Layer::ForwardAuth(Box::new(forward_auth::ForwardAuth::new(s, with.upstream))),
+            Spec::Errors(s) => match with.services.by_name.get(&s.service) {
+                Some(service) => Layer::Errors(Box::new(errors::Errors::new(s, service.clone(), with.upstream))),
+                None => return Err(format!("its errors service {:?} does not exist or was rejected", s.service)),
+            },
+            Spec::Compress(s) => Layer::Compress(compress::Compress::new(s)),
+            Spec::Chain(_) | Spec::Unimplemented(_) => return Ok(None),
+        }))
     }
 
     async fn handle<B: Send + 'static>(&self, req: Request<B>, next: Next<'_, B>) -> Response<ProxyBody> {
@@ -95,6 +108,9 @@ impl Layer {
             Layer::BasicAuth(m) => m.request(req).await,
             Layer::RateLimit(m) => m.request(req, next.conn).await,
             Layer::InFlight(m) => return m.handle(req, next).await,
+            Layer::ForwardAuth(m) => return m.handle(req, next).await,
+            Layer::Errors(m) => return m.handle(req, next).await,
+            Layer::Compress(m) => return m.handle(req, next).await,
             Layer::Headers(m) => return m.handle(req, next).await,
         };
         match passed {
@@ -142,6 +158,13 @@ impl Chain {
     }
 }
 
+/// What some middlewares are built with: the client they send their own requests with
+/// (`forwardAuth`, `errors`) and the services (`errors`).
+pub struct With<'a> {
+    pub upstream: &'a crate::upstream::Upstream,
+    pub services: &'a crate::balancer::Services,
+}
+
 /// The layers of one routing table, per router and middleware, so that the next table can
 /// carry over those whose spec did not change.
 #[derive(Default)]
@@ -159,6 +182,7 @@ impl Instances {
         router: &str,
         references: &[String],
         specs: &std::collections::BTreeMap<String, Spec>,
+        with: &With<'_>,
     ) -> Result<Chain, String> {
         let mut layers = Vec::new();
         let lookup = |name: &str| specs.get(name).ok_or_else(|| format!("its middleware {name:?} does not exist"));
@@ -166,8 +190,8 @@ impl Instances {
             let key = (router.to_string(), name.to_string());
             let kept = self.built.get(&key).or_else(|| previous.built.get(&key));
             let layer = match kept {
-                Some((old, layer)) if old == spec => layer.clone(),
-                _ => match Layer::build(spec) {
+                Some((old, layer)) if old == spec && spec.carried_over() => layer.clone(),
+                _ => match Layer::build(spec, with)? {
                     Some(layer) => Arc::new(layer),
                     None => continue,
                 },
@@ -224,15 +248,17 @@ mod tests {
 
     #[test]
     fn a_rebuild_keeps_the_layers_whose_spec_did_not_change() {
+        let (upstream, services) = testing::context();
+        let with = With { upstream: &upstream, services: &services };
         let refs = ["a".to_string(), "b".to_string()];
         let mut first = Instances::default();
-        let old = first.chain(&Instances::default(), "r", &refs, &specs("/a")).unwrap();
+        let old = first.chain(&Instances::default(), "r", &refs, &specs("/a"), &with).unwrap();
         let mut second = Instances::default();
-        let new = second.chain(&first, "r", &refs, &specs("/changed")).unwrap();
+        let new = second.chain(&first, "r", &refs, &specs("/changed"), &with).unwrap();
         assert!(!Arc::ptr_eq(&old.0[0], &new.0[0]), "a changed middleware is built anew");
         assert!(Arc::ptr_eq(&old.0[1], &new.0[1]), "an unchanged one keeps its state");
         let mut third = Instances::default();
-        let other = third.chain(&second, "other", &refs, &specs("/changed")).unwrap();
+        let other = third.chain(&second, "other", &refs, &specs("/changed"), &with).unwrap();
         assert!(!Arc::ptr_eq(&new.0[1], &other.0[1]), "state is per router, as in Traefik");
     }
 
@@ -283,11 +309,20 @@ pub(crate) mod testing {
         spec.ok_or(errors)
     }
 
+    /// A client and no services, to build middlewares with.
+    pub fn context() -> (crate::upstream::Upstream, crate::balancer::Services) {
+        let upstream = crate::upstream::Upstream::new(&Default::default()).unwrap();
+        let services = crate::balancer::build(&Default::default(), &Default::default());
+        (upstream, services)
+    }
+
     /// Runs `req` through the middleware of `text`, over TLS or not, to `end`.
     pub async fn run(text: &str, req: Request<()>, tls: bool, end: &mut Recorder) -> Response<ProxyBody> {
         let mut instances = Instances::default();
         let specs = std::collections::BTreeMap::from([("m".to_string(), spec(text).unwrap())]);
-        let chain = instances.chain(&Instances::default(), "r", &["m".to_string()], &specs).unwrap();
+        let (upstream, services) = context();
+        let with = With { upstream: &upstream, services: &services };
+        let chain = instances.chain(&Instances::default(), "r", &["m".to_string()], &specs, &with).unwrap();
         let conn = Connection { peer: "10.0.0.7:4000".parse().unwrap(), tls };
         chain.run(req, conn, end).await
     }

@@ -250,7 +250,7 @@ impl Watcher {
         for pool in &services.new_pools {
             balancer::health::spawn(pool, self.upstream.clone(), shutdown.child_token());
         }
-        let (table, warnings) = Table::build(&config, &services, &self.statics, &self.table.load());
+        let (table, warnings) = Table::build(&config, &services, &self.statics, &self.table.load(), &self.upstream);
         let mut rejected: Vec<String> = config.rejected.iter().map(ToString::to_string).collect();
         rejected.extend(warnings);
         if certificates_changed {

@@ -5,10 +5,9 @@
 mod support;
 
 use support::{
-    fixture::{leak, on_consul, on_etcd, router, servers, Fixture},
+    fixture::{leak, on_consul, on_etcd, request, routed, router, servers},
     send,
     upstream::Upstream,
-    Reply,
 };
 
 /// `test:test` in apr1, `U*U` in bcrypt (cost 5), `secret` in `{SHA}`.
@@ -19,28 +18,6 @@ const SHA_SECRET: &str = "sha:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=";
 fn basic(user: &str, password: &str) -> String {
     use base64::Engine;
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
-}
-
-/// Routes `host` to a fresh upstream through `middlewares` (KV pairs under `http/middlewares`
-/// given separately), and waits until the route answers anything but 404.
-async fn routed(f: &Fixture, host: &str, middlewares: &[&str], defs: &[(&str, &str)]) -> Upstream {
-    let app = Upstream::start("app").await;
-    let name = host.split('.').next().unwrap();
-    let mut pairs = router(name, &format!("Host(`{host}`)"), name);
-    for (i, m) in middlewares.iter().enumerate() {
-        pairs.push((leak(format!("http/routers/{name}/middlewares/{i}")), m.to_string()));
-    }
-    pairs.extend(defs.iter().map(|(k, v)| (leak(format!("http/middlewares/{k}")), v.to_string())));
-    pairs.extend(servers(name, &[&app]));
-    f.write(&pairs).await;
-    f.within_a_second(host, "/", "the route", |r| r.status != 404).await;
-    app
-}
-
-async fn request(f: &Fixture, method: &str, host: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
-    let mut all = vec![("host", host)];
-    all.extend_from_slice(headers);
-    send(method, &f.replica.web(path), &all).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -217,7 +217,8 @@ impl Node {
                     let v = v.normalized(&child_path, names);
                     out.insert(child_path.pop().unwrap_or_default(), v);
                 }
-                let numeric = !out.is_empty() && out.keys().all(|k| k.parse::<usize>().is_ok());
+                // A table of names is never a list, even when the names are numbers (`404`).
+                let numeric = !named && !out.is_empty() && out.keys().all(|k| k.parse::<usize>().is_ok());
                 if numeric {
                     let mut items: Vec<(usize, Node)> =
                         out.into_iter().map(|(k, v)| (k.parse().unwrap_or(0), v)).collect();

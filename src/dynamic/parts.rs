@@ -193,6 +193,7 @@ impl Parts {
         out.rejected.extend(drop_broken_references(&mut out.services, origin_of));
         out.middlewares =
             self.middlewares.iter().filter_map(|(name, d)| Some((name.clone(), d.value.clone()?))).collect();
+        let services: std::collections::BTreeSet<String> = out.services.keys().cloned().collect();
         for (name, d) in &self.routers {
             let Some(router) = &d.value else { continue };
             if !out.services.contains_key(unqualified(&router.service)) {
@@ -203,7 +204,7 @@ impl Parts {
                         router.service
                     ),
                 });
-            } else if let Err(why) = middleware::chain::resolve(&router.middlewares, &|m| self.usable(m)) {
+            } else if let Err(why) = middleware::chain::resolve(&router.middlewares, &|m| self.usable(m, &services)) {
                 out.rejected.push(Diagnostic {
                     origin: d.middlewares_at.clone(),
                     message: format!("router {name:?} disabled: {why}; it is not routed without it"),
@@ -224,8 +225,12 @@ impl Parts {
 impl Parts {
     /// The middleware a router names, or why it cannot use it: it is missing, invalid, or of a
     /// type Pylon does not implement yet.
-    fn usable(&self, name: &str) -> Result<&Spec, String> {
+    fn usable(&self, name: &str, services: &std::collections::BTreeSet<String>) -> Result<&Spec, String> {
         match self.middlewares.get(name) {
+            Some(Decoded { value: Some(Spec::Errors(e)), origin, .. }) if !services.contains(&e.service) => Err(format!(
+                "its middleware {name:?} ({origin}) sends errors to the service {:?}, which does not exist or was rejected",
+                e.service
+            )),
             None => Err(format!("its middleware {name:?} does not exist")),
             Some(Decoded { value: None, origin, .. }) => Err(format!("its middleware {name:?} ({origin}) is invalid")),
             Some(Decoded { value: Some(Spec::Unimplemented(kind)), origin, .. }) => {

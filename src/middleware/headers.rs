@@ -204,8 +204,8 @@ impl Headers {
             },
         };
         let out = response.headers_mut();
-        for (name, value) in secure.into_iter().flatten() {
-            out.insert(name, value);
+        for (name, value) in secure.iter().flat_map(|s| s.iter()) {
+            out.insert(name, value.clone());
         }
         for (name, value) in &self.spec.response {
             match value {

@@ -143,7 +143,7 @@ impl RedirectRegex {
 }
 
 /// A host as the client sent it, split into the host (IPv6 in brackets) and `:port` or "".
-fn split_host(host: &str) -> (&str, &str) {
+pub(super) fn split_host(host: &str) -> (&str, &str) {
     let port_at = match host.rfind(']') {
         Some(end) => host[end..].find(':').map(|i| end + i),
         None => host.rfind(':'),

@@ -7,7 +7,8 @@
 use regex::{Regex, RegexBuilder};
 
 use super::{
-    add_prefix, basic_auth, headers, in_flight, ip_allow_list, rate_limit, redirect, replace_path, strip_prefix,
+    add_prefix, basic_auth, compress, errors, forward_auth, headers, in_flight, ip_allow_list, rate_limit, redirect,
+    replace_path, strip_prefix,
 };
 use crate::{config::Checker, limits::MAX_REGEX_SIZE};
 
@@ -23,6 +24,9 @@ pub enum Spec {
     Headers(Box<headers::Spec>),
     RateLimit(rate_limit::Spec),
     InFlight(in_flight::Spec),
+    ForwardAuth(Box<forward_auth::Spec>),
+    Errors(errors::Spec),
+    Compress(compress::Spec),
     /// The middlewares a `chain` stands for, as referenced.
     Chain(Vec<String>),
     /// A type of Traefik's that Pylon does not implement yet (its Traefik spelling).
@@ -30,19 +34,8 @@ pub enum Spec {
 }
 
 /// Traefik's middleware types that Pylon does not implement yet.
-const UNIMPLEMENTED: &[&str] = &[
-    "forwardAuth",
-    "compress",
-    "errors",
-    "retry",
-    "circuitBreaker",
-    "buffering",
-    "digestAuth",
-    "passTLSClientCert",
-    "contentType",
-    "grpcWeb",
-    "plugin",
-];
+const UNIMPLEMENTED: &[&str] =
+    &["retry", "circuitBreaker", "buffering", "digestAuth", "passTLSClientCert", "contentType", "grpcWeb", "plugin"];
 
 impl Spec {
     /// Decodes the settings of type `kind` (lowercased, as keys arrive) found at `path`
@@ -65,6 +58,9 @@ impl Spec {
             "headers" => Spec::Headers(Box::new(headers::decode(raw, path, c)?)),
             "ratelimit" => Spec::RateLimit(rate_limit::decode(raw, path, c)?),
             "inflightreq" => Spec::InFlight(in_flight::decode(raw, path, c)?),
+            "forwardauth" => Spec::ForwardAuth(Box::new(forward_auth::decode(raw, path, c)?)),
+            "errors" => Spec::Errors(errors::decode(raw, path, c)?),
+            "compress" => Spec::Compress(compress::decode(raw, path, c)?),
             "chain" => Spec::Chain(super::chain::decode(raw, path, c)?),
             other => match UNIMPLEMENTED.iter().find(|t| t.eq_ignore_ascii_case(other)) {
                 Some(kind) => {
@@ -77,6 +73,12 @@ impl Spec {
                 }
             },
         })
+    }
+
+    /// Whether a rebuilt table may keep this middleware's layer when its spec is unchanged:
+    /// not for `errors`, whose service may have been rebuilt under the same name.
+    pub fn carried_over(&self) -> bool {
+        !matches!(self, Spec::Errors(_))
     }
 
     /// The type's name as Traefik spells it.
@@ -95,6 +97,9 @@ impl Spec {
             Spec::Headers(_) => "headers",
             Spec::RateLimit(_) => "rateLimit",
             Spec::InFlight(_) => "inFlightReq",
+            Spec::ForwardAuth(_) => "forwardAuth",
+            Spec::Errors(_) => "errors",
+            Spec::Compress(_) => "compress",
             Spec::Chain(_) => "chain",
             Spec::Unimplemented(kind) => kind,
         }

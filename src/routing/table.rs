@@ -11,7 +11,7 @@ use crate::{
     balancer::{Service, Services},
     config::StaticConfig,
     dynamic::{self, DynamicConfig},
-    middleware::{Chain, Instances},
+    middleware::{Chain, Instances, With},
 };
 
 pub struct Route {
@@ -57,7 +57,9 @@ impl Table {
         services: &Services,
         statics: &StaticConfig,
         previous: &Table,
+        upstream: &crate::upstream::Upstream,
     ) -> (Table, Vec<String>) {
+        let with = With { upstream, services };
         let mut warnings = Vec::new();
         let mut routers: Vec<(&String, &dynamic::Router, Arc<Service>)> = Vec::new();
         for (name, router) in &config.routers {
@@ -71,7 +73,7 @@ impl Table {
         let mut table = Table { routers: routers.len(), ..Table::default() };
         for (rank, (name, router, service)) in routers.into_iter().enumerate() {
             let mut chain_on = |references: &[String]| {
-                table.middlewares.chain(&previous.middlewares, name, references, &config.middlewares)
+                table.middlewares.chain(&previous.middlewares, name, references, &config.middlewares, &with)
             };
             let chain = match chain_on(&router.middlewares) {
                 Ok(chain) => chain,
@@ -171,6 +173,10 @@ mod tests {
     use super::*;
     use crate::{balancer, config::tree::Node, dynamic::DYNAMIC_NAMES};
 
+    fn upstream() -> crate::upstream::Upstream {
+        crate::upstream::Upstream::new(&Default::default()).unwrap()
+    }
+
     fn statics() -> StaticConfig {
         let text = "[entryPoints.web]\naddress = \":80\"\n[entryPoints.websecure]\naddress = \":443\"\n[entryPoints.websecure.tls]\n";
         crate::config::load(Node::from_toml("t.toml", text, crate::config::tree::STATIC_NAMES).unwrap()).unwrap().config
@@ -182,7 +188,7 @@ mod tests {
         let config = dynamic::build(Node::from_toml("d.toml", &text, DYNAMIC_NAMES).unwrap());
         assert!(config.rejected.is_empty(), "{:?}", config.rejected);
         let services = balancer::build(&config, &HashMap::new());
-        let (table, warnings) = Table::build(&config, &services, &statics(), &Table::default());
+        let (table, warnings) = Table::build(&config, &services, &statics(), &Table::default(), &upstream());
         assert!(warnings.is_empty(), "{warnings:?}");
         table
     }
@@ -271,7 +277,7 @@ mod tests {
         let refused: Vec<String> = config.rejected.iter().map(|d| d.to_string()).collect();
         assert!(refused.iter().any(|d| d.starts_with("d.toml:7:") && d.contains("(default)")), "{refused:?}");
         let services = balancer::build(&config, &HashMap::new());
-        let (t, _) = Table::build(&config, &services, &statics(), &Table::default());
+        let (t, _) = Table::build(&config, &services, &statics(), &Table::default(), &upstream());
         assert_eq!(route(&t, "web", false, "b.example", "/"), Some("both"));
         assert_eq!(route(&t, "websecure", true, "b.example", "/"), None);
     }

@@ -76,6 +76,30 @@ impl Fixture {
     }
 }
 
+/// Routes `host` to a fresh upstream through `middlewares` (their KV pairs under
+/// `http/middlewares/` in `defs`), and waits until the route answers anything but 404. The
+/// router and service are named after the host's first label.
+pub async fn routed(f: &Fixture, host: &str, middlewares: &[&str], defs: &[(&str, &str)]) -> Upstream {
+    let app = Upstream::start("app").await;
+    let name = host.split('.').next().unwrap();
+    let mut pairs = router(name, &format!("Host(`{host}`)"), name);
+    for (i, m) in middlewares.iter().enumerate() {
+        pairs.push((leak(format!("http/routers/{name}/middlewares/{i}")), m.to_string()));
+    }
+    pairs.extend(defs.iter().map(|(k, v)| (leak(format!("http/middlewares/{k}")), v.to_string())));
+    pairs.extend(servers(name, &[&app]));
+    f.write(&pairs).await;
+    f.within_a_second(host, "/", "the route", |r| r.status != 404).await;
+    app
+}
+
+/// Sends `method path` to the replica's plain entrypoint with `host` and `headers`.
+pub async fn request(f: &Fixture, method: &str, host: &str, path: &str, headers: &[(&str, &str)]) -> super::Reply {
+    let mut all = vec![("host", host)];
+    all.extend_from_slice(headers);
+    super::send(method, &f.replica.web(path), &all).await.unwrap()
+}
+
 /// A key built at run time, kept for the test's life so pairs can mix it with literals.
 pub fn leak(key: String) -> &'static str {
     Box::leak(key.into_boxed_str())

@@ -359,6 +359,7 @@ pub fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
+pub mod auth;
 pub mod etcd_cluster;
 pub mod fixture;
 pub mod gate;

@@ -122,13 +122,25 @@ pub(super) fn decode(raw: &Raw, path: &str, c: &mut Checker) -> Option<Option<Sp
     Some(defined.then_some(spec))
 }
 
+/// A response header to set.
+type Header = (HeaderName, HeaderValue);
+
 pub struct Secure {
     spec: Spec,
+    /// The headers of `on_tls` and `on_plain`, ready to send (checked when decoded).
+    on_tls: Vec<(HeaderName, HeaderValue)>,
+    on_plain: Vec<(HeaderName, HeaderValue)>,
+    /// Some value has `$NONCE`, replaced per request.
+    nonce: bool,
 }
 
 impl Secure {
     pub fn new(spec: &Spec) -> Secure {
-        Secure { spec: spec.clone() }
+        let ready = |list: &[(HeaderName, String)]| {
+            list.iter().filter_map(|(n, v)| Some((n.clone(), HeaderValue::from_str(v).ok()?))).collect()
+        };
+        let nonce = spec.on_tls.iter().chain(&spec.on_plain).any(|(_, v)| v.contains("$NONCE"));
+        Secure { on_tls: ready(&spec.on_tls), on_plain: ready(&spec.on_plain), nonce, spec: spec.clone() }
     }
 
     /// The response headers for this request, or the 500 a host outside `allowedHosts` gets.
@@ -136,7 +148,7 @@ impl Secure {
         &self,
         req: &Request<B>,
         conn: Connection,
-    ) -> Result<Vec<(HeaderName, HeaderValue)>, Box<Response<ProxyBody>>> {
+    ) -> Result<std::borrow::Cow<'_, [Header]>, Box<Response<ProxyBody>>> {
         let spec = &self.spec;
         if !spec.allowed_hosts.is_empty() && !spec.development {
             let proxied = spec
@@ -155,16 +167,15 @@ impl Secure {
                 .ssl_proxy_headers
                 .iter()
                 .any(|(name, value)| req.headers().get(name).is_some_and(|v| v.as_bytes() == value.as_bytes()));
+        if !self.nonce {
+            return Ok(std::borrow::Cow::Borrowed(if ssl { &self.on_tls } else { &self.on_plain }));
+        }
+        let nonce = nonce();
         let list = if ssl { &spec.on_tls } else { &spec.on_plain };
-        let nonce = list.iter().any(|(_, v)| v.contains("$NONCE")).then(nonce);
         Ok(list
             .iter()
             .filter_map(|(name, value)| {
-                let value = match &nonce {
-                    Some(nonce) => HeaderValue::from_str(&value.replace("$NONCE", nonce)),
-                    None => HeaderValue::from_str(value),
-                };
-                Some((name.clone(), value.ok()?))
+                Some((name.clone(), HeaderValue::from_str(&value.replace("$NONCE", &nonce)).ok()?))
             })
             .collect())
     }
