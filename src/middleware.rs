@@ -21,8 +21,10 @@
 pub mod add_prefix;
 pub mod basic_auth;
 pub mod chain;
+pub mod circuit_breaker;
 pub mod compress;
 pub mod errors;
+pub mod expression;
 pub mod forward_auth;
 pub mod headers;
 pub mod in_flight;
@@ -69,6 +71,7 @@ pub enum Layer {
     ForwardAuth(Box<forward_auth::ForwardAuth>),
     Errors(Box<errors::Errors>),
     Compress(compress::Compress),
+    CircuitBreaker(circuit_breaker::CircuitBreaker),
 }
 
 impl Layer {
@@ -93,6 +96,7 @@ impl Layer {
                 None => return Err(format!("its errors service {:?} does not exist or was rejected", s.service)),
             },
             Spec::Compress(s) => Layer::Compress(compress::Compress::new(s)),
+            Spec::CircuitBreaker(s) => Layer::CircuitBreaker(circuit_breaker::CircuitBreaker::new(s)),
             Spec::Chain(_) | Spec::Unimplemented(_) => return Ok(None),
         }))
     }
@@ -111,6 +115,7 @@ impl Layer {
             Layer::ForwardAuth(m) => return m.handle(req, next).await,
             Layer::Errors(m) => return m.handle(req, next).await,
             Layer::Compress(m) => return m.handle(req, next).await,
+            Layer::CircuitBreaker(m) => return m.handle(req, next).await,
             Layer::Headers(m) => return m.handle(req, next).await,
         };
         match passed {

@@ -348,3 +348,29 @@ async fn in_flight_limits_refuse_while_the_limit_is_reached() {
     assert_eq!(slow.await.unwrap(), 200);
     assert_eq!(request(&f, "GET", "busy.example", "/", &[]).await.status, 200, "the place was given back");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_circuit_breaker_opens_on_errors_and_closes_again() {
+    let f = on_etcd("").await;
+    let defs = [
+        ("cb/circuitBreaker/expression", "NetworkErrorRatio() > 0.50"),
+        ("cb/circuitBreaker/fallbackDuration", "500ms"),
+        ("cb/circuitBreaker/recoveryDuration", "500ms"),
+    ];
+    let app = routed(&f, "fragile.example", &["cb"], &defs).await;
+    let r = request(&f, "GET", "fragile.example", "/status/502", &[]).await;
+    assert_eq!(r.status, 502, "the upstream's own answer");
+    // The breaker checks at most once per 100 ms: failures trip it within a few checks.
+    support::eventually("the breaker tripped", std::time::Duration::from_secs(5), || async {
+        request(&f, "GET", "fragile.example", "/status/502", &[]).await.status == 503
+    })
+    .await;
+    let hits = app.hits();
+    let r = request(&f, "GET", "fragile.example", "/", &[]).await;
+    assert_eq!((r.status, r.body.as_str()), (503, "Service Unavailable"), "open");
+    assert_eq!(app.hits(), hits, "an open breaker forwarded a request");
+    support::eventually("the breaker closed again", std::time::Duration::from_secs(5), || async {
+        request(&f, "GET", "fragile.example", "/", &[]).await.status == 200
+    })
+    .await;
+}
