@@ -32,6 +32,7 @@ pub mod ip_allow_list;
 pub mod rate_limit;
 pub mod redirect;
 pub mod replace_path;
+pub mod retry;
 pub mod source;
 pub mod spec;
 pub mod strip_prefix;
@@ -42,14 +43,17 @@ use http::{Request, Response};
 
 pub use spec::Spec;
 
-use crate::proxy::{Connection, ProxyBody};
+use crate::proxy::{body::RequestBody, Connection, ProxyBody};
 
 /// A future the chain hands on, boxed: each layer's `next` is the rest of the chain.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// A request as the chain passes it on.
+pub type Req = Request<RequestBody>;
+
 /// The service at the end of a chain: picks a server and forwards.
-pub trait End<B>: Send {
-    fn call(&mut self, req: Request<B>) -> BoxFuture<'_, Response<ProxyBody>>;
+pub trait End: Send {
+    fn call(&mut self, req: Req) -> BoxFuture<'_, Response<ProxyBody>>;
 }
 
 /// What a middleware does with a request on its way in: pass it on, or answer it (boxed:
@@ -72,6 +76,7 @@ pub enum Layer {
     Errors(Box<errors::Errors>),
     Compress(compress::Compress),
     CircuitBreaker(circuit_breaker::CircuitBreaker),
+    Retry(retry::Retry),
 }
 
 impl Layer {
@@ -97,11 +102,12 @@ impl Layer {
             },
             Spec::Compress(s) => Layer::Compress(compress::Compress::new(s)),
             Spec::CircuitBreaker(s) => Layer::CircuitBreaker(circuit_breaker::CircuitBreaker::new(s)),
+            Spec::Retry(s) => Layer::Retry(retry::Retry::new(s)),
             Spec::Chain(_) | Spec::Unimplemented(_) => return Ok(None),
         }))
     }
 
-    async fn handle<B: Send + 'static>(&self, req: Request<B>, next: Next<'_, B>) -> Response<ProxyBody> {
+    async fn handle(&self, req: Req, next: Next<'_>) -> Response<ProxyBody> {
         let passed = match self {
             Layer::AddPrefix(m) => m.request(req),
             Layer::StripPrefix(m) => m.request(req),
@@ -116,6 +122,7 @@ impl Layer {
             Layer::Errors(m) => return m.handle(req, next).await,
             Layer::Compress(m) => return m.handle(req, next).await,
             Layer::CircuitBreaker(m) => return m.handle(req, next).await,
+            Layer::Retry(m) => return m.handle(req, next).await,
             Layer::Headers(m) => return m.handle(req, next).await,
         };
         match passed {
@@ -126,20 +133,25 @@ impl Layer {
 }
 
 /// The rest of a chain, as one layer sees it.
-pub struct Next<'a, B> {
+pub struct Next<'a> {
     layers: &'a [Arc<Layer>],
-    end: &'a mut dyn End<B>,
+    end: &'a mut dyn End,
     /// The client's connection (its address, whether it came over TLS).
     pub conn: Connection,
 }
 
-impl<'a, B: Send + 'static> Next<'a, B> {
+impl<'a> Next<'a> {
     /// Runs the rest of the chain, then the service.
-    pub fn run(self, req: Request<B>) -> BoxFuture<'a, Response<ProxyBody>> {
+    pub fn run(self, req: Req) -> BoxFuture<'a, Response<ProxyBody>> {
         match self.layers.split_first() {
             None => self.end.call(req),
             Some((layer, rest)) => Box::pin(layer.handle(req, Next { layers: rest, ..self })),
         }
+    }
+
+    /// Runs the rest of the chain again (`retry`), keeping it for another time.
+    pub fn again(&mut self, req: Req) -> BoxFuture<'_, Response<ProxyBody>> {
+        Next { layers: self.layers, end: &mut *self.end, conn: self.conn }.run(req)
     }
 }
 
@@ -153,12 +165,7 @@ impl Chain {
     }
 
     /// Runs a request through the chain, then `end`.
-    pub async fn run<B: Send + 'static>(
-        &self,
-        req: Request<B>,
-        conn: Connection,
-        end: &mut dyn End<B>,
-    ) -> Response<ProxyBody> {
+    pub async fn run(&self, req: Req, conn: Connection, end: &mut dyn End) -> Response<ProxyBody> {
         Next { layers: &self.0, end, conn }.run(req).await
     }
 }
@@ -291,8 +298,8 @@ pub(crate) mod testing {
         pub headers: Vec<(&'static str, &'static str)>,
     }
 
-    impl End<()> for Recorder {
-        fn call(&mut self, req: Request<()>) -> BoxFuture<'_, Response<ProxyBody>> {
+    impl End for Recorder {
+        fn call(&mut self, req: Req) -> BoxFuture<'_, Response<ProxyBody>> {
             self.seen.push(req.into_parts().0);
             let mut response = crate::proxy::error::text(http::StatusCode::OK, "upstream");
             for (name, value) in &self.headers {
@@ -329,6 +336,6 @@ pub(crate) mod testing {
         let with = With { upstream: &upstream, services: &services };
         let chain = instances.chain(&Instances::default(), "r", &["m".to_string()], &specs, &with).unwrap();
         let conn = Connection { peer: "10.0.0.7:4000".parse().unwrap(), tls };
-        chain.run(req, conn, end).await
+        chain.run(req.map(|()| RequestBody::Read(bytes::Bytes::new())), conn, end).await
     }
 }

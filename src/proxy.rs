@@ -201,6 +201,7 @@ impl Proxy {
             upgrades: &ep.upgrades,
         };
         let mut service = ToService { proxy: self, route: &route, client, served, entry_point: &ep.name };
+        let req = req.map(body::RequestBody::Client);
         Ok(match route.chain.is_empty() {
             true => service.forward(req).await,
             false => route.chain.run(req, conn, &mut service).await,
@@ -217,15 +218,15 @@ struct ToService<'a> {
     entry_point: &'a str,
 }
 
-impl middleware::End<Incoming> for ToService<'_> {
-    fn call(&mut self, req: Request<Incoming>) -> middleware::BoxFuture<'_, Response<ProxyBody>> {
+impl middleware::End for ToService<'_> {
+    fn call(&mut self, req: middleware::Req) -> middleware::BoxFuture<'_, Response<ProxyBody>> {
         Box::pin(self.forward(req))
     }
 }
 
 impl ToService<'_> {
     /// 4. pick, 5. forward, 6. respond; a failure becomes its response here.
-    async fn forward(&mut self, req: Request<Incoming>) -> Response<ProxyBody> {
+    async fn forward(&mut self, req: middleware::Req) -> Response<ProxyBody> {
         let service = self.route.service.clone();
         let forwarded = match service.pick(req.headers()) {
             None => Err(ProxyError::NoServer { router: self.route.name.clone() }),
@@ -235,7 +236,12 @@ impl ToService<'_> {
             if err.fault() == Fault::Upstream {
                 tracing::warn!(entrypoint = %self.entry_point, router = %self.route.name, "{err}");
             }
-            err.response()
+            let mut response = err.response();
+            // Nothing was sent: a retry may send it again.
+            if matches!(err, ProxyError::Refused { .. } | ProxyError::NoServer { .. }) {
+                response.extensions_mut().insert(middleware::retry::NotSent);
+            }
+            response
         })
     }
 }
@@ -243,7 +249,7 @@ impl ToService<'_> {
 impl Proxy {
     async fn forward(
         &self,
-        mut req: Request<Incoming>,
+        mut req: middleware::Req,
         service: &Service,
         mut pick: Pick,
         client: &forward::Client<'_>,
@@ -252,9 +258,10 @@ impl Proxy {
         let client_upgrade =
             forward::upgrade_of(req.version(), req.headers(), client.upgrades).map(|_| hyper::upgrade::on(&mut req));
         let (head, body) = req.into_parts();
-        let payload = match service {
-            Service::Mirroring(m) => mirror(m, &head, body, client, &self.upstream).await?,
-            _ => Payload::Stream(body::Slot::new(body, client.read_timeout)),
+        let payload = match (service, body) {
+            (Service::Mirroring(m), body) => mirror(m, &head, body, client, &self.upstream).await?,
+            (_, body::RequestBody::Client(body)) => Payload::Stream(body::Slot::new(body, client.read_timeout)),
+            (_, body::RequestBody::Read(bytes)) => Payload::Buffered(bytes),
         };
         let mut tried = Vec::new();
         let response = loop {
@@ -357,11 +364,19 @@ async fn send(upstream: &Upstream, request: Request<upstream::Body>) -> Result<R
 async fn mirror(
     m: &Mirroring,
     head: &http::request::Parts,
-    body: Incoming,
+    body: body::RequestBody,
     client: &forward::Client<'_>,
     upstream: &Upstream,
 ) -> Result<Payload, ProxyError> {
     use http_body::Body as _;
+    let body = match body {
+        body::RequestBody::Client(body) => body,
+        body::RequestBody::Read(bytes) => {
+            let chosen: Vec<_> = m.mirrors.iter().filter(|mirror| mirror.take()).collect();
+            send_mirrors(&chosen, head, &bytes, client, upstream);
+            return Ok(Payload::Buffered(bytes));
+        }
+    };
     let fits = body.is_end_stream() || body.size_hint().upper().is_some_and(|n| n <= m.max_body_size);
     let chosen: Vec<_> = m.mirrors.iter().filter(|mirror| mirror.take()).collect();
     if chosen.is_empty() || !fits {
@@ -373,6 +388,18 @@ async fn mirror(
         .map_err(|_| ProxyError::RequestTimeout(format!("the body took longer than {:?}", client.read_timeout)))?
         .map_err(|e| ProxyError::BadRequest(format!("reading the body: {e}")))?
         .to_bytes();
+    send_mirrors(&chosen, head, &bytes, client, upstream);
+    Ok(Payload::Buffered(bytes))
+}
+
+/// Sends a copy of the request to each of `chosen`, fire and forget.
+fn send_mirrors(
+    chosen: &[&crate::balancer::Mirror],
+    head: &http::request::Parts,
+    bytes: &Bytes,
+    client: &forward::Client<'_>,
+    upstream: &Upstream,
+) {
     for mirror in chosen {
         let Some(pick) = mirror.service.pick(&head.headers) else { continue };
         let server = &pick.pool.servers[pick.server].url;
@@ -385,7 +412,6 @@ async fn mirror(
             }
         });
     }
-    Ok(Payload::Buffered(bytes))
 }
 
 /// Joins the client's and the server's upgraded connections once both sides have switched.

@@ -374,3 +374,20 @@ async fn a_circuit_breaker_opens_on_errors_and_closes_again() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_sends_idempotent_requests_again_on_the_statuses_named() {
+    let f = on_etcd("").await;
+    let defs =
+        [("again/retry/attempts", "3"), ("again/retry/initialInterval", "10ms"), ("again/retry/status/0", "500-599")];
+    let app = routed(&f, "flaky.example", &["again"], &defs).await;
+    let before = app.hits();
+    assert_eq!(request(&f, "GET", "flaky.example", "/status/503", &[]).await.status, 503, "the last try's answer");
+    assert_eq!(app.hits() - before, 3, "three tries in all");
+    let before = app.hits();
+    assert_eq!(request(&f, "POST", "flaky.example", "/status/503", &[]).await.status, 503);
+    assert_eq!(app.hits() - before, 1, "POST is not retried on its status");
+    let before = app.hits();
+    assert_eq!(request(&f, "GET", "flaky.example", "/status/404", &[]).await.status, 404);
+    assert_eq!(app.hits() - before, 1, "a status not named");
+}

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use http::{Request, Response, StatusCode};
+use http::{Response, StatusCode};
 use serde::Deserialize;
 
 use super::{
@@ -166,7 +166,7 @@ impl CircuitBreaker {
         CircuitBreaker { spec: spec.clone(), started: Instant::now(), state: Mutex::new(state) }
     }
 
-    pub async fn handle<B: Send + 'static>(&self, req: Request<B>, next: Next<'_, B>) -> Response<ProxyBody> {
+    pub async fn handle(&self, req: super::Req, next: Next<'_>) -> Response<ProxyBody> {
         let start = Instant::now();
         if !self.admit(start) {
             let code = self.spec.response_code;

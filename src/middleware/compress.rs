@@ -15,7 +15,7 @@ use std::{
 };
 
 use bytes::{Bytes, BytesMut};
-use http::{header, HeaderMap, HeaderValue, Method, Request, Response};
+use http::{header, HeaderMap, HeaderValue, Method, Response};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use serde::Deserialize;
@@ -173,7 +173,7 @@ impl Compress {
         Compress { spec: spec.clone() }
     }
 
-    pub async fn handle<B: Send + 'static>(&self, req: Request<B>, next: Next<'_, B>) -> Response<ProxyBody> {
+    pub async fn handle(&self, req: super::Req, next: Next<'_>) -> Response<ProxyBody> {
         let request_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(media_type);
         let excluded = request_type.is_some_and(|t| self.spec.excluded.contains(&t));
         let chosen = if req.method() == Method::HEAD || excluded { None } else { choose(&self.spec, req.headers()) };

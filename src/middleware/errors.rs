@@ -46,7 +46,7 @@ pub struct Spec {
 }
 
 /// `"500"` or `"500-599"`, as Traefik reads them (parts after a second `-` are ignored).
-fn codes(text: &str) -> Option<Codes> {
+pub(super) fn codes(text: &str) -> Option<Codes> {
     let mut parts = text.split('-');
     let low: u16 = parts.next()?.parse().ok()?;
     match parts.next() {
@@ -122,7 +122,7 @@ impl Errors {
         Errors { spec: spec.clone(), service, upstream: upstream.clone() }
     }
 
-    pub async fn handle<B: Send + 'static>(&self, req: Request<B>, next: Next<'_, B>) -> Response<ProxyBody> {
+    pub async fn handle(&self, req: super::Req, next: Next<'_>) -> Response<ProxyBody> {
         let conn = next.conn;
         let host = crate::proxy::host_of(&req).to_string();
         let scheme = if conn.tls { "https" } else { "http" };

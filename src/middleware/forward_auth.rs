@@ -166,7 +166,7 @@ impl ForwardAuth {
         ForwardAuth { spec: spec.clone(), upstream: upstream.clone() }
     }
 
-    pub async fn handle<B: Send + 'static>(&self, mut req: Request<B>, next: Next<'_, B>) -> Response<ProxyBody> {
+    pub async fn handle(&self, mut req: super::Req, next: Next<'_>) -> Response<ProxyBody> {
         let ask = self.auth_request(&req, next.conn);
         let sent = tokio::time::timeout(TIMEOUT, self.upstream.client.request(ask)).await;
         let Ok(Ok(answer)) = sent else {

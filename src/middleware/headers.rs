@@ -188,7 +188,7 @@ impl Headers {
         Headers { spec: spec.clone(), secure: spec.secure.as_ref().map(Secure::new) }
     }
 
-    pub async fn handle<B: Send + 'static>(&self, mut req: Request<B>, next: Next<'_, B>) -> Response<ProxyBody> {
+    pub async fn handle(&self, mut req: super::Req, next: Next<'_>) -> Response<ProxyBody> {
         if let Some(cors) = &self.spec.cors {
             if is_preflight(&req) {
                 return cors.preflight(req.headers());

@@ -8,7 +8,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use http::{Request, Response, StatusCode};
+use http::{Response, StatusCode};
 use serde::Deserialize;
 
 use super::{
@@ -71,7 +71,7 @@ impl InFlight {
         InFlight { spec: spec.clone(), counts: Arc::default() }
     }
 
-    pub async fn handle<B: Send + 'static>(&self, req: Request<B>, next: Next<'_, B>) -> Response<ProxyBody> {
+    pub async fn handle(&self, req: super::Req, next: Next<'_>) -> Response<ProxyBody> {
         let source = self.spec.source.of(&req, next.conn);
         let place = {
             let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());

@@ -45,6 +45,23 @@ impl ClientBodyError {
     }
 }
 
+/// The client's request body as the middlewares pass it on: as it streams in, or read whole
+/// by one that needed it (`retry`), which may then send it more than once.
+pub enum RequestBody {
+    Client(Incoming),
+    Read(Bytes),
+}
+
+impl RequestBody {
+    /// Whether there is no body at all.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            RequestBody::Client(body) => body.is_end_stream(),
+            RequestBody::Read(bytes) => bytes.is_empty(),
+        }
+    }
+}
+
 /// Holds the client's body until an attempt takes it.
 #[derive(Clone)]
 pub struct Slot {
