@@ -48,6 +48,11 @@ use crate::proxy::{body::RequestBody, Connection, ProxyBody};
 /// A future the chain hands on, boxed: each layer's `next` is the rest of the chain.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// Places a middleware holds for a request (`inFlightReq`) until its response has been sent
+/// or, for an upgrade, until the tunnel closes: the proxy moves them into the tunnel.
+#[derive(Clone, Default)]
+pub struct HeldWhileOpen(pub Vec<Arc<dyn std::any::Any + Send + Sync>>);
+
 /// A request as the chain passes it on.
 pub type Req = Request<RequestBody>;
 
@@ -95,7 +100,7 @@ impl Layer {
             Spec::Headers(s) => Layer::Headers(Box::new(headers::Headers::new(s))),
             Spec::RateLimit(s) => Layer::RateLimit(rate_limit::RateLimit::new(s)),
             Spec::InFlight(s) => Layer::InFlight(in_flight::InFlight::new(s)),
-            Spec::ForwardAuth(s) => Layer::ForwardAuth(Box::new(forward_auth::ForwardAuth::new(s, with.upstream))),
+            Spec::ForwardAuth(s) => Layer::ForwardAuth(Box::new(forward_auth::ForwardAuth::new(s))),
             Spec::Errors(s) => match with.services.by_name.get(&s.service) {
                 Some(service) => Layer::Errors(Box::new(errors::Errors::new(s, service.clone(), with.upstream))),
                 None => return Err(format!("its errors service {:?} does not exist or was rejected", s.service)),

@@ -151,6 +151,7 @@ impl Proxy {
         if !ep.trust.trusts(conn.peer.ip()) {
             forward::distrust(req.headers_mut());
         }
+        forward::drop_connection_headers(req.headers_mut());
 
         // 1. ping
         if ep.ping && req.uri().path() == "/ping" {
@@ -258,6 +259,7 @@ impl Proxy {
         let client_upgrade =
             forward::upgrade_of(req.version(), req.headers(), client.upgrades).map(|_| hyper::upgrade::on(&mut req));
         let (head, body) = req.into_parts();
+        let held = head.extensions.get::<middleware::HeldWhileOpen>().cloned();
         let payload = match (service, body) {
             (Service::Mirroring(m), body) => mirror(m, &head, body, client, &self.upstream).await?,
             (_, body::RequestBody::Client(body)) => Payload::Stream(body::Slot::new(body, client.read_timeout)),
@@ -294,7 +296,10 @@ impl Proxy {
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             let server_upgrade = hyper::upgrade::on(&mut response);
             if let Some(client_upgrade) = client_upgrade {
-                tokio::spawn(tunnel(client_upgrade, server_upgrade));
+                tokio::spawn(async move {
+                    tunnel(client_upgrade, server_upgrade).await;
+                    drop(held);
+                });
             }
         } else {
             forward::strip_hop_by_hop(response.headers_mut());

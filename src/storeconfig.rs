@@ -95,7 +95,7 @@ fn read_dynamic(path: &Path) -> Result<Node, SetupError> {
 /// A value as `--dry-run` prints it: secrets (password hashes, passwords, tokens) as their size.
 fn shown<'v>(key: &str, value: &'v str) -> std::borrow::Cow<'v, str> {
     let key = key.to_ascii_lowercase();
-    let secret = ["/basicauth/users/", "/digestauth/users/"].iter().any(|k| key.contains(k))
+    let secret = ["/basicauth/users", "/digestauth/users"].iter().any(|k| key.contains(k))
         || key.ends_with("/password")
         || key.ends_with("/token");
     match secret {

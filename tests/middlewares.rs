@@ -347,6 +347,25 @@ async fn in_flight_limits_refuse_while_the_limit_is_reached() {
     assert_eq!((r.status, r.body.as_str()), (429, "max connections reached: 1"));
     assert_eq!(slow.await.unwrap(), 200);
     assert_eq!(request(&f, "GET", "busy.example", "/", &[]).await.status, 200, "the place was given back");
+
+    // A WebSocket holds its place until it closes.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut ws = tokio::net::TcpStream::connect(("127.0.0.1", f.replica.web)).await.unwrap();
+    ws.write_all(b"GET /ws HTTP/1.1\r\nHost: busy.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    ws.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 101");
+    let r = request(&f, "GET", "busy.example", "/", &[]).await;
+    assert_eq!(r.status, 429, "an open WebSocket counts");
+    drop(ws);
+    support::eventually(
+        "the place given back when the WebSocket closed",
+        std::time::Duration::from_secs(5),
+        || async { request(&f, "GET", "busy.example", "/", &[]).await.status == 200 },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -165,7 +165,13 @@ pub struct BasicAuth {
     remove_header: bool,
     /// SHA-256 of `user:password` of recent successful checks.
     passed: Mutex<HashSet<[u8; 32]>>,
+    /// Bounds the checks running at once: a flood of wrong passwords queues here, not on
+    /// hundreds of blocking threads.
+    checking: tokio::sync::Semaphore,
 }
+
+/// How many password checks of one middleware run at once.
+const CHECKS_AT_ONCE: usize = 4;
 
 impl BasicAuth {
     pub fn new(spec: &Spec) -> BasicAuth {
@@ -178,6 +184,7 @@ impl BasicAuth {
             header_field: spec.header_field.clone(),
             remove_header: spec.remove_header,
             passed: Mutex::new(HashSet::new()),
+            checking: tokio::sync::Semaphore::new(CHECKS_AT_ONCE),
         }
     }
 
@@ -187,6 +194,7 @@ impl BasicAuth {
             return Err(Box::new(self.refuse()));
         }
         if let Some(field) = &self.header_field {
+            req.headers_mut().remove(field);
             if let Ok(value) = HeaderValue::from_str(&user) {
                 req.headers_mut().insert(field.clone(), value);
             }
@@ -198,13 +206,6 @@ impl BasicAuth {
     }
 
     async fn check(&self, user: &str, password: &str) -> bool {
-        let Some(hash) = self.users.get(user) else {
-            // As long as a known user's check, so that timing does not tell which users exist.
-            if let Some(any) = self.users.values().next() {
-                any.matches(password).await;
-            }
-            return false;
-        };
         let key: [u8; 32] = {
             let mut ctx = digest::Context::new(&digest::SHA256);
             ctx.update(user.as_bytes());
@@ -215,6 +216,14 @@ impl BasicAuth {
         if self.passed.lock().unwrap_or_else(|e| e.into_inner()).contains(&key) {
             return true;
         }
+        let Ok(_turn) = self.checking.acquire().await else { return false };
+        let Some(hash) = self.users.get(user) else {
+            // As long as a known user's check, so that timing does not tell which users exist.
+            if let Some(any) = self.users.values().next() {
+                any.matches(password).await;
+            }
+            return false;
+        };
         if !hash.matches(password).await {
             return false;
         }

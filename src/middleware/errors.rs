@@ -111,6 +111,9 @@ pub(super) fn decode(raw: toml::Value, path: &str, c: &mut Checker) -> Option<Sp
     Some(Spec { status, rewrites, service: unqualified(&service).to_string(), query, request_headers })
 }
 
+/// How long the error service may take to answer with its page's head.
+const PAGE_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub struct Errors {
     spec: Spec,
     service: Arc<Service>,
@@ -190,7 +193,7 @@ impl Errors {
         let body =
             http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_err(empty, |never| match never {}));
         let request = forward::request(&head, server, pick.pool.spec.pass_host_header, &client).map(|()| body);
-        let response = self.upstream.client.request(request).await.ok()?;
+        let response = tokio::time::timeout(PAGE_WITHIN, self.upstream.client.request(request)).await.ok()?.ok()?;
         let (mut parts, body) = response.into_parts();
         forward::strip_hop_by_hop(&mut parts.headers);
         Some(Response::from_parts(parts, ProxyBody::Upstream(body)))

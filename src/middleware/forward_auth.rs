@@ -16,8 +16,22 @@ use serde::Deserialize;
 use super::{spec::Pattern, Next};
 use crate::{config::Checker, proxy::ProxyBody, upstream::Upstream};
 
-/// How long the auth server may take to answer.
+/// How long the auth server may take to answer, body included.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The largest auth answer read when `maxResponseBodySize` is not set (Traefik reads any).
+pub const DEFAULT_MAX_RESPONSE: usize = 1024 * 1024;
+
+/// The client auth requests go out with: its own, verifying https against the system's roots
+/// whatever `serversTransport` says (`insecureSkipVerify` there must not let a forged auth
+/// server in).
+fn client() -> &'static Upstream {
+    static CLIENT: std::sync::OnceLock<Upstream> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| {
+        Upstream::new(&crate::config::transport::Transport::default())
+            .unwrap_or_else(|_| unreachable!("the default transport names no CA file"))
+    })
+}
 
 #[derive(Debug, Default, Deserialize)]
 struct Raw {
@@ -162,23 +176,29 @@ pub struct ForwardAuth {
 }
 
 impl ForwardAuth {
-    pub fn new(spec: &Spec, upstream: &Upstream) -> ForwardAuth {
-        ForwardAuth { spec: spec.clone(), upstream: upstream.clone() }
+    pub fn new(spec: &Spec) -> ForwardAuth {
+        ForwardAuth { spec: spec.clone(), upstream: client().clone() }
     }
 
     pub async fn handle(&self, mut req: super::Req, next: Next<'_>) -> Response<ProxyBody> {
         let ask = self.auth_request(&req, next.conn);
-        let sent = tokio::time::timeout(TIMEOUT, self.upstream.client.request(ask)).await;
-        let Ok(Ok(answer)) = sent else {
-            tracing::warn!(address = %self.spec.address, "forwardAuth: the auth server did not answer");
-            return empty(StatusCode::INTERNAL_SERVER_ERROR);
+        let limit = self.spec.max_response.map_or(DEFAULT_MAX_RESPONSE, |m| usize::try_from(m).unwrap_or(usize::MAX));
+        let asked = async {
+            let (parts, body) =
+                self.upstream.client.request(ask).await.map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?.into_parts();
+            match Limited::new(body, limit).collect().await {
+                Ok(body) => Ok((parts, body.to_bytes())),
+                Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(StatusCode::UNAUTHORIZED),
+                Err(_) => Err(StatusCode::INTERNAL_SERVER_ERROR),
+            }
         };
-        let (parts, body) = answer.into_parts();
-        let limit = self.spec.max_response.map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
-        let body = match Limited::new(body, limit).collect().await {
-            Ok(body) => body.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => return empty(StatusCode::UNAUTHORIZED),
-            Err(_) => return empty(StatusCode::INTERNAL_SERVER_ERROR),
+        let (parts, body) = match tokio::time::timeout(TIMEOUT, asked).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(status)) => return empty(status),
+            Err(_) => {
+                tracing::warn!(address = %self.spec.address, "forwardAuth: the auth server did not answer in time");
+                return empty(StatusCode::INTERNAL_SERVER_ERROR);
+            }
         };
         if !parts.status.is_success() {
             return self.refusal(parts, body, req.method());
@@ -257,8 +277,10 @@ impl ForwardAuth {
         set(&mut headers, "x-forwarded-proto", proto, replace);
         set(&mut headers, "x-forwarded-host", &host, replace);
         set(&mut headers, "x-forwarded-uri", &uri, replace);
-        if self.spec.trust.is_some() {
-            set(&mut headers, "x-forwarded-port", &port, replace);
+        set(&mut headers, "x-forwarded-port", &port, self.spec.trust == Some(false));
+        if self.spec.trust != Some(false) {
+            // What Traefik's entrypoint sets before its middlewares run.
+            set(&mut headers, "x-real-ip", &conn.peer.ip().to_string(), false);
         }
         let method = if self.spec.preserve_method { req.method().clone() } else { Method::GET };
         let mut ask = Request::new(Empty::<Bytes>::new().map_err(|never| match never {}).boxed_unsync());
@@ -271,10 +293,18 @@ impl ForwardAuth {
     /// The auth server's refusal, as the client gets it.
     fn refusal(&self, parts: http::response::Parts, body: Bytes, method: &Method) -> Response<ProxyBody> {
         if let (Some(signin), StatusCode::UNAUTHORIZED) = (&self.spec.signin, parts.status) {
-            let link = format!("<a href=\"{}\">Found</a>.\n\n", signin.to_str().unwrap_or(""));
+            let escaped =
+                signin.to_str().unwrap_or("").replace('&', "&amp;").replace('"', "&quot;").replace('<', "&lt;");
+            let link = format!("<a href=\"{escaped}\">Found</a>.\n\n");
             let body = if method == Method::GET { link } else { String::new() };
             let mut response = crate::proxy::error::text(StatusCode::FOUND, body);
-            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+            if method == Method::GET || method == Method::HEAD {
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+            } else {
+                response.headers_mut().remove(header::CONTENT_TYPE);
+            }
             response.headers_mut().insert(header::LOCATION, signin.clone());
             return response;
         }
@@ -342,7 +372,12 @@ fn canonical(name: &str) -> String {
 fn resolve(base: &Uri, location: &str) -> String {
     let scheme = base.scheme_str().unwrap_or("http");
     let authority = base.authority().map_or("", |a| a.as_str());
-    if location.contains("://") && !location.starts_with('/') {
+    let scheme_of = location.split_once("://").map(|(s, _)| s);
+    let absolute = scheme_of.is_some_and(|s| {
+        s.starts_with(|c: char| c.is_ascii_alphabetic())
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    });
+    if absolute {
         location.to_string()
     } else if let Some(rest) = location.strip_prefix("//") {
         format!("{scheme}://{rest}")
@@ -365,6 +400,7 @@ mod tests {
         assert_eq!(resolve(&base, "start"), "http://auth:9000/oauth/start");
         assert_eq!(resolve(&base, "https://idp.example/a"), "https://idp.example/a");
         assert_eq!(resolve(&base, "//idp.example/a"), "http://idp.example/a");
+        assert_eq!(resolve(&base, "login?next=http://x"), "http://auth:9000/oauth/login?next=http://x");
     }
 
     #[test]

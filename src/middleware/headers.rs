@@ -114,6 +114,8 @@ pub(super) fn decode(raw: toml::Value, path: &str, c: &mut Checker) -> Option<Sp
         match (name.as_str(), value) {
             ("x-forwarded-for", None) => spec.omit_forwarded_for = true,
             ("host", Some(host)) => spec.host = Some(host),
+            // Traefik deletes a `Host` header field, which Go never has: the host stays.
+            ("host", None) => {}
             (_, value) => spec.request.push((name, value)),
         }
     }

@@ -1,7 +1,7 @@
 //! `inFlightReq`: at most `amount` requests of one source (the request's host, port included,
 //! by default) in flight at once; one more gets 429 `max connections reached: <amount>`. A
 //! request counts until its response has been sent whole (or the client left). Counts live in
-//! this replica's memory.
+//! this replica's memory. An upgraded connection (a WebSocket) counts until it closes.
 
 use std::{
     collections::HashMap,
@@ -71,7 +71,7 @@ impl InFlight {
         InFlight { spec: spec.clone(), counts: Arc::default() }
     }
 
-    pub async fn handle(&self, req: super::Req, next: Next<'_>) -> Response<ProxyBody> {
+    pub async fn handle(&self, mut req: super::Req, next: Next<'_>) -> Response<ProxyBody> {
         let source = self.spec.source.of(&req, next.conn);
         let place = {
             let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
@@ -84,8 +84,11 @@ impl InFlight {
                 return crate::proxy::error::text(StatusCode::TOO_MANY_REQUESTS, body);
             }
             *n += 1;
-            Place { counts: self.counts.clone(), source }
+            Arc::new(Place { counts: self.counts.clone(), source })
         };
+        let mut held = req.extensions().get::<super::HeldWhileOpen>().cloned().unwrap_or_default();
+        held.0.push(place.clone());
+        req.extensions_mut().insert(held);
         let response = next.run(req).await;
         response.map(|body| ProxyBody::wrap(Holding::new(body, place)))
     }

@@ -7,7 +7,8 @@
 //! replicas behind a load balancer a client gets up to N times the rate.
 
 use std::{
-    collections::HashMap,
+    collections::{hash_map::RandomState, HashMap},
+    hash::BuildHasher,
     sync::Mutex,
     time::{Duration, Instant},
 };
@@ -52,7 +53,8 @@ pub(super) fn decode(raw: toml::Value, path: &str, c: &mut Checker) -> Option<Sp
         return None;
     }
     let period = raw.period.filter(|p| !p.is_zero()).unwrap_or(Duration::from_secs(1));
-    let rate = raw.average.filter(|a| *a > 0).map(|a| a as f64 / period.as_secs_f64());
+    // Bounded so that every duration derived from them fits: a token per day at the slowest.
+    let rate = raw.average.filter(|a| *a > 0).map(|a| (a as f64 / period.as_secs_f64()).clamp(1.0 / 86_400.0, 1e9));
     let source =
         source::decode(raw.sourcecriterion, Source::Ip(Default::default()), &format!("{path}.sourcecriterion"), c)?;
     Some(Spec { rate, burst: raw.burst.unwrap_or(1).max(1) as f64, source })
@@ -71,7 +73,10 @@ pub struct RateLimit {
     max_delay: Duration,
     /// How long an untouched bucket is kept.
     ttl: Duration,
-    buckets: Mutex<HashMap<String, Bucket>>,
+    /// Keyed by a hash of the source, so that a client choosing long sources (a header's
+    /// value) cannot make the table large; two sources that collide share a bucket.
+    buckets: Mutex<HashMap<u64, Bucket>>,
+    keys: RandomState,
 }
 
 /// Why a request may not go on yet.
@@ -87,10 +92,10 @@ impl RateLimit {
         let max_delay = match rate {
             r if r < 1.0 => Duration::from_millis(500),
             r if r.is_infinite() => Duration::ZERO,
-            r => Duration::from_nanos(1_000_000_000 / (2 * (r as u64).max(1))),
+            r => Duration::from_nanos(1_000_000_000 / (2 * (r as u64).clamp(1, 1_000_000_000))),
         };
         let ttl = Duration::from_secs(1 + if rate >= 1.0 { 1 } else { (1.0 / rate) as u64 });
-        RateLimit { spec: spec.clone(), max_delay, ttl, buckets: Mutex::new(HashMap::new()) }
+        RateLimit { spec: spec.clone(), max_delay, ttl, buckets: Mutex::new(HashMap::new()), keys: RandomState::new() }
     }
 
     pub async fn request<B>(&self, req: Request<B>, conn: Connection) -> super::Passed<B> {
@@ -119,6 +124,7 @@ impl RateLimit {
     pub fn take(&self, source: String, now: Instant) -> Verdict {
         let Some(rate) = self.spec.rate else { return Verdict::Now };
         let burst = self.spec.burst;
+        let source = self.keys.hash_one(source);
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if buckets.len() >= MAX_SOURCES && !buckets.contains_key(&source) {
             evict(&mut buckets, now);
@@ -132,7 +138,7 @@ impl RateLimit {
         if bucket.tokens >= 0.0 {
             return Verdict::Now;
         }
-        let delay = Duration::from_secs_f64(-bucket.tokens / rate);
+        let delay = Duration::try_from_secs_f64(-bucket.tokens / rate).unwrap_or(Duration::from_secs(86_400));
         if delay > self.max_delay {
             bucket.tokens += 1.0;
             return Verdict::Refused(delay);
@@ -143,10 +149,11 @@ impl RateLimit {
 
 /// Makes room in a full table: the expired buckets go, and if that is not enough, an eighth of
 /// the others (their sources start again with a full bucket).
-fn evict(buckets: &mut HashMap<String, Bucket>, now: Instant) {
+fn evict(buckets: &mut HashMap<u64, Bucket>, now: Instant) {
     buckets.retain(|_, b| b.expires > now);
-    if buckets.len() >= MAX_SOURCES {
-        let doomed: Vec<String> = buckets.keys().take(MAX_SOURCES / 8).cloned().collect();
+    // Room for an eighth more either way, so that a flood of sources scans once per 8,192.
+    if buckets.len() >= MAX_SOURCES - MAX_SOURCES / 8 {
+        let doomed: Vec<u64> = buckets.keys().take(MAX_SOURCES / 8).copied().collect();
         for key in doomed {
             buckets.remove(&key);
         }

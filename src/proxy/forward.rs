@@ -88,10 +88,46 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Removes the `X-Forwarded-*` headers of a client that is not a trusted proxy, before
-/// anything (a middleware, the upstream) reads them.
+/// anything (a middleware, the upstream) reads them; their `_` spellings too
+/// (`X_Forwarded_For`), which some application stacks read as the same header.
 pub fn distrust(headers: &mut HeaderMap) {
     for name in FORWARDED {
         headers.remove(name);
+    }
+    let underscored: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| n.as_str().contains('_') && FORWARDED.iter().any(|f| f.as_str() == n.as_str().replace('_', "-")))
+        .cloned()
+        .collect();
+    for name in underscored {
+        headers.remove(name);
+    }
+}
+
+/// Removes, before any middleware runs, the headers the client's `Connection` names (never
+/// Pylon's own `X-Forwarded-*`), and leaves `Connection` with only its `upgrade` token: a
+/// client cannot have a header a middleware adds (`X-Auth-User`) removed on the way out.
+pub fn drop_connection_headers(headers: &mut HeaderMap) {
+    let tokens: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect();
+    if tokens.is_empty() {
+        return;
+    }
+    let upgrade = tokens.iter().any(|t| t == "upgrade");
+    for token in &tokens {
+        if token != "upgrade" && !FORWARDED.iter().any(|f| f.as_str() == token) {
+            headers.remove(token.as_str());
+        }
+    }
+    headers.remove(header::CONNECTION);
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
 }
 
@@ -232,6 +268,26 @@ mod tests {
         for (name, _) in claims {
             assert!(r.headers().get(name).is_none(), "an untrusted {name} reached the upstream");
         }
+    }
+
+    #[test]
+    fn a_client_cannot_spell_or_unname_its_way_past_the_forwarded_headers() {
+        let mut p = parts("/", &[("x_forwarded_for", "6.6.6.6"), ("x_real_ip", "6.6.6.6"), ("x_custom", "kept")]);
+        distrust(&mut p.headers);
+        assert!(p.headers.get("x_forwarded_for").is_none() && p.headers.get("x_real_ip").is_none());
+        assert_eq!(p.headers["x_custom"], "kept");
+        let named = [
+            ("connection", "Upgrade, X-Auth-User, X-Forwarded-Prefix"),
+            ("x-auth-user", "mallory"),
+            ("upgrade", "websocket"),
+        ];
+        let mut p = parts("/", &named);
+        drop_connection_headers(&mut p.headers);
+        assert!(p.headers.get("x-auth-user").is_none(), "the client's own copy goes");
+        assert_eq!(p.headers["connection"], "upgrade", "only the upgrade token is left to name anything");
+        p.headers.insert("x-auth-user", HeaderValue::from_static("alice"));
+        let r = request(&p, &"http://u".parse().unwrap(), true, &client());
+        assert_eq!(r.headers()["x-auth-user"], "alice", "what a middleware set reaches the upstream");
     }
 
     #[test]
