@@ -20,6 +20,7 @@
 
 pub mod add_prefix;
 pub mod basic_auth;
+pub mod buffering;
 pub mod chain;
 pub mod circuit_breaker;
 pub mod compress;
@@ -82,6 +83,7 @@ pub enum Layer {
     Compress(compress::Compress),
     CircuitBreaker(circuit_breaker::CircuitBreaker),
     Retry(retry::Retry),
+    Buffering(buffering::Buffering),
 }
 
 impl Layer {
@@ -108,6 +110,7 @@ impl Layer {
             Spec::Compress(s) => Layer::Compress(compress::Compress::new(s)),
             Spec::CircuitBreaker(s) => Layer::CircuitBreaker(circuit_breaker::CircuitBreaker::new(s)),
             Spec::Retry(s) => Layer::Retry(retry::Retry::new(s)),
+            Spec::Buffering(s) => Layer::Buffering(buffering::Buffering::new(s)),
             Spec::Chain(_) | Spec::Unimplemented(_) => return Ok(None),
         }))
     }
@@ -128,6 +131,7 @@ impl Layer {
             Layer::Compress(m) => return m.handle(req, next).await,
             Layer::CircuitBreaker(m) => return m.handle(req, next).await,
             Layer::Retry(m) => return m.handle(req, next).await,
+            Layer::Buffering(m) => return m.handle(req, next).await,
             Layer::Headers(m) => return m.handle(req, next).await,
         };
         match passed {

@@ -131,3 +131,32 @@ async fn compress_encodes_large_bodies_as_the_client_accepts() {
     let (headers, _) = fetch(&f.replica.web("/drip/1"), "big.example", "gzip").await;
     assert!(headers.get("content-encoding").is_none(), "a stream slower than the decision goes as it is");
 }
+
+/// POSTs `body` to `path` with `host`; the status and the answer's body.
+async fn post(url: &str, host: &str, body: Vec<u8>) -> (u16, String) {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let req = http::Request::post(url).header("host", host).body(http_body_util::Full::new(body.into())).unwrap();
+    let response = client.request(req).await.unwrap();
+    let status = response.status().as_u16();
+    (status, String::from_utf8_lossy(&response.into_body().collect().await.unwrap().to_bytes()).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn buffering_bounds_what_goes_up_and_what_comes_back() {
+    let f = on_etcd("").await;
+    let defs = [("buf/buffering/maxRequestBodyBytes", "1000"), ("buf/buffering/maxResponseBodyBytes", "100000")];
+    let app = routed(&f, "held.example", &["buf"], &defs).await;
+    let before = app.hits();
+    assert_eq!(
+        post(&f.replica.web("/upload"), "held.example", vec![b'a'; 2000]).await,
+        (413, "Request Entity Too Large".into())
+    );
+    assert_eq!(app.hits(), before, "a body over the limit reached the upstream");
+    assert_eq!(post(&f.replica.web("/upload"), "held.example", vec![b'a'; 1000]).await, (200, "1000".into()));
+    let r = request(&f, "GET", "held.example", "/bytes/200000", &[]).await;
+    assert_eq!((r.status, r.body.as_str()), (500, "Internal Server Error"), "an answer over the limit");
+    let r = request(&f, "GET", "held.example", "/bytes/50000", &[]).await;
+    assert_eq!((r.status, r.body.len()), (200, 50000));
+}

@@ -7,8 +7,8 @@
 use regex::{Regex, RegexBuilder};
 
 use super::{
-    add_prefix, basic_auth, circuit_breaker, compress, errors, forward_auth, headers, in_flight, ip_allow_list,
-    rate_limit, redirect, replace_path, retry, strip_prefix,
+    add_prefix, basic_auth, buffering, circuit_breaker, compress, errors, forward_auth, headers, in_flight,
+    ip_allow_list, rate_limit, redirect, replace_path, retry, strip_prefix,
 };
 use crate::{config::Checker, limits::MAX_REGEX_SIZE};
 
@@ -29,6 +29,7 @@ pub enum Spec {
     Compress(compress::Spec),
     CircuitBreaker(Box<circuit_breaker::Spec>),
     Retry(retry::Spec),
+    Buffering(buffering::Spec),
     /// The middlewares a `chain` stands for, as referenced.
     Chain(Vec<String>),
     /// A type of Traefik's that Pylon does not implement yet (its Traefik spelling).
@@ -36,7 +37,7 @@ pub enum Spec {
 }
 
 /// Traefik's middleware types that Pylon does not implement yet.
-const UNIMPLEMENTED: &[&str] = &["buffering", "digestAuth", "passTLSClientCert", "contentType", "grpcWeb", "plugin"];
+const UNIMPLEMENTED: &[&str] = &["digestAuth", "passTLSClientCert", "contentType", "grpcWeb", "plugin"];
 
 impl Spec {
     /// Decodes the settings of type `kind` (lowercased, as keys arrive) found at `path`
@@ -63,6 +64,7 @@ impl Spec {
             "errors" => Spec::Errors(errors::decode(raw, path, c)?),
             "compress" => Spec::Compress(compress::decode(raw, path, c)?),
             "retry" => Spec::Retry(retry::decode(raw, path, c)?),
+            "buffering" => Spec::Buffering(buffering::decode(raw, path, c)?),
             "circuitbreaker" => Spec::CircuitBreaker(Box::new(circuit_breaker::decode(raw, path, c)?)),
             "chain" => Spec::Chain(super::chain::decode(raw, path, c)?),
             other => match UNIMPLEMENTED.iter().find(|t| t.eq_ignore_ascii_case(other)) {
@@ -105,6 +107,7 @@ impl Spec {
             Spec::Compress(_) => "compress",
             Spec::CircuitBreaker(_) => "circuitBreaker",
             Spec::Retry(_) => "retry",
+            Spec::Buffering(_) => "buffering",
             Spec::Chain(_) => "chain",
             Spec::Unimplemented(kind) => kind,
         }
