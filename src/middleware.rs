@@ -115,7 +115,10 @@ impl Layer {
         }))
     }
 
-    async fn handle(&self, req: Req, next: Next<'_>) -> Response<ProxyBody> {
+    /// Runs the layer on `req`, then `next`. A middleware that only looks at the request
+    /// (most do) adds no future of its own: it hands the request on, or its answer back, at
+    /// once; the others get a boxed future of their own size.
+    fn call<'a>(&'a self, req: Req, next: Next<'a>) -> BoxFuture<'a, Response<ProxyBody>> {
         let passed = match self {
             Layer::AddPrefix(m) => m.request(req),
             Layer::StripPrefix(m) => m.request(req),
@@ -123,20 +126,39 @@ impl Layer {
             Layer::RedirectScheme(m) => m.request(req, next.conn),
             Layer::RedirectRegex(m) => m.request(req, next.conn),
             Layer::IpAllowList(m) => m.request(req, next.conn),
-            Layer::BasicAuth(m) => m.request(req).await,
-            Layer::RateLimit(m) => m.request(req, next.conn).await,
-            Layer::InFlight(m) => return m.handle(req, next).await,
-            Layer::ForwardAuth(m) => return m.handle(req, next).await,
-            Layer::Errors(m) => return m.handle(req, next).await,
-            Layer::Compress(m) => return m.handle(req, next).await,
-            Layer::CircuitBreaker(m) => return m.handle(req, next).await,
-            Layer::Retry(m) => return m.handle(req, next).await,
-            Layer::Buffering(m) => return m.handle(req, next).await,
-            Layer::Headers(m) => return m.handle(req, next).await,
+            Layer::BasicAuth(m) => match m.at_once(req) {
+                Ok(passed) => passed,
+                Err(req) => {
+                    return Box::pin(async move {
+                        match m.request(*req).await {
+                            Ok(req) => next.run(req).await,
+                            Err(answer) => *answer,
+                        }
+                    })
+                }
+            },
+            Layer::RateLimit(m) => match m.request(req, next.conn) {
+                Ok((req, None)) => Ok(req),
+                Ok((req, Some(delay))) => {
+                    return Box::pin(async move {
+                        tokio::time::sleep(delay).await;
+                        next.run(req).await
+                    })
+                }
+                Err(answer) => Err(answer),
+            },
+            Layer::InFlight(m) => return Box::pin(m.handle(req, next)),
+            Layer::ForwardAuth(m) => return Box::pin(m.handle(req, next)),
+            Layer::Errors(m) => return Box::pin(m.handle(req, next)),
+            Layer::Compress(m) => return Box::pin(m.handle(req, next)),
+            Layer::CircuitBreaker(m) => return Box::pin(m.handle(req, next)),
+            Layer::Retry(m) => return Box::pin(m.handle(req, next)),
+            Layer::Buffering(m) => return Box::pin(m.handle(req, next)),
+            Layer::Headers(m) => return Box::pin(m.handle(req, next)),
         };
         match passed {
-            Ok(req) => next.run(req).await,
-            Err(answer) => *answer,
+            Ok(req) => next.run(req),
+            Err(answer) => Box::pin(std::future::ready(*answer)),
         }
     }
 }
@@ -154,7 +176,7 @@ impl<'a> Next<'a> {
     pub fn run(self, req: Req) -> BoxFuture<'a, Response<ProxyBody>> {
         match self.layers.split_first() {
             None => self.end.call(req),
-            Some((layer, rest)) => Box::pin(layer.handle(req, Next { layers: rest, ..self })),
+            Some((layer, rest)) => layer.call(req, Next { layers: rest, ..self }),
         }
     }
 

@@ -232,7 +232,7 @@ pub(super) fn build(raw: RawConfig, c: &mut Checker) -> Option<StaticConfig> {
             );
         }
         if ep.compress == Some(true) {
-            c.warn(&format!("{path}.compress"), "compression is not implemented yet; responses are sent uncompressed");
+            c.warn(&format!("{path}.compress"), "the v1.7 entrypoint compress is not implemented; responses are sent uncompressed (name a compress middleware in http.middlewares instead)");
         }
         let upgrades = match v2.and_then(|h| h.allowedupgrades.as_ref()) {
             Some(list) => allowed_upgrades(list, &format!("{path}.http.allowedupgrades"), c),

@@ -188,31 +188,40 @@ impl BasicAuth {
         }
     }
 
-    pub async fn request<B>(&self, mut req: Request<B>) -> super::Passed<B> {
+    /// The request passed or refused without a password check when it can be (no
+    /// credentials, or credentials that passed before); `Err` gives it back for [`Self::request`].
+    pub fn at_once<B>(&self, req: Request<B>) -> Result<super::Passed<B>, Box<Request<B>>> {
+        let Some((user, password)) = credentials(req.headers()) else { return Ok(Err(Box::new(self.refuse()))) };
+        if self.passed.lock().unwrap_or_else(|e| e.into_inner()).contains(&key(&user, &password)) {
+            return Ok(Ok(self.admit(req, &user)));
+        }
+        Err(Box::new(req))
+    }
+
+    pub async fn request<B>(&self, req: Request<B>) -> super::Passed<B> {
         let Some((user, password)) = credentials(req.headers()) else { return Err(Box::new(self.refuse())) };
         if !self.check(&user, &password).await {
             return Err(Box::new(self.refuse()));
         }
+        Ok(self.admit(req, &user))
+    }
+
+    /// The request of a user who passed, as it goes on.
+    fn admit<B>(&self, mut req: Request<B>, user: &str) -> Request<B> {
         if let Some(field) = &self.header_field {
             req.headers_mut().remove(field);
-            if let Ok(value) = HeaderValue::from_str(&user) {
+            if let Ok(value) = HeaderValue::from_str(user) {
                 req.headers_mut().insert(field.clone(), value);
             }
         }
         if self.remove_header {
             req.headers_mut().remove(header::AUTHORIZATION);
         }
-        Ok(req)
+        req
     }
 
     async fn check(&self, user: &str, password: &str) -> bool {
-        let key: [u8; 32] = {
-            let mut ctx = digest::Context::new(&digest::SHA256);
-            ctx.update(user.as_bytes());
-            ctx.update(b":");
-            ctx.update(password.as_bytes());
-            ctx.finish().as_ref().try_into().unwrap_or([0; 32])
-        };
+        let key = key(user, password);
         if self.passed.lock().unwrap_or_else(|e| e.into_inner()).contains(&key) {
             return true;
         }
@@ -241,6 +250,15 @@ impl BasicAuth {
         response.headers_mut().insert(header::WWW_AUTHENTICATE, self.challenge.clone());
         response
     }
+}
+
+/// What a successful check is remembered by: a SHA-256 of `user:password`.
+fn key(user: &str, password: &str) -> [u8; 32] {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(user.as_bytes());
+    ctx.update(b":");
+    ctx.update(password.as_bytes());
+    ctx.finish().as_ref().try_into().unwrap_or([0; 32])
 }
 
 /// The user and password of an `Authorization: Basic` header.

@@ -8,16 +8,18 @@
 
 use std::{
     collections::{hash_map::RandomState, HashMap},
-    hash::BuildHasher,
     sync::Mutex,
     time::{Duration, Instant},
 };
 
-use http::{HeaderValue, Request, StatusCode};
+use http::{HeaderValue, Request, Response, StatusCode};
 use serde::Deserialize;
 
 use super::source::{self, Source};
-use crate::{config::Checker, proxy::Connection};
+use crate::{
+    config::Checker,
+    proxy::{Connection, ProxyBody},
+};
 
 /// At most this many sources have a bucket; more evict the idle ones (Traefik's bound).
 pub const MAX_SOURCES: usize = 65_536;
@@ -60,6 +62,9 @@ pub(super) fn decode(raw: toml::Value, path: &str, c: &mut Checker) -> Option<Sp
     Some(Spec { rate, burst: raw.burst.unwrap_or(1).max(1) as f64, source })
 }
 
+/// A request let through, now or after a wait, or the answer of one refused.
+pub type Admitted<B> = Result<(Request<B>, Option<Duration>), Box<Response<ProxyBody>>>;
+
 struct Bucket {
     tokens: f64,
     at: Instant,
@@ -98,16 +103,14 @@ impl RateLimit {
         RateLimit { spec: spec.clone(), max_delay, ttl, buckets: Mutex::new(HashMap::new()), keys: RandomState::new() }
     }
 
-    pub async fn request<B>(&self, req: Request<B>, conn: Connection) -> super::Passed<B> {
+    /// What becomes of a request: on now, on after a wait, or refused (the answer).
+    pub fn request<B>(&self, req: Request<B>, conn: Connection) -> Admitted<B> {
         if self.spec.rate.is_none() {
-            return Ok(req);
+            return Ok((req, None));
         }
-        match self.take(self.spec.source.of(&req, conn), Instant::now()) {
-            Verdict::Now => Ok(req),
-            Verdict::After(delay) => {
-                tokio::time::sleep(delay).await;
-                Ok(req)
-            }
+        match self.take(self.spec.source.hash_of(&req, conn, &self.keys), Instant::now()) {
+            Verdict::Now => Ok((req, None)),
+            Verdict::After(delay) => Ok((req, Some(delay))),
             Verdict::Refused(delay) => {
                 let mut response = crate::proxy::error::text(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests");
                 let headers = response.headers_mut();
@@ -121,10 +124,9 @@ impl RateLimit {
     }
 
     /// Takes a token from `source`'s bucket at `now`, or says how long until one is there.
-    pub fn take(&self, source: String, now: Instant) -> Verdict {
+    pub fn take(&self, source: u64, now: Instant) -> Verdict {
         let Some(rate) = self.spec.rate else { return Verdict::Now };
         let burst = self.spec.burst;
-        let source = self.keys.hash_one(source);
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if buckets.len() >= MAX_SOURCES && !buckets.contains_key(&source) {
             evict(&mut buckets, now);
@@ -203,26 +205,26 @@ mod tests {
         let rl = limiter(10, 1, 3);
         let t0 = Instant::now();
         for _ in 0..3 {
-            assert!(matches!(rl.take("a".into(), t0), Verdict::Now), "a full bucket");
+            assert!(matches!(rl.take(1, t0), Verdict::Now), "a full bucket");
         }
         // 10/s: the next token is 100 ms away, beyond the 50 ms a request may wait.
-        assert!(matches!(rl.take("a".into(), t0), Verdict::Refused(d) if d == Duration::from_millis(100)));
-        assert!(matches!(rl.take("b".into(), t0), Verdict::Now), "another source has its own bucket");
+        assert!(matches!(rl.take(1, t0), Verdict::Refused(d) if d == Duration::from_millis(100)));
+        assert!(matches!(rl.take(2, t0), Verdict::Now), "another source has its own bucket");
         assert!(
-            matches!(rl.take("a".into(), t0 + Duration::from_millis(60)), Verdict::After(d) if d < Duration::from_millis(50))
+            matches!(rl.take(1, t0 + Duration::from_millis(60)), Verdict::After(d) if d < Duration::from_millis(50))
         );
-        assert!(matches!(rl.take("a".into(), t0 + Duration::from_millis(1000)), Verdict::Now));
+        assert!(matches!(rl.take(1, t0 + Duration::from_millis(1000)), Verdict::Now));
     }
 
     #[test]
     fn a_refused_request_takes_no_token() {
         let rl = limiter(1, 1, 1);
         let t0 = Instant::now();
-        assert!(matches!(rl.take("a".into(), t0), Verdict::Now));
+        assert!(matches!(rl.take(1, t0), Verdict::Now));
         for ms in [100, 200, 300] {
-            assert!(matches!(rl.take("a".into(), t0 + Duration::from_millis(ms)), Verdict::Refused(_)));
+            assert!(matches!(rl.take(1, t0 + Duration::from_millis(ms)), Verdict::Refused(_)));
         }
-        assert!(matches!(rl.take("a".into(), t0 + Duration::from_millis(1001)), Verdict::Now));
+        assert!(matches!(rl.take(1, t0 + Duration::from_millis(1001)), Verdict::Now));
     }
 
     #[test]

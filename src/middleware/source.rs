@@ -51,6 +51,16 @@ pub(super) fn decode(raw: Option<Raw>, default: Source, path: &str, c: &mut Chec
 }
 
 impl Source {
+    /// A hash of the source a request counts under (`keys` chosen at random per middleware),
+    /// computed without building the source's text.
+    pub fn hash_of<B>(&self, req: &Request<B>, conn: Connection, keys: &impl std::hash::BuildHasher) -> u64 {
+        match self {
+            Source::Ip(strategy) => keys.hash_one(strategy.client_ip(req.headers(), conn.peer.ip())),
+            Source::Header(name) => keys.hash_one(req.headers().get(name).map_or(&b""[..], |v| v.as_bytes())),
+            Source::Host => keys.hash_one(crate::proxy::host_of(req)),
+        }
+    }
+
     /// The source a request counts under.
     pub fn of<B>(&self, req: &Request<B>, conn: Connection) -> String {
         match self {
