@@ -55,21 +55,27 @@ pub(super) fn codes(text: &str) -> Option<Codes> {
     }
 }
 
-pub(super) fn decode(raw: toml::Value, path: &str, c: &mut Checker) -> Option<Spec> {
-    let raw: Raw = super::spec::raw(raw, path, c)?;
-    let mut status = Vec::new();
-    for (i, text) in raw.status.unwrap_or_default().iter().enumerate() {
+/// The ranges of a `status` list found at `path`; `None` (with the error) at a bad entry.
+pub(super) fn statuses(texts: Vec<String>, path: &str, c: &mut Checker) -> Option<Vec<Codes>> {
+    let mut out = Vec::new();
+    for (i, text) in texts.iter().enumerate() {
         match codes(text) {
-            Some(range) => status.push(range),
+            Some(range) => out.push(range),
             None => {
                 c.error(
-                    &format!("{path}.status.{i}"),
+                    &format!("{path}.{i}"),
                     format!("{} is not a status or a range like 500-599", crate::limits::shown(text)),
                 );
                 return None;
             }
         }
     }
+    Some(out)
+}
+
+pub(super) fn decode(raw: toml::Value, path: &str, c: &mut Checker) -> Option<Spec> {
+    let raw: Raw = super::spec::raw(raw, path, c)?;
+    let status = statuses(raw.status.unwrap_or_default(), &format!("{path}.status"), c)?;
     let mut rewrites = Vec::new();
     for (from, to) in &raw.statusrewrites {
         let at = format!("{path}.statusrewrites.{from}");

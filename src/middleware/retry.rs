@@ -66,19 +66,7 @@ pub(super) fn decode(raw: toml::Value, path: &str, c: &mut Checker) -> Option<Sp
             return None;
         }
     };
-    let mut status = Vec::new();
-    for (i, text) in raw.status.unwrap_or_default().iter().enumerate() {
-        match super::errors::codes(text) {
-            Some(range) => status.push(range),
-            None => {
-                c.error(
-                    &format!("{path}.status.{i}"),
-                    format!("{} is not a status or a range like 500-599", crate::limits::shown(text)),
-                );
-                return None;
-            }
-        }
-    }
+    let status = super::errors::statuses(raw.status.unwrap_or_default(), &format!("{path}.status"), c)?;
     let on_network_error = !raw.disableretryonnetworkerror.unwrap_or(false);
     if !on_network_error && status.is_empty() {
         c.error(path, "with disableRetryOnNetworkError, retry needs status codes to retry on");
