@@ -24,6 +24,7 @@ pub mod buffering;
 pub mod chain;
 pub mod circuit_breaker;
 pub mod compress;
+pub mod content_type;
 pub mod errors;
 pub mod expression;
 pub mod forward_auth;
@@ -84,6 +85,7 @@ pub enum Layer {
     CircuitBreaker(circuit_breaker::CircuitBreaker),
     Retry(retry::Retry),
     Buffering(buffering::Buffering),
+    ContentType(content_type::ContentType),
 }
 
 impl Layer {
@@ -111,6 +113,7 @@ impl Layer {
             Spec::CircuitBreaker(s) => Layer::CircuitBreaker(circuit_breaker::CircuitBreaker::new(s)),
             Spec::Retry(s) => Layer::Retry(retry::Retry::new(s)),
             Spec::Buffering(s) => Layer::Buffering(buffering::Buffering::new(s)),
+            Spec::ContentType(_) => Layer::ContentType(content_type::ContentType),
             Spec::Chain(_) | Spec::Unimplemented(_) => return Ok(None),
         }))
     }
@@ -154,6 +157,7 @@ impl Layer {
             Layer::CircuitBreaker(m) => return Box::pin(m.handle(req, next)),
             Layer::Retry(m) => return Box::pin(m.handle(req, next)),
             Layer::Buffering(m) => return Box::pin(m.handle(req, next)),
+            Layer::ContentType(m) => return Box::pin(m.handle(req, next)),
             Layer::Headers(m) => return Box::pin(m.handle(req, next)),
         };
         match passed {

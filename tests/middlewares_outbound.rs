@@ -160,3 +160,15 @@ async fn buffering_bounds_what_goes_up_and_what_comes_back() {
     let r = request(&f, "GET", "held.example", "/bytes/50000", &[]).await;
     assert_eq!((r.status, r.body.len()), (200, 50000));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn content_type_sniffs_what_the_upstream_left_out() {
+    let f = on_etcd("").await;
+    let _sniffed = routed(&f, "sniffed.example", &["sniff"], &[("sniff/contentType", "")]).await;
+    let _plain = routed(&f, "plain.example", &[], &[]).await;
+    let r = request(&f, "GET", "sniffed.example", "/page", &[]).await;
+    assert_eq!(r.headers["content-type"], "text/plain; charset=utf-8");
+    assert!(r.body.starts_with("app GET /page\n"), "the body is intact: {}", r.body);
+    let r = request(&f, "GET", "plain.example", "/page", &[]).await;
+    assert!(r.headers.get("content-type").is_none(), "Traefik v3 sends a missing Content-Type as missing");
+}

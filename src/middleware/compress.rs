@@ -247,7 +247,7 @@ async fn read_at_least(mut body: ProxyBody, min: usize) -> Result<(Bytes, Option
 }
 
 /// A body that sends `first`, then `frame`, then `rest`.
-fn replay(first: Bytes, frame: Option<Frame<Bytes>>, rest: Option<ProxyBody>) -> ProxyBody {
+pub(super) fn replay(first: Bytes, frame: Option<Frame<Bytes>>, rest: Option<ProxyBody>) -> ProxyBody {
     let mut frames = std::collections::VecDeque::new();
     if !first.is_empty() {
         frames.push_back(Frame::data(first));
@@ -278,6 +278,11 @@ impl Body for Replay {
 
 /// A body whose read failed: it fails for the client too.
 struct Failed(Option<BoxError>);
+
+/// A body that fails at once with `error`.
+pub(super) fn failed(error: BoxError) -> impl Body<Data = Bytes, Error = BoxError> + Send + 'static {
+    Failed(Some(error))
+}
 
 impl Body for Failed {
     type Data = Bytes;

@@ -7,8 +7,8 @@
 use regex::{Regex, RegexBuilder};
 
 use super::{
-    add_prefix, basic_auth, buffering, circuit_breaker, compress, errors, forward_auth, headers, in_flight,
-    ip_allow_list, rate_limit, redirect, replace_path, retry, strip_prefix,
+    add_prefix, basic_auth, buffering, circuit_breaker, compress, content_type, errors, forward_auth, headers,
+    in_flight, ip_allow_list, rate_limit, redirect, replace_path, retry, strip_prefix,
 };
 use crate::{config::Checker, limits::MAX_REGEX_SIZE};
 
@@ -30,6 +30,7 @@ pub enum Spec {
     CircuitBreaker(Box<circuit_breaker::Spec>),
     Retry(retry::Spec),
     Buffering(buffering::Spec),
+    ContentType(content_type::Spec),
     /// The middlewares a `chain` stands for, as referenced.
     Chain(Vec<String>),
     /// A type of Traefik's that Pylon does not implement yet (its Traefik spelling).
@@ -37,7 +38,7 @@ pub enum Spec {
 }
 
 /// Traefik's middleware types that Pylon does not implement yet.
-const UNIMPLEMENTED: &[&str] = &["digestAuth", "passTLSClientCert", "contentType", "grpcWeb", "plugin"];
+const UNIMPLEMENTED: &[&str] = &["digestAuth", "passTLSClientCert", "grpcWeb", "plugin"];
 
 impl Spec {
     /// Decodes the settings of type `kind` (lowercased, as keys arrive) found at `path`
@@ -65,6 +66,7 @@ impl Spec {
             "compress" => Spec::Compress(compress::decode(raw, path, c)?),
             "retry" => Spec::Retry(retry::decode(raw, path, c)?),
             "buffering" => Spec::Buffering(buffering::decode(raw, path, c)?),
+            "contenttype" => Spec::ContentType(content_type::decode(raw, path, c)?),
             "circuitbreaker" => Spec::CircuitBreaker(Box::new(circuit_breaker::decode(raw, path, c)?)),
             "chain" => Spec::Chain(super::chain::decode(raw, path, c)?),
             other => match UNIMPLEMENTED.iter().find(|t| t.eq_ignore_ascii_case(other)) {
@@ -108,6 +110,7 @@ impl Spec {
             Spec::CircuitBreaker(_) => "circuitBreaker",
             Spec::Retry(_) => "retry",
             Spec::Buffering(_) => "buffering",
+            Spec::ContentType(_) => "contentType",
             Spec::Chain(_) => "chain",
             Spec::Unimplemented(kind) => kind,
         }
