@@ -289,13 +289,17 @@ impl Consul {
                 .expect("start consul");
             (child, http)
         };
-        // Ready once it has a leader and its node is in the catalog (sessions need the node).
+        // Ready once it has a leader, its node is in the catalog and the node's serfHealth check
+        // is registered: a session asked for before that is refused ("Missing check 'serfHealth'
+        // registration", seen in CI).
         let ready = |http: &u16| -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> {
             let leader = format!("http://127.0.0.1:{http}/v1/status/leader");
             let nodes = format!("http://127.0.0.1:{http}/v1/catalog/nodes");
+            let checks = format!("http://127.0.0.1:{http}/v1/health/state/any");
             Box::pin(async move {
                 matches!(get(&leader).await, Ok((200, body)) if !body.trim().trim_matches('"').is_empty())
                     && matches!(get(&nodes).await, Ok((200, body)) if body.contains("\"Node\""))
+                    && matches!(get(&checks).await, Ok((200, body)) if body.contains("serfHealth"))
             })
         };
         let (process, http) = start_server("consul", dir.path(), spawn, ready).await;
