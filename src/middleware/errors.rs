@@ -100,19 +100,7 @@ pub(super) fn decode(raw: toml::Value, path: &str, c: &mut Checker) -> Option<Sp
     let query = if query.is_empty() { String::new() } else { format!("/{}", query.trim_start_matches('/')) };
     let request_headers = match raw.errorrequestheaders {
         None => None,
-        Some(list) => {
-            let mut names = Vec::new();
-            for (i, name) in list.iter().enumerate() {
-                match HeaderName::from_bytes(name.as_bytes()) {
-                    Ok(name) => names.push(name),
-                    Err(_) => {
-                        c.error(&format!("{path}.errorrequestheaders.{i}"), format!("{name:?} is not a header name"));
-                        return None;
-                    }
-                }
-            }
-            Some(names)
-        }
+        Some(list) => Some(super::spec::header_names(&list, &format!("{path}.errorrequestheaders"), c)?),
     };
     Some(Spec { status, rewrites, service: unqualified(&service).to_string(), query, request_headers })
 }

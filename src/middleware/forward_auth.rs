@@ -108,18 +108,9 @@ pub(super) fn decode(raw: toml::Value, path: &str, c: &mut Checker) -> Option<Sp
     if raw.headerfield.is_some() {
         c.warn(&format!("{path}.headerfield"), "forwardAuth.headerField names the user in Traefik's access log only; Pylon's access log has no user yet; ignored");
     }
-    let names = |list: Option<Vec<String>>, key: &str, c: &mut Checker| -> Option<Vec<HeaderName>> {
-        let mut out = Vec::new();
-        for (i, name) in list.unwrap_or_default().iter().enumerate() {
-            match HeaderName::from_bytes(name.trim().as_bytes()) {
-                Ok(name) => out.push(name),
-                Err(_) => {
-                    c.error(&format!("{path}.{key}.{i}"), format!("{name:?} is not a header name"));
-                    return None;
-                }
-            }
-        }
-        Some(out)
+    let names = |list: Option<Vec<String>>, key: &str, c: &mut Checker| {
+        let trimmed: Vec<String> = list.unwrap_or_default().iter().map(|n| n.trim().to_string()).collect();
+        super::spec::header_names(&trimmed, &format!("{path}.{key}"), c)
     };
     let response_headers = names(raw.authresponseheaders, "authresponseheaders", c)?;
     let request_headers = names(raw.authrequestheaders, "authrequestheaders", c)?;

@@ -140,6 +140,22 @@ impl Pattern {
     }
 }
 
+/// A list of header names found at `path`; `None` (with the error at the entry) when one is
+/// not a header name.
+pub(super) fn header_names(list: &[String], path: &str, c: &mut Checker) -> Option<Vec<http::HeaderName>> {
+    let mut out = Vec::new();
+    for (i, name) in list.iter().enumerate() {
+        match http::HeaderName::from_bytes(name.as_bytes()) {
+            Ok(name) => out.push(name),
+            Err(_) => {
+                c.error(&format!("{path}.{i}"), format!("{name:?} is not a header name"));
+                return None;
+            }
+        }
+    }
+    Some(out)
+}
+
 /// Deserializes the keys of one type, `None` (with the error in `c`) when they do not fit.
 pub(super) fn raw<T: serde::de::DeserializeOwned + Default>(
     raw: toml::Value,

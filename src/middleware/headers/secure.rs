@@ -83,16 +83,11 @@ pub(super) fn decode(raw: &Raw, path: &str, c: &mut Checker) -> Option<Option<Sp
             return None;
         }
     }
-    let mut hosts_proxy_headers = Vec::new();
-    for (i, name) in raw.hostsproxyheaders.iter().flatten().enumerate() {
-        match HeaderName::from_bytes(name.as_bytes()) {
-            Ok(name) => hosts_proxy_headers.push(name),
-            Err(_) => {
-                c.error(&format!("{path}.hostsproxyheaders.{i}"), format!("{name:?} is not a header name"));
-                return None;
-            }
-        }
-    }
+    let hosts_proxy_headers = crate::middleware::spec::header_names(
+        raw.hostsproxyheaders.as_deref().unwrap_or_default(),
+        &format!("{path}.hostsproxyheaders"),
+        c,
+    )?;
     let mut ssl_proxy_headers = Vec::new();
     for (name, value) in &raw.sslproxyheaders {
         match HeaderName::from_bytes(name.as_bytes()) {
