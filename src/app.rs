@@ -91,22 +91,22 @@ pub async fn run(cli: &Cli, logging: &Logging, shutdown: CancellationToken) -> R
     let upstream = Upstream::new(&config.transport)?;
     let access_log = config.access_log.as_ref().map(AccessLog::start).transpose().map_err(RunError::AccessLog)?;
 
-    // 5. Dynamic configuration, and ACME when configured.
+    // 5. Dynamic configuration.
     let watcher = Watcher::new(store.clone(), target.keys.clone(), config.clone(), certs.clone(), upstream.clone());
     let table = watcher.table.clone();
     let mut status = watcher.status.subscribe();
     let wanted = watcher.acme_wanted.subscribe();
     tokio::spawn(watcher.run(shutdown.child_token()));
-    let challenges = match &config.acme {
-        Some(acme) => Some(start_acme(acme, &store, &target.keys, &certs, wanted, &shutdown)?),
-        None => None,
-    };
     if tokio::time::timeout(FIRST_TABLE, status.changed()).await.is_err() {
         tracing::warn!("no dynamic configuration after {FIRST_TABLE:?}; serving without routers until it arrives");
     }
 
-    // 6. Serve.
+    // 6. Listen, then order: a validation request must find the entrypoints bound.
     let server = Server::bind(config.clone()).await?;
+    let challenges = match &config.acme {
+        Some(acme) => Some(start_acme(acme, &store, &target.keys, &certs, wanted, &shutdown)?),
+        None => None,
+    };
     for (name, addr) in server.local_addrs() {
         let ep = &config.entry_points[&name];
         let mut roles = Vec::new();

@@ -76,11 +76,11 @@ async fn three_replicas_with_the_same_20_host_rules_make_20_orders_on_one_accoun
     }
     store.put("traefik/http/services/app/loadbalancer/servers/0/url", "http://127.0.0.1:9").await.unwrap();
     let section = pebble.acme_section("onHostRule = true");
-    let (a, b, c) = tokio::join!(
-        Replica::start_with_web(&flags, &section, web),
-        Replica::start(&flags, &section),
-        Replica::start(&flags, &section)
-    );
+    // Pebble validates on A's plain port only, so A listens before B and C, which may then take
+    // the orders (on a slow machine, B once ordered before A had bound it and every
+    // validation was refused).
+    let a = Replica::start_with_web(&flags, &section, web).await;
+    let (b, c) = tokio::join!(Replica::start(&flags, &section), Replica::start(&flags, &section));
     let start = std::time::Instant::now();
     while store.list("traefik/acme/certs/").await.unwrap().kvs.len() < 20 {
         let problems = |r: &Replica| {
