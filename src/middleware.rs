@@ -25,6 +25,7 @@ pub mod chain;
 pub mod circuit_breaker;
 pub mod compress;
 pub mod content_type;
+pub mod digest_auth;
 pub mod errors;
 pub mod expression;
 pub mod forward_auth;
@@ -75,6 +76,7 @@ pub enum Layer {
     RedirectScheme(redirect::RedirectScheme),
     RedirectRegex(redirect::RedirectRegex),
     BasicAuth(basic_auth::BasicAuth),
+    DigestAuth(digest_auth::DigestAuth),
     IpAllowList(ip_allow_list::IpAllowList),
     Headers(Box<headers::Headers>),
     RateLimit(rate_limit::RateLimit),
@@ -100,6 +102,7 @@ impl Layer {
             Spec::RedirectScheme(s) => Layer::RedirectScheme(redirect::RedirectScheme::new(s)),
             Spec::RedirectRegex(s) => Layer::RedirectRegex(redirect::RedirectRegex::new(s)),
             Spec::BasicAuth(s) => Layer::BasicAuth(basic_auth::BasicAuth::new(s)),
+            Spec::DigestAuth(s) => Layer::DigestAuth(digest_auth::DigestAuth::new(s)),
             Spec::IpAllowList(s) => Layer::IpAllowList(ip_allow_list::IpAllowList::new(s)),
             Spec::Headers(s) => Layer::Headers(Box::new(headers::Headers::new(s))),
             Spec::RateLimit(s) => Layer::RateLimit(rate_limit::RateLimit::new(s)),
@@ -129,6 +132,7 @@ impl Layer {
             Layer::RedirectScheme(m) => m.request(req, next.conn),
             Layer::RedirectRegex(m) => m.request(req, next.conn),
             Layer::IpAllowList(m) => m.request(req, next.conn),
+            Layer::DigestAuth(m) => m.request(req),
             Layer::BasicAuth(m) => match m.at_once(req) {
                 Ok(passed) => passed,
                 Err(req) => {

@@ -59,6 +59,71 @@ async fn basic_auth_keeps_out_everyone_without_a_valid_password() {
     assert!(!f.replica.log().contains("$apr1$"), "a password hash was logged");
 }
 
+/// `test:traefik:test` as `htdigest` writes it.
+const DIGEST_TEST: &str = "test:traefik:a2688e031edb4be6a3797f3882655c05";
+
+/// curl's answer to a Digest challenge: status and body.
+fn curl_digest(port: u16, host: &str, path: &str, user: &str) -> (String, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--digest", "-u", user, "-H", &format!("Host: {host}"), "-w", "\n%{http_code}"])
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (status.to_string(), body.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn digest_auth_lets_curl_in_with_the_password_and_any_replica_honours_the_nonce() {
+    let f = on_etcd("").await;
+    let defs = [
+        ("digest/digestAuth/users/0", DIGEST_TEST),
+        ("digest/digestAuth/headerField", "X-WebAuth-User"),
+        ("digest/digestAuth/removeHeader", "true"),
+    ];
+    let app = routed(&f, "digest.example", &["digest"], &defs).await;
+    let r = request(&f, "GET", "digest.example", "/", &[]).await;
+    assert_eq!(r.status, 401);
+    let challenge = r.headers["www-authenticate"].to_str().unwrap().to_string();
+    assert!(challenge.starts_with("Digest realm=\"traefik\", nonce=\""), "{challenge}");
+    assert!(challenge.ends_with(", algorithm=\"MD5\", qop=\"auth\""), "{challenge}");
+
+    let port = f.replica.web;
+    let (status, _) = curl_digest(port, "digest.example", "/in", "test:wrong");
+    assert_eq!(status, "401", "a wrong password");
+    assert_eq!(app.hits(), 0, "a refused request reached the upstream");
+    let (status, body) = curl_digest(port, "digest.example", "/in?q=1", "test:test");
+    assert_eq!(status, "200", "{body}");
+    assert!(body.contains("x-webauth-user: test") && !body.contains("authorization:"), "{body}");
+
+    // A nonce from this replica, answered to another one, as behind a load balancer.
+    let other = support::replica::Replica::start(&f.flags, "").await;
+    let value = |name: &str| {
+        let start = challenge.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
+        challenge[start..].split('"').next().unwrap().to_string()
+    };
+    let (nonce, opaque) = (value("nonce"), value("opaque"));
+    use md5::Digest;
+    let hex = |text: String| md5::Md5::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let ha2 = hex("GET:/x".to_string());
+    let response = hex(format!("a2688e031edb4be6a3797f3882655c05:{nonce}:00000001:abc:auth:{ha2}"));
+    let answer = format!(
+        r#"Digest username="test", realm="traefik", nonce="{nonce}", uri="/x", qop=auth, nc=00000001, cnonce="abc", response="{response}", opaque="{opaque}""#
+    );
+    let url = other.web("/x");
+    let mut last = 0;
+    for _ in 0..100 {
+        last =
+            support::send("GET", &url, &[("host", "digest.example"), ("authorization", &answer)]).await.unwrap().status;
+        if last != 404 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(last, 200, "the other replica refused the nonce:\n{}", other.log());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn middlewares_run_in_list_order_the_first_outermost() {
     let f = on_etcd("").await;

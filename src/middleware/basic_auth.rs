@@ -50,23 +50,7 @@ impl std::fmt::Debug for Spec {
 
 pub(super) fn decode(raw: toml::Value, path: &str, c: &mut Checker) -> Option<Spec> {
     let raw: Raw = super::spec::raw(raw, path, c)?;
-    let mut lines: Vec<(String, String)> = Vec::new();
-    if let Some(file) = raw.usersfile.filter(|f| !f.is_empty()) {
-        let text = match std::fs::read_to_string(&file) {
-            Ok(text) => text,
-            Err(err) => {
-                c.error(&format!("{path}.usersfile"), format!("cannot read usersFile {file:?}: {err}"));
-                return None;
-            }
-        };
-        let entries = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#'));
-        for (i, line) in entries.enumerate() {
-            lines.push((format!("{file} entry {}", i + 1), line.to_string()));
-        }
-    }
-    for (i, line) in raw.users.unwrap_or_default().into_iter().enumerate() {
-        lines.push((format!("users.{i}"), line));
-    }
+    let lines = user_lines(raw.users, raw.usersfile, path, c)?;
     let mut users: Vec<(String, String)> = Vec::new();
     for (at, line) in lines {
         // Never shown: the line holds a password hash, perhaps a password.
@@ -89,22 +73,58 @@ pub(super) fn decode(raw: toml::Value, path: &str, c: &mut Checker) -> Option<Sp
         c.error(path, "basicAuth needs users or a usersFile");
         return None;
     }
-    let header_field = match raw.headerfield.filter(|h| !h.is_empty()) {
-        None => None,
-        Some(name) => match HeaderName::from_bytes(name.as_bytes()) {
-            Ok(name) => Some(name),
-            Err(_) => {
-                c.error(&format!("{path}.headerfield"), format!("{name:?} is not a header name"));
+    let header_field = header_field(raw.headerfield, path, c).ok()?;
+    let realm = realm(raw.realm, path, c)?;
+    Some(Spec { users, realm, header_field, remove_header: raw.removeheader.unwrap_or(false) })
+}
+
+/// The entries of `usersFile` (blank and `#` lines skipped), then those of `users`, each with
+/// where it was found; `None` (with the error) when the file cannot be read. Shared with
+/// `digestAuth`, whose users have the same two sources.
+pub(super) fn user_lines(
+    users: Option<Vec<String>>,
+    file: Option<String>,
+    path: &str,
+    c: &mut Checker,
+) -> Option<Vec<(String, String)>> {
+    let mut lines = Vec::new();
+    if let Some(file) = file.filter(|f| !f.is_empty()) {
+        let text = match std::fs::read_to_string(&file) {
+            Ok(text) => text,
+            Err(err) => {
+                c.error(&format!("{path}.usersfile"), format!("cannot read usersFile {file:?}: {err}"));
                 return None;
             }
-        },
-    };
-    let realm = raw.realm.filter(|r| !r.is_empty()).unwrap_or_else(|| "traefik".to_string());
-    if realm.contains('"') || HeaderValue::from_str(&realm).is_err() {
+        };
+        let entries = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#'));
+        for (i, line) in entries.enumerate() {
+            lines.push((format!("{file} entry {}", i + 1), line.to_string()));
+        }
+    }
+    for (i, line) in users.unwrap_or_default().into_iter().enumerate() {
+        lines.push((format!("users.{i}"), line));
+    }
+    Some(lines)
+}
+
+/// `headerField` as a header name; `Err` (with the error) when it is not one.
+pub(super) fn header_field(name: Option<String>, path: &str, c: &mut Checker) -> Result<Option<HeaderName>, ()> {
+    match name.filter(|h| !h.is_empty()) {
+        None => Ok(None),
+        Some(name) => HeaderName::from_bytes(name.as_bytes()).map(Some).map_err(|_| {
+            c.error(&format!("{path}.headerfield"), format!("{name:?} is not a header name"));
+        }),
+    }
+}
+
+/// `realm`, `traefik` when unset; `None` (with the error) when it cannot be sent in a header.
+pub(super) fn realm(realm: Option<String>, path: &str, c: &mut Checker) -> Option<String> {
+    let realm = realm.filter(|r| !r.is_empty()).unwrap_or_else(|| "traefik".to_string());
+    if realm.contains('"') || realm.contains('\\') || HeaderValue::from_str(&realm).is_err() {
         c.error(&format!("{path}.realm"), format!("realm {realm:?} cannot be sent in a header"));
         return None;
     }
-    Some(Spec { users, realm, header_field, remove_header: raw.removeheader.unwrap_or(false) })
+    Some(realm)
 }
 
 /// A stored password hash.
@@ -154,7 +174,7 @@ impl Hash {
 }
 
 /// Compares in time that depends only on the lengths.
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -206,18 +226,8 @@ impl BasicAuth {
         Ok(self.admit(req, &user))
     }
 
-    /// The request of a user who passed, as it goes on.
-    fn admit<B>(&self, mut req: Request<B>, user: &str) -> Request<B> {
-        if let Some(field) = &self.header_field {
-            req.headers_mut().remove(field);
-            if let Ok(value) = HeaderValue::from_str(user) {
-                req.headers_mut().insert(field.clone(), value);
-            }
-        }
-        if self.remove_header {
-            req.headers_mut().remove(header::AUTHORIZATION);
-        }
-        req
+    fn admit<B>(&self, req: Request<B>, user: &str) -> Request<B> {
+        admit(req, user, self.header_field.as_ref(), self.remove_header)
     }
 
     async fn check(&self, user: &str, password: &str) -> bool {
@@ -250,6 +260,21 @@ impl BasicAuth {
         response.headers_mut().insert(header::WWW_AUTHENTICATE, self.challenge.clone());
         response
     }
+}
+
+/// The request of a user who passed, as it goes on: `headerField` (what the client sent
+/// under that name removed) names the user; `removeHeader` drops the credentials.
+pub(super) fn admit<B>(mut req: Request<B>, user: &str, field: Option<&HeaderName>, remove: bool) -> Request<B> {
+    if let Some(field) = field {
+        req.headers_mut().remove(field);
+        if let Ok(value) = HeaderValue::from_str(user) {
+            req.headers_mut().insert(field.clone(), value);
+        }
+    }
+    if remove {
+        req.headers_mut().remove(header::AUTHORIZATION);
+    }
+    req
 }
 
 /// What a successful check is remembered by: a SHA-256 of `user:password`.

@@ -7,8 +7,8 @@
 use regex::{Regex, RegexBuilder};
 
 use super::{
-    add_prefix, basic_auth, buffering, circuit_breaker, compress, content_type, errors, forward_auth, headers,
-    in_flight, ip_allow_list, rate_limit, redirect, replace_path, retry, strip_prefix,
+    add_prefix, basic_auth, buffering, circuit_breaker, compress, content_type, digest_auth, errors, forward_auth,
+    headers, in_flight, ip_allow_list, rate_limit, redirect, replace_path, retry, strip_prefix,
 };
 use crate::{config::Checker, limits::MAX_REGEX_SIZE};
 
@@ -20,6 +20,7 @@ pub enum Spec {
     RedirectScheme(redirect::SchemeSpec),
     RedirectRegex(redirect::RegexSpec),
     BasicAuth(basic_auth::Spec),
+    DigestAuth(digest_auth::Spec),
     IpAllowList(ip_allow_list::Spec),
     Headers(Box<headers::Spec>),
     RateLimit(rate_limit::Spec),
@@ -38,7 +39,7 @@ pub enum Spec {
 }
 
 /// Traefik's middleware types that Pylon does not implement yet.
-const UNIMPLEMENTED: &[&str] = &["digestAuth", "passTLSClientCert", "grpcWeb", "plugin"];
+const UNIMPLEMENTED: &[&str] = &["passTLSClientCert", "grpcWeb", "plugin"];
 
 impl Spec {
     /// Decodes the settings of type `kind` (lowercased, as keys arrive) found at `path`
@@ -53,6 +54,7 @@ impl Spec {
             "redirectscheme" => Spec::RedirectScheme(redirect::decode_scheme(raw, path, c)?),
             "redirectregex" => Spec::RedirectRegex(redirect::decode_regex(raw, path, c)?),
             "basicauth" => Spec::BasicAuth(basic_auth::decode(raw, path, c)?),
+            "digestauth" => Spec::DigestAuth(digest_auth::decode(raw, path, c)?),
             "ipallowlist" => Spec::IpAllowList(ip_allow_list::decode(raw, path, false, c)?),
             "ipwhitelist" => {
                 c.warn(path, "ipWhiteList is deprecated; use ipAllowList (ipWhiteList always answers 403)");
@@ -99,6 +101,7 @@ impl Spec {
             Spec::RedirectScheme(_) => "redirectScheme",
             Spec::RedirectRegex(_) => "redirectRegex",
             Spec::BasicAuth(_) => "basicAuth",
+            Spec::DigestAuth(_) => "digestAuth",
             Spec::IpAllowList(s) if s.deprecated => "ipWhiteList",
             Spec::IpAllowList(_) => "ipAllowList",
             Spec::Headers(_) => "headers",
