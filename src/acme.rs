@@ -23,7 +23,6 @@ pub mod account;
 pub mod admin;
 mod ari;
 pub mod challenge;
-pub mod der;
 mod follow;
 mod manager;
 pub mod on_demand;

@@ -22,6 +22,7 @@
 //! - [`acme`]: distributed ACME (orders under a lock, challenges answered by every replica).
 //! - [`access_log`]: the access log.
 //! - [`calendar`]: Unix time to and from calendar dates.
+//! - [`der`]: just enough DER to read the X.509 fields ACME and `passTLSClientCert` need.
 //! - [`limits`]: the bounds on untrusted input (nesting, rule length, regex size).
 //! - [`logging`]: tracing set-up.
 
@@ -32,6 +33,7 @@ pub mod balancer;
 pub mod calendar;
 pub mod cli;
 pub mod config;
+pub mod der;
 pub mod dynamic;
 pub mod limits;
 pub mod logging;

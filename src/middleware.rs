@@ -32,6 +32,7 @@ pub mod forward_auth;
 pub mod headers;
 pub mod in_flight;
 pub mod ip_allow_list;
+pub mod pass_tls_client_cert;
 pub mod rate_limit;
 pub mod redirect;
 pub mod replace_path;
@@ -88,6 +89,7 @@ pub enum Layer {
     Retry(retry::Retry),
     Buffering(buffering::Buffering),
     ContentType(content_type::ContentType),
+    PassTlsClientCert(pass_tls_client_cert::PassTlsClientCert),
 }
 
 impl Layer {
@@ -117,6 +119,7 @@ impl Layer {
             Spec::Retry(s) => Layer::Retry(retry::Retry::new(s)),
             Spec::Buffering(s) => Layer::Buffering(buffering::Buffering::new(s)),
             Spec::ContentType(_) => Layer::ContentType(content_type::ContentType),
+            Spec::PassTlsClientCert(s) => Layer::PassTlsClientCert(pass_tls_client_cert::PassTlsClientCert::new(s)),
             Spec::Chain(_) | Spec::Unimplemented(_) => return Ok(None),
         }))
     }
@@ -133,6 +136,7 @@ impl Layer {
             Layer::RedirectRegex(m) => m.request(req, next.conn),
             Layer::IpAllowList(m) => m.request(req, next.conn),
             Layer::DigestAuth(m) => m.request(req),
+            Layer::PassTlsClientCert(m) => m.request(req),
             Layer::BasicAuth(m) => match m.at_once(req) {
                 Ok(passed) => passed,
                 Err(req) => {

@@ -296,23 +296,29 @@ async fn connection(
     // On h2 the socket keeps moving (pings) while a stream's window is shut: responses are
     // watched for a client that stopped taking them.
     let stall = t.write_stall_timeout.unwrap_or(t.idle_timeout);
-    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        let (proxy, ep) = (proxy.clone(), ep.clone());
-        let in_flight = admitted.as_ref().map(|c| c.begin());
-        let h2 = req.version() == hyper::Version::HTTP_2;
-        async move {
-            let response = proxy.handle(req, &ep, conn).await;
-            Ok::<_, Infallible>(response.map(|body| match h2 {
-                // Every h2 response, streamed or not: one held behind a shut window must not
-                // keep its connection's place under maxConnections either.
-                true if !hyper::body::Body::is_end_stream(&body) => {
-                    let body = Either::Right(stall::Watched::new(body, in_flight, stall));
-                    response::Tracked { body, in_flight: None }
-                }
-                _ => response::Tracked { body: Either::Left(body), in_flight },
-            }))
-        }
-    });
+    // Each request of a connection whose client showed a certificate carries its chain.
+    let service = move |client: Option<tls::ClientCertificates>| {
+        service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            let (proxy, ep) = (proxy.clone(), ep.clone());
+            let in_flight = admitted.as_ref().map(|c| c.begin());
+            let h2 = req.version() == hyper::Version::HTTP_2;
+            if let Some(client) = &client {
+                req.extensions_mut().insert(client.clone());
+            }
+            async move {
+                let response = proxy.handle(req, &ep, conn).await;
+                Ok::<_, Infallible>(response.map(|body| match h2 {
+                    // Every h2 response, streamed or not: one held behind a shut window must not
+                    // keep its connection's place under maxConnections either.
+                    true if !hyper::body::Body::is_end_stream(&body) => {
+                        let body = Either::Right(stall::Watched::new(body, in_flight, stall));
+                        response::Tracked { body, in_flight: None }
+                    }
+                    _ => response::Tracked { body: Either::Left(body), in_flight },
+                }))
+            }
+        })
+    };
     if tls {
         let handshake = tokio::time::timeout(t.header_read_timeout, tls::accept(&shared.certs, &shared.tls, stream));
         let stream = tokio::select! {
@@ -326,11 +332,14 @@ async fn connection(
             },
             _ = evicted.as_mut() => return,
         };
+        let client = stream.get_ref().1.peer_certificates().filter(|c| !c.is_empty());
+        let client =
+            client.map(|chain| tls::ClientCertificates(chain.iter().map(|c| c.clone().into_owned()).collect()));
         let io = idle::IdleIo::new(stream, t.idle_timeout, t.write_stall_timeout);
-        serve_http(&shared.builder, io, service, &drain, evicted).await;
+        serve_http(&shared.builder, io, service(client), &drain, evicted).await;
     } else {
         let io = idle::IdleIo::new(stream, t.idle_timeout, t.write_stall_timeout);
-        serve_http(&shared.builder, io, service, &drain, evicted).await;
+        serve_http(&shared.builder, io, service(None), &drain, evicted).await;
     }
 }
 

@@ -5,6 +5,7 @@
 //! cover get the default certificate: the configured one, or one generated at start.
 
 mod accept;
+pub mod client_auth;
 pub mod policy;
 
 use std::{
@@ -14,6 +15,7 @@ use std::{
 };
 
 pub use accept::{accept, Accepted, BoxFuture, HandshakeHooks, ACME_TLS};
+pub use client_auth::ClientCertificates;
 pub use policy::TlsPolicy;
 
 use arc_swap::ArcSwap;
@@ -93,6 +95,19 @@ pub fn pem_or_file(value: &str) -> std::io::Result<String> {
     } else {
         std::fs::read_to_string(value)
     }
+}
+
+/// The certificates of a PEM file (or PEM text); an error when it cannot be read or holds none.
+pub fn certificates_in(value: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    use rustls_pki_types::pem::PemObject as _;
+    let text = pem_or_file(value).map_err(|e| e.to_string())?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(text.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("not PEM certificates: {e}"))?;
+    if certs.is_empty() {
+        return Err("no certificate in it".to_string());
+    }
+    Ok(certs)
 }
 
 /// The DNS names of a leaf certificate's subject alternative names, lowercased.

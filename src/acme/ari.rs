@@ -12,7 +12,8 @@ use std::{
 use instant_acme::{Account, CertificateIdentifier};
 use rustls_pki_types::{pem::PemObject as _, CertificateDer};
 
-use super::{der, progress::rand_unit, record::CertRecord};
+use super::{progress::rand_unit, record::CertRecord};
+use crate::der;
 
 /// CA lookups per scheduling pass, so a large store does not burst.
 const LOOKUPS_PER_PASS: usize = 8;

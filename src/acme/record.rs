@@ -7,7 +7,8 @@
 use rustls_pki_types::pem::PemObject as _;
 use serde::{Deserialize, Serialize};
 
-use super::{der, sealed::Keyring};
+use super::sealed::Keyring;
+use crate::der;
 use crate::tls::Loaded;
 
 /// A certificate as stored.

@@ -61,17 +61,62 @@ pub(super) fn router_tls_defaults(t: &RawEntryPointTls, path: &str, c: &mut Chec
     RouterTlsDefaults { cert_resolver: t.certresolver.clone(), domains }
 }
 
+/// `[entryPoints.<name>.tls]`'s client-certificate requirement: Traefik 1.x's `ClientCA`
+/// (`files`, `optional`) or Traefik 2's `clientAuth` (`caFiles`, `clientAuthType`, which
+/// defaults to `RequireAndVerifyClientCert` when CAs are given, as in Traefik). Every CA file
+/// is read here; one that cannot be read or holds no certificate is an error at its entry.
+fn client_auth(t: &RawTls, path: &str, c: &mut Checker) -> Option<crate::tls::client_auth::ClientAuth> {
+    use crate::tls::client_auth::{ClientAuth, Mode};
+    let (files, mode, at) = match (&t.clientca, &t.clientauth) {
+        (None, None) => return None,
+        (Some(_), Some(_)) => {
+            c.error(&format!("{path}.clientauth"), "set ClientCA or clientAuth, not both");
+            return None;
+        }
+        (Some(ca), None) => {
+            let mode = if ca.optional.unwrap_or(false) { Mode::VerifyIfGiven } else { Mode::RequireAndVerify };
+            (ca.files.clone().unwrap_or_default(), Some(mode), format!("{path}.clientca.files"))
+        }
+        (None, Some(auth)) => {
+            let files = auth.cafiles.clone().unwrap_or_default();
+            let mode = match auth.clientauthtype.as_deref().filter(|m| !m.is_empty()) {
+                None if files.is_empty() => None,
+                None => Some(Mode::RequireAndVerify),
+                Some(text) => match Mode::parse(text) {
+                    Ok(mode) => mode,
+                    Err(err) => {
+                        c.error(&format!("{path}.clientauth.clientauthtype"), err);
+                        return None;
+                    }
+                },
+            };
+            (files, mode, format!("{path}.clientauth.cafiles"))
+        }
+    };
+    let mut cas = Vec::new();
+    for (i, file) in files.iter().enumerate() {
+        match crate::tls::certificates_in(file) {
+            Ok(certs) => cas.extend(certs),
+            Err(err) => c.error(&format!("{at}.{i}"), format!("{}: {err}", crate::limits::shown(file))),
+        }
+    }
+    let mode = mode?;
+    if mode.verifies() && files.is_empty() {
+        c.error(&at, "verifying client certificates needs CA files");
+        return None;
+    }
+    if !mode.verifies() {
+        c.warn(path, format!("{mode:?}: client certificates are not verified; any certificate is let in"));
+    }
+    Some(ClientAuth { mode, cas })
+}
+
 /// `[entryPoints.<name>.tls]`'s `minVersion`, `cipherSuites` and `sniStrict`: enforced, or an
 /// error at their key; a value that cannot be honoured exactly is refused or made stricter.
 pub(super) fn tls_policy(t: &RawTls, path: &str, c: &mut Checker) -> crate::tls::TlsPolicy {
     use crate::tls::policy::{self, MinVersion, Suite};
     let mut out = crate::tls::TlsPolicy { sni_strict: t.snistrict.unwrap_or(false), ..Default::default() };
-    for (key, set) in [("clientca", t.clientca.is_some()), ("clientauth", t.clientauth.is_some())] {
-        if set {
-            // Clients would be let in without the certificate the operator requires.
-            c.error(&format!("{path}.{key}"), "client certificate authentication is not implemented yet");
-        }
-    }
+    out.client_auth = client_auth(t, path, c);
     if let Some(text) = &t.minversion {
         match policy::min_version(text) {
             Ok(MinVersion::Tls13) => out.min_tls13 = true,

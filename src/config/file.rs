@@ -152,10 +152,25 @@ pub struct RawTls {
     pub certificates: Vec<RawCertificate>,
     #[serde(default, deserialize_with = "lenient::bool")]
     pub snistrict: Option<bool>,
-    /// Traefik 1.x's `[entryPoints.<name>.tls.ClientCA]`: refused, not implemented yet.
-    pub clientca: Option<toml::Value>,
-    /// Traefik 2+'s `clientAuth` (TLS options), when written on the entrypoint: refused too.
-    pub clientauth: Option<toml::Value>,
+    /// Traefik 1.x's `[entryPoints.<name>.tls.ClientCA]`.
+    pub clientca: Option<RawClientCa>,
+    /// Traefik 2+'s `clientAuth` (a TLS option), written on the entrypoint.
+    pub clientauth: Option<RawClientAuth>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawClientCa {
+    #[serde(default, deserialize_with = "lenient::list")]
+    pub files: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "lenient::bool")]
+    pub optional: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawClientAuth {
+    #[serde(default, deserialize_with = "lenient::list")]
+    pub cafiles: Option<Vec<String>>,
+    pub clientauthtype: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -423,7 +423,9 @@ mod tests {
             ("minVersion = \"TLS13\"", "t.toml:4:"),
             ("cipherSuites = [\"TLS_FAST\"]", "t.toml:4:"),
             ("[entryPoints.websecure.http.tls]\noptions = \"modern\"", "t.toml:5:"),
-            ("[entryPoints.websecure.tls.ClientCA]\nfiles = [\"ca.pem\"]", "t.toml:4:"),
+            ("[entryPoints.websecure.tls.ClientCA]\nfiles = [\"/nonexistent/ca.pem\"]", "t.toml:5:"),
+            ("[entryPoints.websecure.tls.clientAuth]\nclientAuthType = \"RequireAndVerifyClientCert\"", "t.toml:4:"),
+            ("[entryPoints.websecure.tls.clientAuth]\nclientAuthType = \"Verify\"", "t.toml:5:"),
         ] {
             let file = format!("[entryPoints.websecure]\naddress = \":443\"\n[entryPoints.websecure.tls]\n{bad}\n");
             let errors = load(Node::from_toml("t.toml", &file, STATIC_NAMES).unwrap()).unwrap_err();

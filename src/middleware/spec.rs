@@ -8,7 +8,7 @@ use regex::{Regex, RegexBuilder};
 
 use super::{
     add_prefix, basic_auth, buffering, circuit_breaker, compress, content_type, digest_auth, errors, forward_auth,
-    headers, in_flight, ip_allow_list, rate_limit, redirect, replace_path, retry, strip_prefix,
+    headers, in_flight, ip_allow_list, pass_tls_client_cert, rate_limit, redirect, replace_path, retry, strip_prefix,
 };
 use crate::{config::Checker, limits::MAX_REGEX_SIZE};
 
@@ -32,6 +32,7 @@ pub enum Spec {
     Retry(retry::Spec),
     Buffering(buffering::Spec),
     ContentType(content_type::Spec),
+    PassTlsClientCert(pass_tls_client_cert::Spec),
     /// The middlewares a `chain` stands for, as referenced.
     Chain(Vec<String>),
     /// A type of Traefik's that Pylon does not implement yet (its Traefik spelling).
@@ -39,7 +40,7 @@ pub enum Spec {
 }
 
 /// Traefik's middleware types that Pylon does not implement yet.
-const UNIMPLEMENTED: &[&str] = &["passTLSClientCert", "grpcWeb", "plugin"];
+const UNIMPLEMENTED: &[&str] = &["grpcWeb", "plugin"];
 
 impl Spec {
     /// Decodes the settings of type `kind` (lowercased, as keys arrive) found at `path`
@@ -69,6 +70,7 @@ impl Spec {
             "retry" => Spec::Retry(retry::decode(raw, path, c)?),
             "buffering" => Spec::Buffering(buffering::decode(raw, path, c)?),
             "contenttype" => Spec::ContentType(content_type::decode(raw, path, c)?),
+            "passtlsclientcert" => Spec::PassTlsClientCert(pass_tls_client_cert::decode(raw, path, c)?),
             "circuitbreaker" => Spec::CircuitBreaker(Box::new(circuit_breaker::decode(raw, path, c)?)),
             "chain" => Spec::Chain(super::chain::decode(raw, path, c)?),
             other => match UNIMPLEMENTED.iter().find(|t| t.eq_ignore_ascii_case(other)) {
@@ -114,6 +116,7 @@ impl Spec {
             Spec::Retry(_) => "retry",
             Spec::Buffering(_) => "buffering",
             Spec::ContentType(_) => "contentType",
+            Spec::PassTlsClientCert(_) => "passTLSClientCert",
             Spec::Chain(_) => "chain",
             Spec::Unimplemented(kind) => kind,
         }

@@ -1,5 +1,6 @@
-//! An entrypoint's TLS settings (`minVersion`, `cipherSuites`, `sniStrict`): Traefik's names
-//! parsed into a policy, and the policy turned into the rustls configuration that enforces it.
+//! An entrypoint's TLS settings (`minVersion`, `cipherSuites`, `sniStrict`, client
+//! certificates): Traefik's names parsed into a policy, and the policy turned into the rustls
+//! configuration that enforces it.
 
 use std::sync::Arc;
 
@@ -15,6 +16,8 @@ pub struct TlsPolicy {
     pub tls12_suites: Option<Vec<String>>,
     /// A handshake without SNI, or naming no certificate, fails instead of getting the default.
     pub sni_strict: bool,
+    /// What a client must show (`ClientCA`, `clientAuth`); `None` asks for nothing.
+    pub client_auth: Option<super::client_auth::ClientAuth>,
 }
 
 /// What a `minVersion` value means here; `Err` for a value Traefik does not know.
@@ -85,7 +88,9 @@ impl TlsPolicy {
     /// client speaks TLS to it, so that no TLS connection is weaker than an entrypoint's setting.
     pub fn strictest<'a>(policies: impl IntoIterator<Item = &'a TlsPolicy>) -> TlsPolicy {
         let mut out = TlsPolicy::default();
+        let mut auths = Vec::new();
         for p in policies {
+            auths.extend(p.client_auth.as_ref());
             out.min_tls13 |= p.min_tls13;
             out.sni_strict |= p.sni_strict;
             out.tls12_suites = match (out.tls12_suites.take(), &p.tls12_suites) {
@@ -94,6 +99,7 @@ impl TlsPolicy {
                 (Some(mine), Some(theirs)) => Some(mine.into_iter().filter(|s| theirs.contains(s)).collect()),
             };
         }
+        out.client_auth = super::client_auth::ClientAuth::strictest(auths);
         out
     }
 
@@ -113,11 +119,14 @@ impl TlsPolicy {
         }
         let versions: &[&rustls::SupportedProtocolVersion] =
             if self.tls13_only() { &[&rustls::version::TLS13] } else { rustls::DEFAULT_VERSIONS };
-        ServerConfig::builder_with_provider(Arc::new(provider))
+        let provider = Arc::new(provider);
+        let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(versions)
-            .expect("a TLS 1.3 suite is always left, and TLS 1.2 only with a TLS 1.2 suite")
-            .with_no_client_auth()
-            .with_cert_resolver(resolver)
+            .expect("a TLS 1.3 suite is always left, and TLS 1.2 only with a TLS 1.2 suite");
+        match &self.client_auth {
+            None => builder.with_no_client_auth().with_cert_resolver(resolver),
+            Some(auth) => builder.with_client_cert_verifier(auth.verifier(&provider)).with_cert_resolver(resolver),
+        }
     }
 }
 

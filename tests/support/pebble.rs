@@ -134,7 +134,7 @@ impl Pebble {
 
     /// Pebble's status of the certificate `leaf` (DER): "Valid" or "Revoked".
     pub async fn status_of(&self, leaf: &[u8]) -> String {
-        let (_, serial) = pylon::acme::der::renewal_parts(leaf).expect("a certificate with a serial");
+        let (_, serial) = pylon::der::renewal_parts(leaf).expect("a certificate with a serial");
         let hex: String = serial.iter().map(|b| format!("{b:02x}")).collect();
         let body = self.management_get(&format!("/cert-status-by-serial/{}", hex.trim_start_matches('0')));
         let status: serde_json::Value = serde_json::from_slice(&body)

@@ -1,7 +1,9 @@
-//! Just enough DER to read what certificate bookkeeping needs from an X.509 certificate: its
-//! validity (notBefore, notAfter), its issuer's common name, and the two parts of its ACME
-//! renewal-information identifier (authority key identifier and serial). A full X.509 parser
-//! would be a large dependency for five fields.
+//! Just enough DER to read what Pylon needs from an X.509 certificate: for ACME's bookkeeping,
+//! its validity, its issuer's common name and the two parts of its renewal-information
+//! identifier (authority key identifier and serial); for `passTLSClientCert`, the fields it
+//! shows ([`details`]: subject, issuer, serial, validity, subject alternative names). A full
+//! X.509 parser would be a large dependency for a dozen fields. Every reader returns `None` on
+//! malformed input and never panics (fuzzed).
 
 /// What Pylon keeps about a certificate besides its PEM.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,6 +67,165 @@ pub fn renewal_parts(cert: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
     }
     None
 }
+
+/// A distinguished-name attribute `passTLSClientCert` can show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attr {
+    Country,
+    Province,
+    Locality,
+    Organization,
+    OrganizationalUnit,
+    CommonName,
+    /// The DN's serialNumber attribute, not the certificate's serial.
+    SerialNumber,
+    DomainComponent,
+}
+
+/// What `passTLSClientCert` shows of a certificate.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Details {
+    /// The serial number in decimal.
+    pub serial: String,
+    /// The subject's and the issuer's attributes, in the certificate's order.
+    pub subject: Vec<(Attr, String)>,
+    pub issuer: Vec<(Attr, String)>,
+    /// Unix seconds.
+    pub not_before: i64,
+    pub not_after: i64,
+    /// Subject alternative names: DNS names, then e-mail addresses, IP addresses and URIs
+    /// (Go's order).
+    pub sans: Vec<String>,
+}
+
+/// Reads the fields `passTLSClientCert` shows from a DER certificate.
+pub fn details(cert: &[u8]) -> Option<Details> {
+    let (certificate, _) = element(cert, SEQUENCE)?;
+    let (mut tbs, _) = element(certificate, SEQUENCE)?;
+    if tbs.first() == Some(&0xa0) {
+        tbs = skip(tbs)?;
+    }
+    let (serial, tbs) = element(tbs, INTEGER)?;
+    let tbs = skip(tbs)?; // signature algorithm
+    let (issuer, tbs) = element(tbs, SEQUENCE)?;
+    let (validity, tbs) = element(tbs, SEQUENCE)?;
+    let (not_before, rest) = time(validity)?;
+    let (not_after, _) = time(rest)?;
+    let (subject, mut tbs) = element(tbs, SEQUENCE)?;
+    tbs = skip(tbs)?; // subjectPublicKeyInfo
+    let mut sans = Vec::new();
+    while let Some((tag, content, rest)) = next(tbs) {
+        tbs = rest;
+        if tag == EXTENSIONS {
+            sans = alternative_names(content)?;
+        }
+    }
+    Some(Details {
+        serial: decimal(serial),
+        subject: attributes(subject)?,
+        issuer: attributes(issuer)?,
+        not_before,
+        not_after,
+        sans,
+    })
+}
+
+/// The attributes of a Name that [`Attr`] knows, in order.
+fn attributes(mut name: &[u8]) -> Option<Vec<(Attr, String)>> {
+    let mut out = Vec::new();
+    while !name.is_empty() {
+        let (mut set, rest) = element(name, SET)?;
+        name = rest;
+        while !set.is_empty() {
+            let (pair, rest) = element(set, SEQUENCE)?;
+            set = rest;
+            let (oid, value) = element(pair, OID)?;
+            let (_, text, _) = next(value)?;
+            if let Some(attr) = ATTRIBUTES.iter().find(|(o, _)| *o == oid).map(|(_, a)| *a) {
+                out.push((attr, String::from_utf8_lossy(text).into_owned()));
+            }
+        }
+    }
+    Some(out)
+}
+
+/// The subject alternative names in an Extensions sequence, in Go's order.
+fn alternative_names(extensions: &[u8]) -> Option<Vec<String>> {
+    let (mut extensions, _) = element(extensions, SEQUENCE)?;
+    while !extensions.is_empty() {
+        let (extension, rest) = element(extensions, SEQUENCE)?;
+        extensions = rest;
+        let (oid, mut value) = element(extension, OID)?;
+        if oid != SUBJECT_ALT_NAME {
+            continue;
+        }
+        if value.first() == Some(&BOOLEAN) {
+            value = skip(value)?;
+        }
+        let (octets, _) = element(value, OCTET_STRING)?;
+        let (mut names, _) = element(octets, SEQUENCE)?;
+        let mut by_kind: [Vec<String>; 4] = Default::default();
+        while let Some((tag, content, rest)) = next(names) {
+            names = rest;
+            let text = || String::from_utf8_lossy(content).into_owned();
+            match tag {
+                DNS_NAME => by_kind[0].push(text()),
+                RFC822_NAME => by_kind[1].push(text()),
+                IP_ADDRESS => by_kind[2].push(ip(content)?),
+                URI => by_kind[3].push(text()),
+                _ => {}
+            }
+        }
+        return Some(by_kind.concat());
+    }
+    Some(Vec::new())
+}
+
+fn ip(octets: &[u8]) -> Option<String> {
+    Some(match octets.len() {
+        4 => std::net::Ipv4Addr::from(<[u8; 4]>::try_from(octets).ok()?).to_string(),
+        16 => std::net::Ipv6Addr::from(<[u8; 16]>::try_from(octets).ok()?).to_string(),
+        _ => return None,
+    })
+}
+
+/// A non-negative INTEGER's content octets in decimal.
+fn decimal(octets: &[u8]) -> String {
+    let mut number: Vec<u8> = octets.iter().copied().skip_while(|b| *b == 0).collect();
+    let mut digits = Vec::new();
+    while !number.is_empty() {
+        let mut remainder = 0u32;
+        for byte in number.iter_mut() {
+            let value = remainder << 8 | u32::from(*byte);
+            *byte = (value / 10) as u8;
+            remainder = value % 10;
+        }
+        digits.push(b'0' + remainder as u8);
+        let zeros = number.iter().take_while(|b| **b == 0).count();
+        number.drain(..zeros);
+    }
+    if digits.is_empty() {
+        return "0".to_string();
+    }
+    digits.iter().rev().map(|d| *d as char).collect()
+}
+
+const ATTRIBUTES: &[(&[u8], Attr)] = &[
+    (&[0x55, 0x04, 0x06], Attr::Country),
+    (&[0x55, 0x04, 0x08], Attr::Province),
+    (&[0x55, 0x04, 0x07], Attr::Locality),
+    (&[0x55, 0x04, 0x0a], Attr::Organization),
+    (&[0x55, 0x04, 0x0b], Attr::OrganizationalUnit),
+    (&[0x55, 0x04, 0x03], Attr::CommonName),
+    (&[0x55, 0x04, 0x05], Attr::SerialNumber),
+    (&[0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01, 0x19], Attr::DomainComponent),
+];
+const SUBJECT_ALT_NAME: &[u8] = &[0x55, 0x1d, 0x11];
+/// GeneralName's `[1] rfc822Name`, `[2] dNSName`, `[6] URI` and `[7] iPAddress`, implicit.
+const RFC822_NAME: u8 = 0x81;
+const DNS_NAME: u8 = 0x82;
+const URI: u8 = 0x86;
+const IP_ADDRESS: u8 = 0x87;
 
 const SEQUENCE: u8 = 0x30;
 const INTEGER: u8 = 0x02;
@@ -182,7 +343,35 @@ mod tests {
     }
 
     #[test]
+    fn details_read_names_serial_validity_and_alternative_names() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["a.example".to_string()]).unwrap();
+        params.subject_alt_names.push(rcgen::SanType::Rfc822Name("ops@a.example".try_into().unwrap()));
+        params.subject_alt_names.push(rcgen::SanType::IpAddress("10.0.1.2".parse().unwrap()));
+        params.subject_alt_names.push(rcgen::SanType::URI("spiffe://a/b".try_into().unwrap()));
+        params.serial_number =
+            Some(rcgen::SerialNumber::from_slice(&[0x00, 0x87, 0x65, 0x43, 0x21, 0xff, 0x01, 0x02, 0x03]));
+        params.not_before = rcgen::date_time_ymd(2026, 3, 1);
+        let dn = &mut params.distinguished_name;
+        dn.push(rcgen::DnType::CountryName, "FR");
+        dn.push(rcgen::DnType::OrganizationName, "Cheese");
+        dn.push(rcgen::DnType::CommonName, "client");
+        let cert = params.self_signed(&key).unwrap();
+        let d = details(cert.der()).unwrap();
+        assert_eq!(d.serial, "9756277981059285507", "0x87654321ff010203 in decimal");
+        // rcgen writes the common name first.
+        let names: Vec<(Attr, &str)> = d.subject.iter().map(|(a, v)| (*a, v.as_str())).collect();
+        assert_eq!(names, [(Attr::CommonName, "client"), (Attr::Country, "FR"), (Attr::Organization, "Cheese")]);
+        assert_eq!(d.issuer, d.subject, "self-signed");
+        assert_eq!(d.not_before, 1_772_323_200);
+        assert_eq!(d.sans, ["a.example", "ops@a.example", "10.0.1.2", "spiffe://a/b"]);
+        assert_eq!(decimal(&[0]), "0");
+        assert_eq!(decimal(&[0x01, 0x00]), "256");
+    }
+
+    #[test]
     fn garbage_is_none() {
+        assert_eq!(details(b"not a certificate"), None);
         assert_eq!(renewal_parts(b"not a certificate"), None);
         assert_eq!(facts(b"not a certificate"), None);
         assert_eq!(facts(&[0x30, 0x82, 0xff]), None);
