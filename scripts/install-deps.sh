@@ -8,6 +8,7 @@
 #   curl               the README's quickstart check and the TLS/h2 tests' client
 #   haproxy            the load balancer in front of replicas in the graceful-termination test
 #   pebble             the ACME test server (and pebble-challtestsrv, its DNS) for the ACME tests
+#   python3-grpcio     a real gRPC server (Debian's /usr/bin/python3) for the gRPC and grpcWeb tests
 set -euo pipefail
 
 SUDO=""
@@ -21,6 +22,7 @@ command -v etcdctl >/dev/null || need+=(etcd-client)
 command -v curl >/dev/null || need+=(curl)
 command -v haproxy >/dev/null || need+=(haproxy)
 command -v pebble >/dev/null || need+=(pebble)
+/usr/bin/python3 -c 'import grpc' 2>/dev/null || need+=(python3-grpcio)
 
 bullseye_source() {
   # The machine's own Debian source tells us the mirror and keyring to reuse.

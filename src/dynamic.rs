@@ -289,11 +289,11 @@ fn load_balancer(raw: &RawLoadBalancer, path: &str, c: &mut Checker) -> Option<L
         let at = format!("{path}.servers.{i}");
         let text = s.url.clone().unwrap_or_default();
         let url = match text.parse::<http::Uri>() {
-            Ok(url) if matches!(url.scheme_str(), Some("http" | "https")) && url.host().is_some() => url,
+            Ok(url) if matches!(url.scheme_str(), Some("http" | "https" | "h2c")) && url.host().is_some() => url,
             _ => {
                 c.error(
                     &format!("{at}.url"),
-                    format!("{} is not an http:// or https:// URL", crate::limits::shown(&text)),
+                    format!("{} is not an http://, https:// or h2c:// URL", crate::limits::shown(&text)),
                 );
                 return None;
             }

@@ -29,6 +29,7 @@ pub mod digest_auth;
 pub mod errors;
 pub mod expression;
 pub mod forward_auth;
+pub mod grpc_web;
 pub mod headers;
 pub mod in_flight;
 pub mod ip_allow_list;
@@ -90,6 +91,7 @@ pub enum Layer {
     Buffering(buffering::Buffering),
     ContentType(content_type::ContentType),
     PassTlsClientCert(pass_tls_client_cert::PassTlsClientCert),
+    GrpcWeb(grpc_web::GrpcWeb),
 }
 
 impl Layer {
@@ -120,6 +122,7 @@ impl Layer {
             Spec::Buffering(s) => Layer::Buffering(buffering::Buffering::new(s)),
             Spec::ContentType(_) => Layer::ContentType(content_type::ContentType),
             Spec::PassTlsClientCert(s) => Layer::PassTlsClientCert(pass_tls_client_cert::PassTlsClientCert::new(s)),
+            Spec::GrpcWeb(s) => Layer::GrpcWeb(grpc_web::GrpcWeb::new(s)),
             Spec::Chain(_) | Spec::Unimplemented(_) => return Ok(None),
         }))
     }
@@ -167,6 +170,7 @@ impl Layer {
             Layer::Buffering(m) => return Box::pin(m.handle(req, next)),
             Layer::ContentType(m) => return Box::pin(m.handle(req, next)),
             Layer::Headers(m) => return Box::pin(m.handle(req, next)),
+            Layer::GrpcWeb(m) => return Box::pin(m.handle(req, next)),
         };
         match passed {
             Ok(req) => next.run(req),

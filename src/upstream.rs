@@ -1,6 +1,7 @@
 //! The HTTP client Pylon forwards requests and runs health checks with: one connection pool
 //! with keep-alive for every upstream server, plain HTTP or HTTPS (rustls, trusting the
-//! system's roots plus `rootCAs`), with the dial timeout of `[forwardingTimeouts]`.
+//! system's roots plus `rootCAs`), with the dial timeout of `[forwardingTimeouts]`; and HTTP/2
+//! by prior knowledge to `h2c://` servers (gRPC), with `TE: trailers`.
 
 use std::{fmt, sync::Arc, time::Duration};
 
@@ -34,6 +35,8 @@ pub struct RootCaError {
 #[derive(Clone)]
 pub struct Upstream {
     pub client: Client<HttpsConnector<HttpConnector>, Body>,
+    /// HTTP/2 without TLS, for `h2c://` servers.
+    h2c: Client<HttpsConnector<HttpConnector>, Body>,
     /// How long a server may take to send its response head (`None`: no limit).
     pub response_header_timeout: Option<Duration>,
     connector: HttpsConnector<HttpConnector>,
@@ -63,6 +66,7 @@ impl Upstream {
             .wrap_connector(http);
         Ok(Upstream {
             client: pool(connector.clone(), transport.max_idle_per_host),
+            h2c: h2c_pool(connector.clone(), transport.max_idle_per_host),
             response_header_timeout: transport.response_header_timeout,
             connector,
             max_idle_per_host: transport.max_idle_per_host,
@@ -71,8 +75,42 @@ impl Upstream {
 
     /// The same client settings over a connection pool of its own.
     pub fn with_own_pool(&self) -> Upstream {
-        Upstream { client: pool(self.connector.clone(), self.max_idle_per_host), ..self.clone() }
+        Upstream {
+            client: pool(self.connector.clone(), self.max_idle_per_host),
+            h2c: h2c_pool(self.connector.clone(), self.max_idle_per_host),
+            ..self.clone()
+        }
     }
+
+    /// Sends `request`: over HTTP/2 by prior knowledge when its URL's scheme is `h2c` (the URL
+    /// then says `http`), announcing that trailers are understood, as gRPC servers expect.
+    pub fn request(&self, mut request: http::Request<Body>) -> ResponseFuture {
+        if request.uri().scheme_str() != Some("h2c") {
+            return self.client.request(request);
+        }
+        let mut parts = request.uri().clone().into_parts();
+        parts.scheme = Some(http::uri::Scheme::HTTP);
+        if let Ok(uri) = http::Uri::from_parts(parts) {
+            *request.uri_mut() = uri;
+        }
+        *request.version_mut() = http::Version::HTTP_2;
+        request.headers_mut().insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+        self.h2c.request(request)
+    }
+}
+
+/// What [`Upstream::request`] returns.
+pub type ResponseFuture = hyper_util::client::legacy::ResponseFuture;
+
+fn h2c_pool(
+    connector: HttpsConnector<HttpConnector>,
+    max_idle_per_host: usize,
+) -> Client<HttpsConnector<HttpConnector>, Body> {
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(max_idle_per_host)
+        .http2_only(true)
+        .build(connector)
 }
 
 fn pool(

@@ -104,7 +104,7 @@ async fn a_router_whose_middleware_cannot_run_is_disabled_and_its_neighbours_ser
     let app = Upstream::start("app").await;
     let mut pairs = router("guarded", "Host(`guarded.example`)", "app");
     pairs.push(("http/routers/guarded/middlewares/0", "auth".into()));
-    pairs.push(("http/middlewares/auth/grpcWeb/allowOrigins/0", "*".into()));
+    pairs.push(("http/middlewares/auth/plugin/demo/level", "2".into()));
     pairs.extend(router("typo", "Host(`typo.example`)", "app"));
     pairs.push(("http/routers/typo/middlewares/0", "missing".into()));
     pairs.extend(router("open", "Host(`open.example`)", "app"));
@@ -117,7 +117,7 @@ async fn a_router_whose_middleware_cannot_run_is_disabled_and_its_neighbours_ser
     let line = log.lines().find(|l| l.contains("router \"guarded\" disabled")).unwrap_or_else(|| panic!("{log}"));
     assert!(line.contains("KV key traefik/http/routers/guarded/middlewares/0"), "{line}");
     assert!(line.contains("\"auth\" (KV key traefik/http/middlewares/auth"), "{line}");
-    assert!(line.contains("is a grpcWeb, which Pylon does not implement yet"), "{line}");
+    assert!(line.contains("is a plugin, which Pylon does not implement yet"), "{line}");
     assert!(log.contains("its middleware \"missing\" does not exist"), "{log}");
     assert_eq!(app.hits(), 1, "only the neighbour's request reached the upstream");
 }

@@ -62,7 +62,7 @@ async fn probe(server: &Uri, check: &HealthCheck, upstream: &Upstream) -> Result
     }
     let body = Empty::new().map_err(|never| match never {}).boxed_unsync();
     let request = request.body(body).map_err(|e| e.to_string())?;
-    let response = tokio::time::timeout(check.timeout, upstream.client.request(request))
+    let response = tokio::time::timeout(check.timeout, upstream.request(request))
         .await
         .map_err(|_| format!("no answer within {:?}", check.timeout))?
         .map_err(|e| format!("{e}"))?;

@@ -234,7 +234,7 @@ fn a_router_whose_middleware_cannot_run_is_disabled_not_routed_around() {
         ("http/routers/open/rule", "Host(`e.example`)"),
         ("http/routers/open/service", "app"),
         ("http/middlewares/auth/basicAuth/users/0", "u:$apr1$x$y"),
-        ("http/middlewares/limit/grpcWeb/allowOrigins/0", "*"),
+        ("http/middlewares/limit/plugin/demo/level", "2"),
         ("http/middlewares/both/basicAuth/users/0", "u:$apr1$x$y"),
         ("http/middlewares/both/stripPrefix/prefixes/0", "/x"),
         ("http/services/app/loadbalancer/servers/0/url", "http://127.0.0.1:1"),
@@ -245,13 +245,13 @@ fn a_router_whose_middleware_cannot_run_is_disabled_not_routed_around() {
     let limited = line("limited").unwrap_or_else(|| panic!("{text:?}"));
     assert!(limited.starts_with("KV key traefik/http/routers/limited/middlewares/"), "{limited}");
     assert!(limited.contains("\"limit\" (KV key traefik/http/middlewares/limit/"), "{limited}");
-    assert!(limited.contains(") is a grpcWeb, which Pylon does not implement yet"), "{limited}");
+    assert!(limited.contains(") is a plugin, which Pylon does not implement yet"), "{limited}");
     assert!(line("typo").is_some_and(|t| t.contains("\"nope\" does not exist")), "{text:?}");
     let broken = line("broken").unwrap_or_else(|| panic!("{text:?}"));
     assert!(broken.contains("\"both\" (KV key traefik/http/middlewares/both/"), "{broken}");
     assert!(broken.contains(") is invalid"), "{broken}");
     assert!(text.iter().any(|t| t.contains("\"both\" has several types")), "{text:?}");
-    assert!(d.warnings.iter().any(|w| w.to_string().contains("grpcWeb is not implemented yet")), "{:?}", d.warnings);
+    assert!(d.warnings.iter().any(|w| w.to_string().contains("plugin is not implemented yet")), "{:?}", d.warnings);
 }
 
 #[test]

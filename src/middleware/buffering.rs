@@ -22,7 +22,7 @@ use crate::{
 pub const HARD_LIMIT: u64 = 64 * 1024 * 1024;
 
 /// How long a request body may take to arrive whole.
-const READ_WITHIN: Duration = Duration::from_secs(60);
+pub(super) const READ_WITHIN: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Default, Deserialize)]
 struct Raw {

@@ -8,7 +8,8 @@ use regex::{Regex, RegexBuilder};
 
 use super::{
     add_prefix, basic_auth, buffering, circuit_breaker, compress, content_type, digest_auth, errors, forward_auth,
-    headers, in_flight, ip_allow_list, pass_tls_client_cert, rate_limit, redirect, replace_path, retry, strip_prefix,
+    grpc_web, headers, in_flight, ip_allow_list, pass_tls_client_cert, rate_limit, redirect, replace_path, retry,
+    strip_prefix,
 };
 use crate::{config::Checker, limits::MAX_REGEX_SIZE};
 
@@ -33,6 +34,7 @@ pub enum Spec {
     Buffering(buffering::Spec),
     ContentType(content_type::Spec),
     PassTlsClientCert(pass_tls_client_cert::Spec),
+    GrpcWeb(grpc_web::Spec),
     /// The middlewares a `chain` stands for, as referenced.
     Chain(Vec<String>),
     /// A type of Traefik's that Pylon does not implement yet (its Traefik spelling).
@@ -40,7 +42,7 @@ pub enum Spec {
 }
 
 /// Traefik's middleware types that Pylon does not implement yet.
-const UNIMPLEMENTED: &[&str] = &["grpcWeb", "plugin"];
+const UNIMPLEMENTED: &[&str] = &["plugin"];
 
 impl Spec {
     /// Decodes the settings of type `kind` (lowercased, as keys arrive) found at `path`
@@ -70,6 +72,7 @@ impl Spec {
             "retry" => Spec::Retry(retry::decode(raw, path, c)?),
             "buffering" => Spec::Buffering(buffering::decode(raw, path, c)?),
             "contenttype" => Spec::ContentType(content_type::decode(raw, path, c)?),
+            "grpcweb" => Spec::GrpcWeb(grpc_web::decode(raw, path, c)?),
             "passtlsclientcert" => Spec::PassTlsClientCert(pass_tls_client_cert::decode(raw, path, c)?),
             "circuitbreaker" => Spec::CircuitBreaker(Box::new(circuit_breaker::decode(raw, path, c)?)),
             "chain" => Spec::Chain(super::chain::decode(raw, path, c)?),
@@ -117,6 +120,7 @@ impl Spec {
             Spec::Buffering(_) => "buffering",
             Spec::ContentType(_) => "contentType",
             Spec::PassTlsClientCert(_) => "passTLSClientCert",
+            Spec::GrpcWeb(_) => "grpcWeb",
             Spec::Chain(_) => "chain",
             Spec::Unimplemented(kind) => kind,
         }

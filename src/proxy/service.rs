@@ -153,7 +153,7 @@ enum Failure {
 }
 
 async fn send(upstream: &Upstream, request: Request<upstream::Body>) -> Result<Response<Incoming>, Failure> {
-    let sent = upstream.client.request(request);
+    let sent = upstream.request(request);
     let result = match upstream.response_header_timeout {
         Some(limit) => tokio::time::timeout(limit, sent).await.map_err(|_| Failure::Timeout)?,
         None => sent.await,
@@ -217,9 +217,9 @@ fn send_mirrors(
         let server = &pick.pool.servers[pick.server].url;
         let body = Full::new(bytes.clone()).map_err(|never| match never {}).boxed_unsync();
         let request = forward::request(head, server, pick.pool.spec.pass_host_header, client).map(|()| body);
-        let client = upstream.client.clone();
+        let sent = upstream.request(request);
         tokio::spawn(async move {
-            if let Ok(response) = client.request(request).await {
+            if let Ok(response) = sent.await {
                 let _ = response.into_body().collect().await;
             }
         });

@@ -367,6 +367,7 @@ pub mod auth;
 pub mod etcd_cluster;
 pub mod fixture;
 pub mod gate;
+pub mod grpc;
 pub mod pebble;
 pub mod replica;
 pub mod tls;
