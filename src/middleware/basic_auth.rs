@@ -21,15 +21,16 @@ use crate::{config::Checker, proxy::ProxyBody};
 /// How many successful checks are remembered; the memory is cleared when it is full.
 pub const CACHED: usize = 4096;
 
+/// The keys of `basicAuth`, and of `digestAuth`, which has the same ones.
 #[derive(Debug, Default, Deserialize)]
-struct Raw {
+pub(super) struct Raw {
     #[serde(default, deserialize_with = "crate::config::lenient::list")]
-    users: Option<Vec<String>>,
-    usersfile: Option<String>,
-    realm: Option<String>,
-    headerfield: Option<String>,
+    pub users: Option<Vec<String>>,
+    pub usersfile: Option<String>,
+    pub realm: Option<String>,
+    pub headerfield: Option<String>,
     #[serde(default, deserialize_with = "crate::config::lenient::bool")]
-    removeheader: Option<bool>,
+    pub removeheader: Option<bool>,
 }
 
 #[derive(Clone, PartialEq)]

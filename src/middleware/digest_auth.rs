@@ -18,7 +18,6 @@ use std::{
 use http::{header, HeaderName, HeaderValue, Request, Response, StatusCode};
 use md5::{Digest, Md5};
 use ring::{digest, hmac};
-use serde::Deserialize;
 
 use crate::{config::Checker, proxy::ProxyBody};
 
@@ -27,17 +26,6 @@ pub const NONCE_LIFETIME: Duration = Duration::from_secs(3600);
 
 /// How many nonces' counts one replica remembers; the memory is cleared when it is full.
 const REMEMBERED: usize = 4096;
-
-#[derive(Debug, Default, Deserialize)]
-struct Raw {
-    #[serde(default, deserialize_with = "crate::config::lenient::list")]
-    users: Option<Vec<String>>,
-    usersfile: Option<String>,
-    realm: Option<String>,
-    headerfield: Option<String>,
-    #[serde(default, deserialize_with = "crate::config::lenient::bool")]
-    removeheader: Option<bool>,
-}
 
 #[derive(Clone, PartialEq)]
 pub struct Spec {
@@ -56,7 +44,7 @@ impl std::fmt::Debug for Spec {
 }
 
 pub(super) fn decode(raw: toml::Value, path: &str, c: &mut Checker) -> Option<Spec> {
-    let raw: Raw = super::spec::raw(raw, path, c)?;
+    let raw: super::basic_auth::Raw = super::spec::raw(raw, path, c)?;
     let lines = super::basic_auth::user_lines(raw.users, raw.usersfile, path, c)?;
     let realm = super::basic_auth::realm(raw.realm, path, c)?;
     let mut users: Vec<(String, String)> = Vec::new();
