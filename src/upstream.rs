@@ -102,25 +102,25 @@ impl Upstream {
 /// What [`Upstream::request`] returns.
 pub type ResponseFuture = hyper_util::client::legacy::ResponseFuture;
 
+/// A pool speaking HTTP/2 only, by prior knowledge.
 fn h2c_pool(
     connector: HttpsConnector<HttpConnector>,
     max_idle_per_host: usize,
 ) -> Client<HttpsConnector<HttpConnector>, Body> {
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(max_idle_per_host)
-        .http2_only(true)
-        .build(connector)
+    builder(max_idle_per_host).http2_only(true).build(connector)
+}
+
+fn builder(max_idle_per_host: usize) -> hyper_util::client::legacy::Builder {
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder.pool_idle_timeout(Duration::from_secs(90)).pool_max_idle_per_host(max_idle_per_host);
+    builder
 }
 
 fn pool(
     connector: HttpsConnector<HttpConnector>,
     max_idle_per_host: usize,
 ) -> Client<HttpsConnector<HttpConnector>, Body> {
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(max_idle_per_host)
-        .build(connector)
+    builder(max_idle_per_host).build(connector)
 }
 
 /// An error with its source chain: hyper's client errors hide the cause (connection refused,

@@ -178,7 +178,7 @@ impl ClientCertVerifier for NoneVerify {
         _: &[CertificateDer<'_>],
         _: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        Err(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer))
+        Err(no_issuer())
     }
 
     fn verify_tls12_signature(
@@ -187,7 +187,7 @@ impl ClientCertVerifier for NoneVerify {
         _: &CertificateDer<'_>,
         _: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer))
+        Err(no_issuer())
     }
 
     fn verify_tls13_signature(
@@ -196,12 +196,17 @@ impl ClientCertVerifier for NoneVerify {
         _: &CertificateDer<'_>,
         _: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer))
+        Err(no_issuer())
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.provider.signature_verification_algorithms.supported_schemes()
     }
+}
+
+/// Why [`NoneVerify`] refuses: no CA it trusts issued the certificate.
+fn no_issuer() -> rustls::Error {
+    rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)
 }
 
 #[cfg(test)]
