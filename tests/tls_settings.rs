@@ -230,12 +230,12 @@ clientAuthType = "VerifyClientCertIfGiven"
         assert!(info == leaf || info.starts_with(&format!("{leaf}%2C")), "{body}");
         let stranger_args = ["--cert", stranger_pem.as_str(), "--key", stranger_key_file.as_str()];
         let (code, _, err) = curl_body(port, &ca_file, &stranger_args);
-        assert_ne!(code, 0, "a certificate from another CA is refused on {port}");
-        assert!(err.contains("alert") || err.contains("SSL"), "{err}");
+        // Refused in the handshake (with TLS 1.3 curl may see the alert or only the closed
+        // connection), never an HTTP answer (curl's 22).
+        assert!(code != 0 && code != 22, "a certificate from another CA is refused on {port}: {code} {err}");
     }
     let (code, _, err) = curl_body(required, &ca_file, &[]);
-    assert_ne!(code, 0, "no certificate, no handshake where one is required");
-    assert!(err.contains("alert") || err.contains("SSL") || err.contains("certificate"), "{err}");
+    assert!(code != 0 && code != 22, "no certificate, no handshake where one is required: {code} {err}");
     // A plain entrypoint that speaks TLS to a client is held to the same requirement.
     let (code, _, err) = curl_body(f.replica.web, &ca_file, &[]);
     assert!(code != 0 && code != 22, "a handshake without a certificate on the plain entrypoint: {code} {err}");
