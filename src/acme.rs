@@ -37,8 +37,7 @@ use crate::{
     store::StoreError,
 };
 
-pub use challenge::Challenges;
-pub use manager::{Event, Manager};
+pub use manager::Manager;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AcmeError {

@@ -7,17 +7,25 @@
 //! 4. Load the static certificates, build the upstream client and the access log.
 //! 5. Read the dynamic configuration (routers, services, certificates) and start watching it.
 //! 6. Bind every entrypoint and serve until shutdown.
+//!
+//! Every control task (the watcher, the ACME manager, health checks) runs on one
+//! `TaskTracker` that `run` owns. On SIGTERM the ACME manager stops scheduling at once and its
+//! orders in flight get `graceTimeOut`; the server drains; then the other control tasks are
+//! cancelled, and `run` waits for the whole tree (the lease revoked, so that another replica
+//! takes this one's locks at once) before it returns.
 
 use std::{sync::Arc, time::Duration};
 
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     access_log::AccessLog,
     acme,
     cli::Cli,
     config::{self, Loaded},
+    events::Bus,
     logging::Logging,
+    plane::Plane,
     proxy::Proxy,
     server::{BindError, Server},
     setup::{self, SetupError},
@@ -29,6 +37,8 @@ use crate::{
 
 /// How long start-up waits for the first dynamic configuration before serving without it.
 const FIRST_TABLE: Duration = Duration::from_secs(10);
+/// After the drain, how long the control tasks get to stop on top of `graceTimeOut`.
+const STOP_MARGIN: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -86,27 +96,39 @@ pub async fn run(cli: &Cli, logging: &Logging, shutdown: CancellationToken) -> R
         tracing::warn!("{warning}");
     }
     let config = Arc::new(loaded.config);
-    let certs = Arc::new(CertStore::new().map_err(|e| RunError::Certificate(e.to_string()))?);
+    let (certs, plane) = CertStore::new().map_err(|e| RunError::Certificate(e.to_string()))?;
     certs.replace(tls::Source::Static, static_certificates(&config)?);
     let upstream = Upstream::new(&config.transport)?;
     let access_log = config.access_log.as_ref().map(AccessLog::start).transpose().map_err(RunError::AccessLog)?;
+    let tasks = TaskTracker::new();
+    // Cancelled after the drain: the table keeps following the store while requests finish.
+    let control = CancellationToken::new();
+    let events = Bus::default();
 
     // 5. Dynamic configuration.
-    let watcher = Watcher::new(store.clone(), target.keys.clone(), config.clone(), certs.clone(), upstream.clone());
-    let table = watcher.table.clone();
+    let parts = (plane.clone(), certs.clone());
+    let watcher = Watcher::new(
+        store.clone(),
+        target.keys.clone(),
+        config.clone(),
+        parts,
+        upstream.clone(),
+        (events.clone(), tasks.clone()),
+    );
     let mut status = watcher.status.subscribe();
     let wanted = watcher.acme_wanted.subscribe();
-    tokio::spawn(watcher.run(shutdown.child_token()));
+    tasks.spawn(watcher.run(control.child_token()));
     if tokio::time::timeout(FIRST_TABLE, status.changed()).await.is_err() {
         tracing::warn!("no dynamic configuration after {FIRST_TABLE:?}; serving without routers until it arrives");
     }
 
     // 6. Listen, then order: a validation request must find the entrypoints bound.
     let server = Server::bind(config.clone()).await?;
-    let challenges = match &config.acme {
-        Some(acme) => Some(start_acme(acme, &store, &target.keys, &certs, wanted, &shutdown)?),
-        None => None,
-    };
+    if let Some(acme) = &config.acme {
+        let manager = acme_manager(acme, &store, &target.keys, (&certs, &plane), wanted, events.clone())?;
+        let manager = acme::Manager { grace: config.lifecycle.grace_timeout, ..manager };
+        tasks.spawn(manager.run(shutdown.child_token()));
+    }
     for (name, addr) in server.local_addrs() {
         let ep = &config.entry_points[&name];
         let mut roles = Vec::new();
@@ -132,47 +154,54 @@ pub async fn run(cli: &Cli, logging: &Logging, shutdown: CancellationToken) -> R
         env!("CARGO_PKG_VERSION")
     );
     let access_log = access_log.map(Arc::new);
-    let proxy = Arc::new(Proxy { table, upstream, draining: Arc::default(), access_log, challenges });
-    server.serve(proxy, certs, shutdown).await;
+    let proxy = Arc::new(Proxy {
+        plane,
+        upstream,
+        draining: Arc::default(),
+        access_log,
+        acme_http01: config.acme.is_some(),
+        tasks: TaskTracker::new(),
+    });
+    server.serve(proxy, shutdown).await;
+    control.cancel();
+    tasks.close();
+    let limit = config.lifecycle.grace_timeout + STOP_MARGIN;
+    if tokio::time::timeout(limit, tasks.wait()).await.is_err() {
+        tracing::warn!(tasks = tasks.len(), "control tasks still running after {limit:?}; stopping anyway");
+    }
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Starts this replica's ACME manager and its part in handshakes; returns the HTTP-01 answers
-/// the entrypoints serve.
-fn start_acme(
+/// This replica's ACME manager, and its part in handshakes (onDemand) set on the plane.
+fn acme_manager(
     acme: &config::model::Acme,
     store: &Store,
     keys: &crate::store::keys::Keys,
-    certs: &Arc<CertStore>,
+    (certs, plane): (&Arc<CertStore>, &Arc<Plane>),
     wanted: tokio::sync::watch::Receiver<Vec<config::model::Domain>>,
-    shutdown: &CancellationToken,
-) -> Result<Arc<acme::Challenges>, RunError> {
+    events: Bus,
+) -> Result<acme::Manager, RunError> {
     let keyring = acme::keyring(acme).map_err(RunError::Certificate)?;
-    let challenges = acme::Challenges::new(store.clone(), keys.clone());
     let (demand, demands) = tokio::sync::mpsc::unbounded_channel();
-    let on_demand = match acme.on_demand {
-        true => Some(
-            acme::on_demand::OnDemand::new(acme.on_demand_policy.clone(), certs, demand)
-                .map_err(|e| RunError::Certificate(format!("acme.onDemandPolicy: {e}")))?,
-        ),
-        false => None,
-    };
-    certs.set_hooks(Arc::new(acme::on_demand::Hooks { challenges: challenges.clone(), on_demand }));
-    let manager = acme::Manager {
+    if acme.on_demand {
+        let on_demand = acme::on_demand::OnDemand::new(acme.on_demand_policy.clone(), demand)
+            .map_err(|e| RunError::Certificate(format!("acme.onDemandPolicy: {e}")))?;
+        plane.set_on_demand(Arc::new(on_demand));
+    }
+    Ok(acme::Manager {
         store: store.clone(),
         keys: keys.clone(),
         acme: acme.clone(),
         keyring: Arc::new(keyring),
         holder: holder(),
         certs: certs.clone(),
-        challenges: challenges.clone(),
+        plane: plane.clone(),
         wanted,
         demands,
-        events: tokio::sync::broadcast::channel(64).0,
-    };
-    tokio::spawn(manager.run(shutdown.child_token()));
-    Ok(challenges)
+        events,
+        grace: Duration::ZERO,
+    })
 }
 
 /// This replica's name in lock keys: host name (the pod's name on Kubernetes) and process id.

@@ -37,7 +37,6 @@ use std::{
     time::Instant,
 };
 
-use arc_swap::ArcSwap;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
@@ -45,9 +44,9 @@ pub use error::{Fault, ProxyError};
 
 use crate::{
     access_log::{AccessLog, Entry as LogEntry},
-    acme::{challenge, Challenges},
     config::model::ForwardedTrust,
-    routing::{RequestView, Route, Table},
+    plane::{Plane, HTTP01_PREFIX},
+    routing::{RequestView, Route},
     upstream::Upstream,
 };
 
@@ -57,14 +56,18 @@ pub use reply::ProxyBody;
 /// own upstream connection pool; the rest is shared.
 #[derive(Clone)]
 pub struct Proxy {
-    /// The routing table; the watcher swaps in a new one on every change.
-    pub table: Arc<ArcSwap<Table>>,
+    /// The control plane's last snapshot: routing table, certificates, challenge answers.
+    pub plane: Arc<Plane>,
     pub upstream: Upstream,
     /// Set at SIGTERM: `/ping` answers 503 from then on.
     pub draining: Arc<AtomicBool>,
     pub access_log: Option<Arc<AccessLog>>,
-    /// HTTP-01 tokens of pending ACME orders, answered on every plain entrypoint.
-    pub challenges: Option<Arc<Challenges>>,
+    /// Whether ACME is on: HTTP-01 tokens of pending orders are answered on every plain
+    /// entrypoint, from the snapshot.
+    pub acme_http01: bool,
+    /// Tunnels (upgraded connections) and mirrored requests, which outlive the request that
+    /// started them; shutdown waits for them within the grace time.
+    pub tasks: tokio_util::task::TaskTracker,
 }
 
 impl Proxy {
@@ -158,10 +161,11 @@ impl Proxy {
             });
         }
         // 1b. ACME HTTP-01, before the redirect: the CA validates over plain HTTP.
-        if let (Some(challenges), false) = (&self.challenges, conn.tls) {
-            if let Some(token) = req.uri().path().strip_prefix(challenge::PATH_PREFIX) {
-                return Ok(match challenges.answer(token).await {
-                    Some(key_authorization) => error::text(StatusCode::OK, key_authorization),
+        let snapshot = self.plane.load();
+        if self.acme_http01 && !conn.tls {
+            if let Some(token) = req.uri().path().strip_prefix(HTTP01_PREFIX) {
+                return Ok(match snapshot.answers.token(token) {
+                    Some(key_authorization) => error::text(StatusCode::OK, key_authorization.to_string()),
                     None => error::text(StatusCode::NOT_FOUND, "Not Found\n"),
                 });
             }
@@ -174,7 +178,7 @@ impl Proxy {
         }
 
         // 3. route
-        let table = self.table.load();
+        let table = &snapshot.table;
         let bare_host = strip_port(&host).to_ascii_lowercase();
         let view = RequestView {
             host: &bare_host,
@@ -185,7 +189,7 @@ impl Proxy {
             client_ip: conn.peer.ip(),
         };
         let route = table.route(&ep.name, conn.tls, &view).ok_or(ProxyError::NoRoute)?.clone();
-        drop(table);
+        drop(snapshot);
         served.route = Some(route.clone());
 
         // 3b. middlewares, then 4. pick and 5. forward

@@ -23,8 +23,9 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     config::{transport::Transport, StaticConfig},
+    plane::Plane,
     proxy::{Connection, EntryPoint, Proxy, RedirectTo},
-    tls::{self, Accepted, CertStore},
+    tls::{self, Accepted},
 };
 
 /// How long a connection closed to make room may take to say goodbye (GOAWAY, a last flush).
@@ -53,7 +54,7 @@ struct Listener {
     /// True on entrypoints with a `tls` section: every connection is TLS.
     tls_only: bool,
     tls: Arc<rustls::ServerConfig>,
-    certs: Arc<CertStore>,
+    plane: Arc<Plane>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     transport: Transport,
 }
@@ -76,7 +77,8 @@ impl Server {
     }
 
     /// Serves until `shutdown` fires, then drains as the lifecycle settings say.
-    pub async fn serve(self, proxy: Arc<Proxy>, certs: Arc<CertStore>, shutdown: CancellationToken) {
+    pub async fn serve(self, proxy: Arc<Proxy>, shutdown: CancellationToken) {
+        let plane = proxy.plane.clone();
         let addrs = self.local_addrs();
         let config = &self.config;
         let transport = &config.transport;
@@ -110,8 +112,8 @@ impl Server {
                     upgrades: ep.upgrades.clone(),
                 }),
                 tls_only: ep.tls.is_some(),
-                tls: certs.server_config(policy),
-                certs: certs.clone(),
+                tls: tls::server_config(&plane, policy),
+                plane: plane.clone(),
                 builder: builder.clone(),
                 transport: transport.clone(),
             });
@@ -183,7 +185,9 @@ impl Server {
         tracing::info!("listeners closed; waiting up to {timeout:?} for in-flight requests");
         drain.cancel();
         connections.close();
-        if tokio::time::timeout(timeout, connections.wait()).await.is_err() {
+        proxy.tasks.close();
+        let drained = async { tokio::join!(connections.wait(), proxy.tasks.wait()) };
+        if tokio::time::timeout(timeout, drained).await.is_err() {
             tracing::warn!("grace time of {timeout:?} ran out with requests still in flight");
         }
         finished.cancel();
@@ -320,7 +324,7 @@ async fn connection(
         })
     };
     if tls {
-        let handshake = tokio::time::timeout(t.header_read_timeout, tls::accept(&shared.certs, &shared.tls, stream));
+        let handshake = tokio::time::timeout(t.header_read_timeout, tls::accept(&shared.plane, &shared.tls, stream));
         let stream = tokio::select! {
             handshake = handshake => match handshake {
                 Ok(Ok(Accepted::Serve(stream))) => stream,

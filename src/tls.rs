@@ -1,8 +1,8 @@
-//! The live certificate store and the rustls resolver over it. Certificates come from sources
-//! (the static file's entrypoint certificates, the store's `tls/certificates`, and ACME); each
-//! source is replaced whole, and the merged name index is an immutable snapshot
-//! swapped in atomically, so a handshake never waits for a reload. Names the store does not
-//! cover get the default certificate: the configured one, or one generated at start.
+//! Certificates and the rustls resolver over them. Certificates come from sources (the static
+//! file's entrypoint certificates, the store's `tls/certificates`, and ACME); each source is
+//! replaced whole, and the merged name [`Index`] is published in the data plane's snapshot
+//! (see [`crate::plane`]), so a handshake never waits for a reload. Names no certificate
+//! covers get the default certificate: the configured one, or one generated at start.
 
 mod accept;
 pub mod client_auth;
@@ -11,20 +11,21 @@ pub mod policy;
 use std::{
     collections::HashMap,
     fmt,
-    sync::{Arc, Mutex, OnceLock},
+    sync::{Arc, Mutex},
 };
 
-pub use accept::{accept, Accepted, BoxFuture, HandshakeHooks, ACME_TLS};
+pub use accept::{accept, Accepted, ACME_TLS};
 pub use client_auth::ClientCertificates;
 pub use policy::TlsPolicy;
 
-use arc_swap::ArcSwap;
 use rustls::{
     server::{ClientHello, ResolvesServerCert},
     sign::CertifiedKey,
     ServerConfig,
 };
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+
+use crate::plane::Plane;
 
 /// The ALPN protocols every TLS entrypoint offers, best first.
 pub const ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
@@ -131,51 +132,77 @@ pub enum Source {
     Acme,
 }
 
-/// The name index handshakes read: exact names and `*.parent` wildcards.
-#[derive(Default)]
-struct Index {
+/// The name index handshakes read: exact names, `*.parent` wildcards, and the default
+/// certificate for every other name. Part of the data plane's snapshot.
+pub struct Index {
     exact: HashMap<String, Arc<CertifiedKey>>,
     /// Keyed by the parent domain: `*.example.com` is stored under `example.com`.
     wildcard: HashMap<String, Arc<CertifiedKey>>,
+    default: Arc<CertifiedKey>,
 }
 
-/// The certificates every TLS entrypoint serves.
+impl Index {
+    pub fn empty(default: Arc<CertifiedKey>) -> Index {
+        Index { exact: HashMap::new(), wildcard: HashMap::new(), default }
+    }
+
+    /// The certificate for `server_name`, if one covers it exactly or by wildcard.
+    pub fn lookup(&self, server_name: &str) -> Option<Arc<CertifiedKey>> {
+        let name = server_name.trim_end_matches('.').to_ascii_lowercase();
+        if let Some(key) = self.exact.get(&name) {
+            return Some(key.clone());
+        }
+        let (_, parent) = name.split_once('.')?;
+        self.wildcard.get(parent).cloned()
+    }
+}
+
+/// The certificates' sources (control plane): each replaced whole, merged into an [`Index`]
+/// and published on the [`Plane`].
 pub struct CertStore {
-    index: ArcSwap<Index>,
-    /// Each source's certificates; rebuilt into `index` on every change, off the handshake path.
-    sources: Mutex<Vec<(Source, Vec<Loaded>)>>,
-    /// The configured default certificate, or the generated one.
-    default: ArcSwap<CertifiedKey>,
+    plane: Arc<Plane>,
+    /// Each source's certificates and the configured default, rebuilt into the index on every
+    /// change, off the handshake path.
+    sources: Mutex<Sources>,
     generated: Arc<CertifiedKey>,
-    /// ACME's part in handshakes (TLS-ALPN-01, on-demand certificates), when ACME is on.
-    hooks: OnceLock<Arc<dyn HandshakeHooks>>,
-    /// Bumped on every change, for handshakes waiting for a certificate.
-    generation: tokio::sync::watch::Sender<u64>,
+}
+
+struct Sources {
+    by_source: Vec<(Source, Vec<Loaded>)>,
+    default: Option<Arc<CertifiedKey>>,
 }
 
 impl CertStore {
-    /// An empty store whose default is a freshly generated self-signed certificate.
-    pub fn new() -> Result<CertStore, TlsError> {
+    /// An empty store whose default is a freshly generated self-signed certificate, and the
+    /// plane it publishes to.
+    pub fn new() -> Result<(Arc<CertStore>, Arc<Plane>), TlsError> {
         let generated = Loaded::self_signed(&["pylon.default.invalid"])?.key;
-        Ok(CertStore {
-            index: ArcSwap::from_pointee(Index::default()),
-            sources: Mutex::new(Vec::new()),
-            default: ArcSwap::new(generated.clone()),
-            generated,
-            hooks: OnceLock::new(),
-            generation: tokio::sync::watch::Sender::new(0),
-        })
+        let plane = Plane::new(generated.clone());
+        let sources = Mutex::new(Sources { by_source: Vec::new(), default: None });
+        Ok((Arc::new(CertStore { plane: plane.clone(), sources, generated }), plane))
     }
 
     /// Replaces every certificate of `source`. Sources are applied in order, so a name present
     /// in several is served from the last (ACME wins over the store, the store over the file).
     pub fn replace(&self, source: Source, certs: Vec<Loaded>) {
+        self.update(|sources| {
+            sources.by_source.retain(|(s, _)| *s != source);
+            sources.by_source.push((source, certs));
+            sources.by_source.sort_by_key(|(s, _)| *s);
+        });
+    }
+
+    /// Sets the default certificate; `None` goes back to the generated one.
+    pub fn set_default(&self, default: Option<Loaded>) {
+        self.update(|sources| sources.default = default.map(|l| l.key));
+    }
+
+    fn update(&self, change: impl FnOnce(&mut Sources)) {
         let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
-        sources.retain(|(s, _)| *s != source);
-        sources.push((source, certs));
-        sources.sort_by_key(|(s, _)| *s);
-        let mut index = Index::default();
-        for loaded in sources.iter().flat_map(|(_, certs)| certs) {
+        change(&mut sources);
+        let default = sources.default.clone().unwrap_or_else(|| self.generated.clone());
+        let mut index = Index::empty(default);
+        for loaded in sources.by_source.iter().flat_map(|(_, certs)| certs) {
             for name in &loaded.names {
                 match name.strip_prefix("*.") {
                     Some(parent) => index.wildcard.insert(parent.to_string(), loaded.key.clone()),
@@ -183,50 +210,28 @@ impl CertStore {
                 };
             }
         }
-        self.index.store(Arc::new(index));
-        self.generation.send_modify(|g| *g += 1);
+        self.plane.publish(|snapshot| snapshot.certs = Arc::new(index));
     }
 
-    /// Lets ACME take part in handshakes; the first call wins.
-    pub fn set_hooks(&self, hooks: Arc<dyn HandshakeHooks>) {
-        let _ = self.hooks.set(hooks);
-    }
-
-    /// Fires after every change of the certificates.
-    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.generation.subscribe()
-    }
-
-    /// Sets the default certificate; `None` goes back to the generated one.
-    pub fn set_default(&self, default: Option<Loaded>) {
-        self.default.store(default.map_or_else(|| self.generated.clone(), |l| l.key));
-    }
-
-    /// The certificate for `server_name`, if one covers it exactly or by wildcard.
+    /// The certificate now served for `server_name`, if one covers it.
     pub fn lookup(&self, server_name: &str) -> Option<Arc<CertifiedKey>> {
-        let name = server_name.trim_end_matches('.').to_ascii_lowercase();
-        let index = self.index.load();
-        if let Some(key) = index.exact.get(&name) {
-            return Some(key.clone());
-        }
-        let (_, parent) = name.split_once('.')?;
-        index.wildcard.get(parent).cloned()
-    }
-
-    /// A rustls server configuration over this store that enforces `policy`, offering h2 and
-    /// HTTP/1.1.
-    pub fn server_config(self: &Arc<Self>, policy: &TlsPolicy) -> Arc<ServerConfig> {
-        let resolver = Arc::new(Resolver { store: self.clone(), sni_strict: policy.sni_strict });
-        let mut config = policy.server_config(resolver);
-        config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
-        Arc::new(config)
+        self.plane.load().certs.lookup(server_name)
     }
 }
 
-/// rustls' view of the store: SNI first, the default certificate otherwise (unless
+/// A rustls server configuration over the plane's certificates that enforces `policy`,
+/// offering h2 and HTTP/1.1.
+pub fn server_config(plane: &Arc<Plane>, policy: &TlsPolicy) -> Arc<ServerConfig> {
+    let resolver = Arc::new(Resolver { plane: plane.clone(), sni_strict: policy.sni_strict });
+    let mut config = policy.server_config(resolver);
+    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
+/// rustls' view of the certificates: SNI first, the default certificate otherwise (unless
 /// `sniStrict`, where a handshake naming no stored certificate fails).
 struct Resolver {
-    store: Arc<CertStore>,
+    plane: Arc<Plane>,
     sni_strict: bool,
 }
 
@@ -238,11 +243,12 @@ impl fmt::Debug for Resolver {
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let found = hello.server_name().and_then(|name| self.store.lookup(name));
+        let snapshot = self.plane.load();
+        let found = hello.server_name().and_then(|name| snapshot.certs.lookup(name));
         if self.sni_strict {
             return found;
         }
-        found.or_else(|| Some(self.store.default.load_full()))
+        found.or_else(|| Some(snapshot.certs.default.clone()))
     }
 }
 
@@ -252,7 +258,7 @@ mod tests {
 
     #[test]
     fn exact_names_win_over_wildcards_and_unknown_names_fall_through() {
-        let store = CertStore::new().unwrap();
+        let (store, _plane) = CertStore::new().unwrap();
         let wild = Loaded::self_signed(&["*.example.com"]).unwrap();
         let exact = Loaded::self_signed(&["a.example.com"]).unwrap();
         store.replace(Source::Dynamic, vec![wild.clone(), exact.clone()]);
@@ -264,7 +270,7 @@ mod tests {
 
     #[test]
     fn later_sources_win_and_replacing_a_source_drops_its_names() {
-        let store = CertStore::new().unwrap();
+        let (store, _plane) = CertStore::new().unwrap();
         let from_file = Loaded::self_signed(&["a.example"]).unwrap();
         let from_store = Loaded::self_signed(&["a.example", "b.example"]).unwrap();
         store.replace(Source::Dynamic, vec![from_store.clone()]);

@@ -11,7 +11,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -19,6 +18,8 @@ use crate::{
     balancer::{self, Pool},
     config::StaticConfig,
     dynamic::{DynamicConfig, Owner, Parts},
+    events::{Bus, Event},
+    plane::Plane,
     routing::Table,
     store::{codec, keys::Keys, KeyValue, Revision, Store, WatchEvent},
     tls::{self, CertStore, Source},
@@ -46,8 +47,12 @@ pub struct Watcher {
     pub store: Store,
     pub keys: Keys,
     pub statics: Arc<StaticConfig>,
-    pub table: Arc<ArcSwap<Table>>,
+    /// Where each new routing table is published.
+    pub plane: Arc<Plane>,
     pub certs: Arc<CertStore>,
+    pub events: Bus,
+    /// Where the health checks run (the application's task tree).
+    pub tasks: tokio_util::task::TaskTracker,
     pub upstream: Upstream,
     pub status: watch::Sender<Status>,
     /// The certificates the routers ask ACME for (when `[acme]` is configured).
@@ -101,15 +106,18 @@ impl Watcher {
         store: Store,
         keys: Keys,
         statics: Arc<StaticConfig>,
-        certs: Arc<CertStore>,
+        (plane, certs): (Arc<Plane>, Arc<CertStore>),
         upstream: Upstream,
+        (events, tasks): (Bus, tokio_util::task::TaskTracker),
     ) -> Watcher {
         Watcher {
             store,
             keys,
             statics,
-            table: Arc::new(ArcSwap::from_pointee(Table::default())),
+            plane,
             certs,
+            events,
+            tasks,
             upstream,
             status: watch::channel(Status::default()).0,
             acme_wanted: watch::channel(Vec::new()).0,
@@ -248,9 +256,10 @@ impl Watcher {
         let config = self.parts.assemble();
         let services = balancer::build(&config, &self.pools);
         for pool in &services.new_pools {
-            balancer::health::spawn(pool, self.upstream.clone(), shutdown.child_token());
+            balancer::health::spawn(&self.tasks, pool, self.upstream.clone(), shutdown.child_token());
         }
-        let (table, warnings) = Table::build(&config, &services, &self.statics, &self.table.load(), &self.upstream);
+        let (table, warnings) =
+            Table::build(&config, &services, &self.statics, &self.plane.load().table, &self.upstream);
         let mut rejected: Vec<String> = config.rejected.iter().map(ToString::to_string).collect();
         rejected.extend(warnings);
         if certificates_changed {
@@ -274,7 +283,7 @@ impl Watcher {
         self.warned = warnings;
 
         let routers = table.routers;
-        self.table.store(Arc::new(table));
+        self.plane.publish(|snapshot| snapshot.table = Arc::new(table));
         if self.statics.acme.is_some() {
             let wanted = crate::acme::wanted(&config, &self.statics);
             self.acme_wanted.send_if_modified(|current| {
@@ -287,17 +296,16 @@ impl Watcher {
 
         let previous: BTreeSet<String> = self.status.borrow().rejected.iter().cloned().collect();
         for line in rejected.iter().filter(|r| !previous.contains(*r)) {
-            tracing::error!("rejected: {line}");
+            self.events.emit(Event::Rejected { what: line.clone() });
         }
-        tracing::info!(
+        tracing::debug!(revision, took_ms = started.elapsed().as_millis() as u64, "table built");
+        self.events.emit(Event::ConfigApplied {
             revision,
             routers,
-            services = config.services.len(),
+            services: config.services.len(),
             certificates,
-            rejected = rejected.len(),
-            took_ms = started.elapsed().as_millis() as u64,
-            "dynamic configuration applied"
-        );
+            rejected: rejected.len(),
+        });
         self.status.send_replace(Status { revision, routers, services: config.services.len(), certificates, rejected });
     }
 

@@ -11,6 +11,7 @@ use support::{
     gate::Gate,
     pebble::{Options, Pebble},
     replica::Replica,
+    terminate,
     tls::fetch,
     Etcd,
 };
@@ -44,14 +45,88 @@ async fn when_the_lock_holder_is_killed_mid_order_another_replica_completes_afte
     .await;
     let waited = killed.elapsed();
     assert!(waited >= Duration::from_secs(3), "nobody took A's lock before its 5s lease ran out: {waited:?}");
-    let taker = [&b, &c].into_iter().find(|r| r.log().contains("taking over an order")).expect("B or C took over");
-    assert!(taker.log().contains(&format!("/{}", a.child.id())), "the takeover names A:\n{}", taker.log());
+    let took_over = || [&b, &c].into_iter().find(|r| !r.events("certificate.taken_over").is_empty());
+    eventually("B or C reports the takeover", Duration::from_secs(5), || async { took_over().is_some() }).await;
+    let taker = took_over().unwrap();
+    let taken = taker.events("certificate.taken_over");
+    assert!(taken[0].contains(&format!("/{}", a.child.id())), "the takeover names A: {taken:?}");
     let root = pebble.issuing_root().await;
     for replica in [&b, &c] {
         eventually("served", Duration::from_secs(1), || async { fetch(replica.websecure, NAME, &root).await.is_ok() })
             .await;
     }
     assert!(store.get(&marker).await.unwrap().is_none(), "the order marker is gone");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lock_holder_stopped_with_sigterm_hands_its_lock_over_at_once() {
+    let etcd = Etcd::start().await;
+    let gate = Gate::holding().await;
+    let pebble = Pebble::start(Options { http_port: gate.port, ..Options::default() }).await;
+    let flags = etcd.flags();
+    let store = pylon::store::open(&etcd.spec()).await.unwrap();
+    let section = pebble.acme_section(DOMAIN);
+    let lifecycle = "[lifeCycle]\nrequestAcceptGraceTimeout = \"0s\"\ngraceTimeOut = \"1s\"\n";
+    let mut a = Replica::start(&flags, &format!("{lifecycle}{section}")).await;
+    let lock = format!("traefik/acme/locks/cert/{NAME}");
+    let holder = || async { store.get(&lock).await.unwrap().map(|kv| String::from_utf8(kv.value).unwrap()) };
+    eventually("A holds the lock", Duration::from_secs(30), || async { holder().await.is_some() }).await;
+    assert!(holder().await.unwrap().ends_with(&format!("/{}", a.child.id())), "A holds it");
+    let b = Replica::start(&flags, &section).await;
+    eventually("B follows the ACME state", Duration::from_secs(5), || async {
+        b.log().contains("ACME state followed")
+    })
+    .await;
+
+    terminate(&a.child);
+    let status = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(status) = a.child.try_wait().unwrap() {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("A exits within its grace time");
+    let exited = Instant::now();
+    assert!(status.success(), "A exits 0 after SIGTERM: {status}\n{}", a.log());
+    assert!(holder().await.is_none_or(|h| !h.ends_with(&format!("/{}", a.child.id()))), "A released its lock");
+    let b_suffix = format!("/{}", b.child.id());
+    while !holder().await.is_some_and(|h| h.ends_with(&b_suffix)) {
+        assert!(exited.elapsed() < Duration::from_secs(1), "B took A's lock within 1 s (lease TTL 5 s)\n{}", b.log());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let took = exited.elapsed();
+    eprintln!("B took the lock {took:?} after A exited");
+    assert!(a.log().contains("lease revoked"), "A revoked its lease:\n{}", a.log());
+
+    gate.open_to(b.web);
+    eventually("B issues the certificate", Duration::from_secs(60), || async {
+        !b.events("certificate.issued").is_empty()
+    })
+    .await;
+    let taken = b.events("certificate.taken_over");
+    assert!(taken.iter().any(|e| e.contains(&format!("/{}", a.child.id()))), "B took over from A: {taken:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_order_task_that_panics_is_reported_and_its_name_retried() {
+    let etcd = Etcd::start().await;
+    let web = free_port();
+    let pebble = Pebble::start(Options { http_port: web, ..Options::default() }).await;
+    let env = [("PYLON_TEST_PANIC_ORDER", NAME)];
+    let a = Replica::start_with(&etcd.flags(), &pebble.acme_section(DOMAIN), web, &env).await;
+    eventually("the certificate is issued after the panic", Duration::from_secs(60), || async {
+        !a.events("certificate.issued").is_empty()
+    })
+    .await;
+    let failed = a.events("certificate.failed");
+    assert!(
+        failed.iter().any(|e| e.contains(NAME) && e.contains("the order task stopped") && e.contains("panic")),
+        "the panic is reported as a failed order: {failed:?}"
+    );
+    assert_eq!(pebble.orders(), 1, "the panic came before any order; the retry ordered once");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -67,7 +142,7 @@ async fn issuance_succeeds_while_the_ca_rejects_half_of_its_nonces() {
         store.list("traefik/acme/certs/").await.unwrap().kvs.len() == names.len()
     })
     .await;
-    assert!(!a.log().contains("order failed"), "no order failed:\n{}", a.log());
+    assert!(a.events("certificate.failed").is_empty(), "no order failed:\n{}", a.log());
     assert_eq!(pebble.orders(), names.len());
     // Requests made once per account (sign-me-up) or once per order (order-plz, chalZ,
     // finalize-order, certZ): any count above that is a request Pebble rejected for its nonce

@@ -63,7 +63,7 @@ async fn short_certificates_are_renewed_once_by_one_replica_without_a_failed_req
     }
     assert!(requests > 30, "the load ran through the change ({requests} requests)");
     assert_eq!(pebble.orders(), 2, "one first order and one renewal");
-    let renewals: usize = replicas.iter().map(|r| r.log().matches("renewal=true").count()).sum();
+    let renewals: usize = replicas.iter().map(|r| r.events("certificate.renewed").len()).sum();
     assert_eq!(renewals, 1, "one replica renewed");
 }
 

@@ -111,13 +111,35 @@ async fn renew(store: &Store, keys: &Keys, acme: &Acme, name: &str, out: &mut dy
     let keyring = super::keyring(acme).map_err(AcmeError::Setup)?;
     let holder = holder();
     let account = account::account(store, keys, acme, &keyring, &holder).await?;
-    let ctx = order::Context { store, keys, acme, account: &account, keyring: &keyring, holder: &holder };
-    match order::obtain(&ctx, &record.names, Mode::Forced, Some(record.not_after)).await? {
-        Outcome::Issued { record: new, .. } => {
+    let lease = store.lease(acme.lease_ttl).await?;
+    let ctx = order::Context {
+        store,
+        keys,
+        acme,
+        account: &account,
+        keyring: &keyring,
+        holder: &holder,
+        plane: None,
+        lease: &lease,
+    };
+    let outcome = order::obtain(&ctx, &record.names, Mode::Forced, Some(record.not_after)).await;
+    if let Err(err) = lease.revoke().await {
+        let _ = writeln!(out, "note: revoking the lease failed ({err}); it runs out by itself");
+    }
+    match outcome? {
+        Outcome::Issued { record: new, cleanup, .. } => {
             let _ =
                 writeln!(out, "renewed {}: expires {} (was {})", new.main, date(new.not_after), date(record.not_after));
+            if let Some(error) = cleanup {
+                let _ =
+                    writeln!(out, "note: releasing the lock afterwards failed ({error}); it runs out with its lease");
+            }
             Ok(())
         }
+        Outcome::LockLost => Err(AcmeError::Setup(format!(
+            "renewing {}: lost the lock mid-order (paused past the lease); a replica orders it",
+            record.main
+        ))),
         Outcome::Failed { error, retry_in, .. } => Err(AcmeError::Setup(format!(
             "renewing {}: {error}; the previous certificate stays; replicas retry in {}",
             record.main,

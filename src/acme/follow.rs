@@ -1,6 +1,7 @@
-//! Follows `<prefix>/acme/` on every replica: stored certificates go to the TLS resolver,
-//! challenge responses to the challenge caches, and a snapshot of certificates and failures to
-//! the scheduler. Each batch of watch events is applied, then published once.
+//! Follows `<prefix>/acme/` on every replica (control plane): stored certificates go to the
+//! certificate sources, challenge responses to the data plane's snapshot as [`Answers`], and a
+//! snapshot of certificates, failures and orders in progress to the scheduler. Each batch of
+//! watch events is applied, then published once.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -12,12 +13,12 @@ use tokio::sync::watch;
 
 use super::{
     challenge,
-    progress::{self, FailureRecord},
+    progress::{self, FailureRecord, OrderMarker},
     record::CertRecord,
     sealed::Keyring,
-    Challenges,
 };
 use crate::{
+    plane::{Answers, Plane},
     store::{keys::Keys, KeyValue, Revision, Store, WatchEvent},
     tls::{CertStore, Source},
 };
@@ -29,20 +30,21 @@ pub struct Stored {
     pub certs: BTreeMap<String, CertRecord>,
     /// The cluster's backoff per main domain.
     pub failures: HashMap<String, FailureRecord>,
+    /// Orders in progress (`acme/orders/`), by main domain: who started each. A marker
+    /// outlives a holder that died; the lock says whether the holder is alive.
+    pub orders: HashMap<String, OrderMarker>,
+    /// Certificate locks held (`acme/locks/cert/`, bound to their holder's lease), by main
+    /// domain: the holder's name.
+    pub locked: HashMap<String, String>,
 }
 
 /// Where the published pieces go.
 pub struct Sinks {
     pub keyring: Arc<Keyring>,
     pub certs: Arc<CertStore>,
-    pub challenges: Arc<Challenges>,
+    pub plane: Arc<Plane>,
     pub stored: watch::Sender<Arc<Stored>>,
 }
-
-/// How long after the watch following a (re)listing is live challenge misses still read the
-/// store whatever the listing says: a CA's request for another replica's order may arrive
-/// before the watch event of its marker.
-const SETTLE: Duration = Duration::from_secs(2);
 
 pub async fn follow(store: Store, keys: Keys, sinks: Sinks) {
     let root = keys.acme_root();
@@ -64,22 +66,14 @@ pub async fn follow(store: Store, keys: Keys, sinks: Sinks) {
         }
         state.publish(&sinks);
         let Ok(mut watch) = store.watch(&root, listing.revision).await else { continue };
-        // From when the watch is live: before, nothing it would bring has arrived yet.
-        let live = watch.live();
-        let settle = async move {
-            live.await;
-            tokio::time::sleep(SETTLE).await;
-        };
-        tokio::pin!(settle);
+        tracing::info!(
+            certificates = state.count(Kind::Cert),
+            orders = state.count(Kind::Order),
+            "ACME state followed"
+        );
         // Apply each event and what is already queued behind it, then publish once; re-list
         // when the watch breaks.
-        let mut next = tokio::select! {
-            next = watch.next() => next,
-            _ = &mut settle => {
-                state.settle(&sinks);
-                watch.next().await
-            }
-        };
+        let mut next = watch.next().await;
         loop {
             match next {
                 Some(WatchEvent::Put(kv)) => state.put(kv),
@@ -90,17 +84,7 @@ pub async fn follow(store: Store, keys: Keys, sinks: Sinks) {
                 Ok(queued) => queued,
                 Err(_) => {
                     state.publish(&sinks);
-                    if state.settled {
-                        watch.next().await
-                    } else {
-                        tokio::select! {
-                            next = watch.next() => next,
-                            _ = &mut settle => {
-                                state.settle(&sinks);
-                                watch.next().await
-                            }
-                        }
-                    }
+                    watch.next().await
                 }
             };
         }
@@ -113,21 +97,20 @@ enum Kind {
     Token,
     Alpn,
     Failure,
-    /// Markers of orders in progress: while there is one, a challenge cache miss may read the
-    /// store.
+    /// Markers of orders in progress.
     Order,
+    /// Certificate locks: the scheduler leaves a locked name to its live holder.
+    Lock,
 }
 
 /// The ACME keys as stored, and which kinds changed since the last publish.
 struct State {
-    roots: [(String, Kind); 5],
+    roots: [(String, Kind); 6],
     /// Per kind, by the key's last part (main domain, token, name).
     values: HashMap<Kind, BTreeMap<String, KeyValue>>,
     changed: HashSet<Kind>,
     /// Unusable values already logged (key and revision), so each is logged once.
     reported: HashSet<(String, Revision)>,
-    /// [`SETTLE`] has passed since the listing: the order markers are trusted.
-    settled: bool,
 }
 
 impl State {
@@ -139,22 +122,18 @@ impl State {
                 (keys.acme_alpns(), Kind::Alpn),
                 (keys.acme_failures(), Kind::Failure),
                 (keys.acme_orders(), Kind::Order),
+                (keys.acme_cert_locks(), Kind::Lock),
             ],
             values: HashMap::new(),
-            changed: [Kind::Cert, Kind::Token, Kind::Alpn, Kind::Failure, Kind::Order].into_iter().collect(),
+            changed: [Kind::Cert, Kind::Token, Kind::Alpn, Kind::Failure, Kind::Order, Kind::Lock]
+                .into_iter()
+                .collect(),
             reported: HashSet::new(),
-            settled: false,
         }
     }
 
-    /// The watch has had time to deliver: challenge misses read the store only while an order
-    /// marker says so.
-    fn settle(&mut self, sinks: &Sinks) {
-        self.settled = true;
-        let count = |kind| self.values.get(&kind).map_or(0, BTreeMap::len);
-        let orders = count(Kind::Order);
-        sinks.challenges.set_ordering(orders > 0);
-        tracing::info!(certificates = count(Kind::Cert), orders, "ACME state followed");
+    fn count(&self, kind: Kind) -> usize {
+        self.values.get(&kind).map_or(0, BTreeMap::len)
     }
 
     /// The kind of `key` and its part after that kind's root.
@@ -188,15 +167,10 @@ impl State {
         let changed = std::mem::take(&mut self.changed);
         let values = std::mem::take(&mut self.values);
         let of = |kind| values.get(&kind).into_iter().flatten();
-        if changed.contains(&Kind::Order) {
-            sinks.challenges.set_ordering(of(Kind::Order).next().is_some() || !self.settled);
-        }
-        if changed.contains(&Kind::Token) {
+        if changed.contains(&Kind::Token) || changed.contains(&Kind::Alpn) {
             let tokens =
                 of(Kind::Token).map(|(token, kv)| (token.clone(), String::from_utf8_lossy(&kv.value).into_owned()));
-            sinks.challenges.replace(tokens.collect());
-        }
-        if changed.contains(&Kind::Alpn) {
+            let tokens = tokens.collect();
             let mut alpn = HashMap::new();
             for (name, kv) in of(Kind::Alpn) {
                 match challenge::load_alpn(&kv.key, &kv.value) {
@@ -204,9 +178,9 @@ impl State {
                     Err(err) => self.report(kv, err),
                 }
             }
-            sinks.challenges.replace_alpn(alpn);
+            sinks.plane.publish(|snapshot| snapshot.answers = Arc::new(Answers::new(tokens, alpn)));
         }
-        if changed.contains(&Kind::Cert) || changed.contains(&Kind::Failure) {
+        if [Kind::Cert, Kind::Failure, Kind::Order, Kind::Lock].iter().any(|kind| changed.contains(kind)) {
             let mut stored = Stored::default();
             let mut loaded = Vec::new();
             for (_, kv) in of(Kind::Cert) {
@@ -227,6 +201,15 @@ impl State {
                     Ok(failure) => drop(stored.failures.insert(main.clone(), failure)),
                     Err(err) => self.report(kv, err),
                 }
+            }
+            for (main, kv) in of(Kind::Order) {
+                match progress::decode::<OrderMarker>(&kv.key, &kv.value) {
+                    Ok(marker) => drop(stored.orders.insert(main.clone(), marker)),
+                    Err(err) => self.report(kv, err),
+                }
+            }
+            for (main, kv) in of(Kind::Lock) {
+                stored.locked.insert(main.clone(), String::from_utf8_lossy(&kv.value).into_owned());
             }
             if changed.contains(&Kind::Cert) {
                 sinks.certs.replace(Source::Acme, loaded);

@@ -13,8 +13,8 @@ use std::{
 
 use instant_acme::Account;
 use tokio::{
-    sync::{broadcast, mpsc, watch},
-    task::JoinSet,
+    sync::{mpsc, watch},
+    task::{Id, JoinSet},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -24,11 +24,13 @@ use super::{
     follow::{self, Sinks, Stored},
     order::{self, Mode, Outcome},
     sealed::Keyring,
-    AcmeError, Challenges,
+    AcmeError,
 };
 use crate::{
     config::model::{Acme, Domain},
-    store::{keys::Keys, Store},
+    events::{Bus, Event},
+    plane::Plane,
+    store::{keys::Keys, Lease, Store},
     tls::CertStore,
 };
 
@@ -38,31 +40,6 @@ const PARALLEL: usize = 4;
 /// when its lease runs out; renewals and backoffs come due).
 const TICK: Duration = Duration::from_secs(1);
 
-/// What happened to a certificate, for logs and, later, the API and metrics.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Event {
-    Issued {
-        domain: String,
-        not_after: i64,
-    },
-    Renewed {
-        domain: String,
-        not_after: i64,
-    },
-    /// An order failed; `problem` is the ACME problem type when the CA sent one.
-    Failed {
-        domain: String,
-        problem: Option<String>,
-        error: String,
-        retry_in: Duration,
-    },
-    /// This replica took over an order whose holder died mid-order.
-    TakenOver {
-        domain: String,
-        from: String,
-    },
-}
-
 pub struct Manager {
     pub store: Store,
     pub keys: Keys,
@@ -71,12 +48,15 @@ pub struct Manager {
     /// This replica's name in lock keys.
     pub holder: String,
     pub certs: Arc<CertStore>,
-    pub challenges: Arc<Challenges>,
+    /// Where challenge answers are published; an order waits for its own to be served.
+    pub plane: Arc<Plane>,
     /// Certificates the dynamic configuration asks for (from the watcher).
     pub wanted: watch::Receiver<Vec<Domain>>,
     /// Names handshakes asked for (onDemand, already admitted by the policy).
     pub demands: mpsc::UnboundedReceiver<Domain>,
-    pub events: broadcast::Sender<Event>,
+    pub events: Bus,
+    /// After shutdown, how long an order in flight may still finish (`graceTimeOut`).
+    pub grace: Duration,
 }
 
 /// The scheduler's memory between passes.
@@ -89,7 +69,12 @@ struct Schedule {
     local_backoff: HashMap<String, Instant>,
     demanded: BTreeMap<String, Domain>,
     in_flight: HashSet<String>,
+    /// The main domain of each running order task, to settle a task that panicked.
+    tasks: HashMap<Id, String>,
     renewals: Renewals,
+    /// The replica's one lease (etcd's session pattern): every lock and challenge response of
+    /// this replica is bound to it; granted again when lost.
+    lease: Option<Arc<Lease>>,
 }
 
 type Job = (String, bool, Result<Outcome, AcmeError>);
@@ -100,24 +85,29 @@ impl Manager {
         let sinks = Sinks {
             keyring: self.keyring.clone(),
             certs: self.certs.clone(),
-            challenges: self.challenges.clone(),
+            plane: self.plane.clone(),
             stored: stored_tx,
         };
         let follow = follow::follow(self.store.clone(), self.keys.clone(), sinks);
         // The scheduler borrows `self`; it owns the receiving end of the handshakes' requests.
         let demands = std::mem::replace(&mut self.demands, mpsc::unbounded_channel().1);
+        // The follower keeps publishing while orders in flight finish after shutdown.
         tokio::select! {
-            _ = shutdown.cancelled() => {}
             _ = follow => {}
-            _ = self.schedule(stored, demands) => {}
+            _ = self.schedule(stored, demands, shutdown) => {}
         }
     }
 
-    async fn schedule(&self, mut stored: watch::Receiver<Arc<Stored>>, mut demands: mpsc::UnboundedReceiver<Domain>) {
+    async fn schedule(
+        &self,
+        mut stored: watch::Receiver<Arc<Stored>>,
+        mut demands: mpsc::UnboundedReceiver<Domain>,
+        shutdown: CancellationToken,
+    ) {
         let mut wanted = self.wanted.clone();
         let mut s = Schedule::default();
         let mut running: JoinSet<Job> = JoinSet::new();
-        loop {
+        while !shutdown.is_cancelled() {
             let snapshot = stored.borrow_and_update().clone();
             let jobs = self.jobs(&snapshot, &wanted.borrow_and_update(), &s.demanded);
             if !jobs.is_empty() || !snapshot.certs.is_empty() {
@@ -136,20 +126,25 @@ impl Manager {
                 if current.is_some_and(|r| r.covers(&names, now) && now < s.renewals.renew_at(r))
                     || s.in_flight.contains(&domain.main)
                     || snapshot.failures.get(&domain.main).is_some_and(|f| !f.wait().is_zero())
+                    // Another live replica holds the lock: it is ordering (no store write to
+                    // find out).
+                    || snapshot.locked.get(&domain.main).is_some_and(|holder| *holder != self.holder)
                     || s.local_backoff.get(&domain.main).is_some_and(|at| Instant::now() < *at)
                 {
                     continue;
                 }
                 let Some(account) = s.account.clone() else { break };
+                let Some(lease) = self.lease(&mut s).await else { break };
                 s.in_flight.insert(domain.main.clone());
-                let (store, keys, acme, keyring, holder) = (
+                let (store, keys, acme, keyring, holder, plane) = (
                     self.store.clone(),
                     self.keys.clone(),
                     self.acme.clone(),
                     self.keyring.clone(),
                     self.holder.clone(),
+                    self.plane.clone(),
                 );
-                running.spawn(async move {
+                let task = running.spawn(async move {
                     let ctx = order::Context {
                         store: &store,
                         keys: &keys,
@@ -157,20 +152,79 @@ impl Manager {
                         account: &account,
                         keyring: &keyring,
                         holder: &holder,
+                        plane: Some(&plane),
+                        lease: &lease,
                     };
                     let outcome = order::obtain(&ctx, &names, mode, replacing).await;
                     (names[0].clone(), replacing.is_some(), outcome)
                 });
+                s.tasks.insert(task.id(), domain.main.clone());
             }
             tokio::select! {
+                _ = shutdown.cancelled() => {}
                 _ = wanted.changed() => {}
                 _ = stored.changed() => {}
                 Some(domain) = demands.recv() => drop(s.demanded.insert(domain.main.clone(), domain)),
                 _ = tokio::time::sleep(TICK) => {}
-                Some(Ok((domain, renewal, outcome))) = running.join_next() => {
-                    s.in_flight.remove(&domain);
+                Some(joined) = running.join_next_with_id() => match joined {
+                    Ok((id, (domain, renewal, outcome))) => {
+                        s.tasks.remove(&id);
+                        s.in_flight.remove(&domain);
+                        self.settle(&domain, renewal, outcome, &mut s);
+                    }
+                    // A panic is a bug, but it must not keep the name in flight until restart.
+                    Err(err) => if let Some(domain) = s.tasks.remove(&err.id()) {
+                        s.in_flight.remove(&domain);
+                        let error = AcmeError::Setup(format!("the order task stopped: {err}"));
+                        self.settle(&domain, false, Err(error), &mut s);
+                    },
+                }
+            }
+        }
+        self.stop(running, s).await;
+    }
+
+    /// After shutdown: no new order; those in flight get `grace` to finish, then are abandoned;
+    /// the lease is revoked, which frees every lock and challenge response of this replica at
+    /// once (the other replicas need not wait for it to run out).
+    async fn stop(&self, mut running: JoinSet<Job>, mut s: Schedule) {
+        if !running.is_empty() {
+            tracing::info!(orders = running.len(), grace = ?self.grace, "stopping: letting orders in flight finish");
+        }
+        let finished = tokio::time::timeout(self.grace, async {
+            while let Some(joined) = running.join_next_with_id().await {
+                if let Ok((id, (domain, renewal, outcome))) = joined {
+                    s.tasks.remove(&id);
                     self.settle(&domain, renewal, outcome, &mut s);
                 }
+            }
+        });
+        if finished.await.is_err() {
+            tracing::warn!(orders = running.len(), "stopping: abandoning orders still in flight");
+            running.shutdown().await;
+        }
+        if let Some(lease) = s.lease.take() {
+            let revoked = match Arc::try_unwrap(lease) {
+                Ok(lease) => lease.revoke().await,
+                Err(_) => Ok(()), // Unreachable: every order holding it has ended; dropping revokes.
+            };
+            match revoked {
+                Ok(()) => tracing::info!("stopping: lease revoked; this replica's locks are free"),
+                Err(err) => tracing::warn!("stopping: revoking the lease failed ({err}); it runs out by itself"),
+            }
+        }
+    }
+
+    /// The replica's live lease, granted when there is none or it was lost.
+    async fn lease(&self, s: &mut Schedule) -> Option<Arc<Lease>> {
+        if let Some(lease) = s.lease.as_ref().filter(|lease| !lease.is_lost()) {
+            return Some(lease.clone());
+        }
+        match self.store.lease(self.acme.lease_ttl).await {
+            Ok(lease) => Some(s.lease.insert(Arc::new(lease)).clone()),
+            Err(err) => {
+                tracing::warn!("ACME: cannot get a lease from the store: {err}; retrying");
+                None
             }
         }
     }
@@ -215,37 +269,38 @@ impl Manager {
     }
 
     fn settle(&self, domain: &str, renewal: bool, outcome: Result<Outcome, AcmeError>, s: &mut Schedule) {
-        let emit = |event: Event| drop(self.events.send(event));
+        let emit = |event: Event| self.events.emit(event);
         let domain_s = domain.to_string();
         match outcome {
-            Ok(Outcome::Issued { record, took_over }) => {
+            Ok(Outcome::Issued { record, took_over, cleanup }) => {
                 s.local_backoff.remove(domain);
                 if let Some(from) = took_over {
                     emit(Event::TakenOver { domain: domain_s.clone(), from });
                 }
-                tracing::info!(domain, not_after = record.not_after, renewal, "certificate issued and stored");
-                emit(if renewal {
-                    Event::Renewed { domain: domain_s, not_after: record.not_after }
-                } else {
-                    Event::Issued { domain: domain_s, not_after: record.not_after }
+                let not_after = record.not_after;
+                emit(match renewal {
+                    true => Event::Renewed { domain: domain_s.clone(), not_after },
+                    false => Event::Issued { domain: domain_s.clone(), not_after },
                 });
+                if let Some(error) = cleanup {
+                    emit(Event::CleanupFailed { domain: domain_s, error });
+                }
             }
             Ok(Outcome::Failed { error, retry_in, took_over }) => {
                 if let Some(from) = took_over {
                     emit(Event::TakenOver { domain: domain_s.clone(), from });
                 }
-                tracing::warn!(domain, ?retry_in, "certificate order failed: {error}");
                 let problem = match &error {
                     AcmeError::Problem { kind, .. } => Some(kind.clone()),
                     _ => None,
                 };
                 emit(Event::Failed { domain: domain_s, problem, error: error.to_string(), retry_in });
             }
+            Ok(Outcome::LockLost) => emit(Event::LockLost { domain: domain_s }),
             Ok(Outcome::AlreadyStored | Outcome::Busy | Outcome::BackingOff) => {}
             Err(error) => {
                 let retry_in = super::progress::backoff(1, Duration::from_secs(10));
                 s.local_backoff.insert(domain_s.clone(), Instant::now() + retry_in);
-                tracing::warn!(domain, ?retry_in, "certificate order could not start: {error}");
                 emit(Event::Failed { domain: domain_s, problem: None, error: error.to_string(), retry_in });
             }
         }

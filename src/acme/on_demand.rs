@@ -1,5 +1,5 @@
-//! ACME's part in TLS handshakes: TLS-ALPN-01 validations get their challenge certificate, and
-//! `onDemand` orders a certificate for a name no certificate covers while its handshake waits.
+//! ACME's `onDemand`: a certificate for a name no certificate covers is ordered while its
+//! handshake waits (the one wait of the data plane for the control plane).
 //! onDemand on the open internet lets anyone make the cluster order certificates, so a name is
 //! ordered only when the policy allows it: it matches `allow`, or the `ask` URL answers 200 for
 //! it (both when both are set), and this replica has not ordered `ratePerMinute` new names in
@@ -9,33 +9,25 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex, Weak},
+    sync::Mutex,
     time::{Duration, Instant},
 };
 
 use http_body_util::{BodyExt, Empty};
-use rustls::sign::CertifiedKey;
 use tokio::sync::mpsc;
 
-use super::{valid_name, Challenges};
+use super::valid_name;
 use crate::{
     config::model::{Domain, OnDemandPolicy},
-    tls::{BoxFuture, CertStore, HandshakeHooks},
+    plane::{self, BoxFuture, Plane},
     upstream::Upstream,
 };
 
 /// How long an `ask` answer is reused.
 const ASK_TTL: Duration = Duration::from_secs(60);
 
-pub struct Hooks {
-    pub challenges: Arc<Challenges>,
-    /// Set when `acme.onDemand` is on.
-    pub on_demand: Option<OnDemand>,
-}
-
 pub struct OnDemand {
     policy: OnDemandPolicy,
-    certs: Weak<CertStore>,
     requests: mpsc::UnboundedSender<Domain>,
     ask_client: Option<Upstream>,
     state: Mutex<State>,
@@ -51,16 +43,12 @@ struct State {
 }
 
 impl OnDemand {
-    pub fn new(
-        policy: OnDemandPolicy,
-        certs: &Arc<CertStore>,
-        requests: mpsc::UnboundedSender<Domain>,
-    ) -> Result<OnDemand, String> {
+    pub fn new(policy: OnDemandPolicy, requests: mpsc::UnboundedSender<Domain>) -> Result<OnDemand, String> {
         let ask_client = match &policy.ask {
             Some(_) => Some(Upstream::new(&Default::default()).map_err(|e| e.to_string())?),
             None => None,
         };
-        Ok(OnDemand { policy, certs: Arc::downgrade(certs), requests, ask_client, state: Mutex::default() })
+        Ok(OnDemand { policy, requests, ask_client, state: Mutex::default() })
     }
 
     fn allowed_by_list(&self, name: &str) -> bool {
@@ -134,33 +122,19 @@ impl OnDemand {
         true
     }
 
-    async fn wait(&self, name: &str) {
+    async fn wait(&self, plane: &Plane, name: &str) {
         if !self.admit(name).await {
             return;
         }
-        let Some(certs) = self.certs.upgrade() else { return };
-        let mut changes = certs.changes();
-        let deadline = tokio::time::Instant::now() + self.policy.timeout;
-        while certs.lookup(name).is_none() {
-            match tokio::time::timeout_at(deadline, changes.changed()).await {
-                Ok(Ok(())) => {}
-                _ => return tracing::info!(domain = name, "onDemand: no certificate within the timeout yet"),
-            }
+        if !plane.wait_until(self.policy.timeout, |snapshot| snapshot.certs.lookup(name).is_some()).await {
+            tracing::info!(domain = name, "onDemand: no certificate within the timeout yet");
         }
     }
 }
 
-impl HandshakeHooks for Hooks {
-    fn alpn_certificate<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Option<Arc<CertifiedKey>>> {
-        Box::pin(self.challenges.alpn_certificate(name))
-    }
-
-    fn on_demand<'a>(&'a self, name: &'a str) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            if let Some(on_demand) = &self.on_demand {
-                on_demand.wait(name).await;
-            }
-        })
+impl plane::OnDemand for OnDemand {
+    fn wait<'a>(&'a self, plane: &'a Plane, name: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(OnDemand::wait(self, plane, name))
     }
 }
 
@@ -175,8 +149,7 @@ mod tests {
             rate_per_minute: 2,
             timeout: Duration::from_secs(1),
         };
-        let certs = Arc::new(CertStore::new().unwrap());
-        OnDemand::new(policy, &certs, mpsc::unbounded_channel().0).unwrap()
+        OnDemand::new(policy, mpsc::unbounded_channel().0).unwrap()
     }
 
     #[test]

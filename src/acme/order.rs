@@ -1,11 +1,14 @@
-//! One certificate order, under that certificate's lock: take the lock (held through a lease
-//! that a background task keeps alive), look at the store again (another replica may have just
+//! One certificate order, under that certificate's lock: take the lock (bound to the replica's
+//! one lease, which a background task keeps alive), look at the store again (another replica may have just
 //! finished), mark the order as started, order, publish each challenge response bound to the
 //! lease so that any replica can answer, wait for the CA, finalize with a fresh key, and write
 //! the certificate fenced on the lock: a holder that lost its lock (paused past its lease) can
 //! never overwrite a newer certificate. A failed order records the cluster's backoff instead.
 
-use std::time::Duration;
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
 
 use instant_acme::{Account, AuthorizationStatus, ChallengeType, Identifier, NewOrder, OrderStatus, RetryPolicy};
 
@@ -18,8 +21,18 @@ use super::{
 };
 use crate::{
     config::model::Acme,
-    store::{keys::Keys, lock::LockGuard, Lease, Op, Store},
+    plane::{Plane, Snapshot},
+    store::{keys::Keys, Lease, Op, Store},
 };
+
+/// How long an order waits for this replica to serve a challenge answer it wrote (its own
+/// watch delivered it) before telling the CA anyway.
+const SERVED_WITHIN: Duration = Duration::from_secs(5);
+/// Then how long it gives the other replicas' watches of the same store, which deliver the
+/// same event at about the same time, before the CA may ask any of them.
+const PROPAGATION: Duration = Duration::from_millis(250);
+/// With no plane to look at (`pylon acme renew`), how long to wait instead.
+const UNSEEN_PROPAGATION: Duration = Duration::from_secs(1);
 
 /// Everything an order needs.
 pub struct Context<'a> {
@@ -30,6 +43,11 @@ pub struct Context<'a> {
     pub keyring: &'a Keyring,
     /// This replica's name, written into lock keys.
     pub holder: &'a str,
+    /// This replica's data plane, when it serves: an answer is handed to the CA once served.
+    pub plane: Option<&'a Plane>,
+    /// The replica's lease: the lock and the challenge responses are bound to it, so they go
+    /// when the replica stops or dies.
+    pub lease: &'a Lease,
 }
 
 /// Why a certificate is ordered.
@@ -47,8 +65,9 @@ pub enum Mode {
 #[derive(Debug)]
 pub enum Outcome {
     /// Ordered and stored by this replica; `took_over` names a previous holder that died
-    /// mid-order.
-    Issued { record: CertRecord, took_over: Option<String> },
+    /// mid-order; `cleanup` says why the lock or lease could not be released afterwards (they
+    /// run out with the lease; the certificate stands).
+    Issued { record: CertRecord, took_over: Option<String>, cleanup: Option<String> },
     /// This replica held the lock and the order failed; the failure is recorded in the store.
     Failed { error: AcmeError, retry_in: Duration, took_over: Option<String> },
     /// The store already had a valid certificate for these names (ordered by someone else).
@@ -57,12 +76,25 @@ pub enum Outcome {
     Busy,
     /// The cluster's backoff after failed orders has not run out.
     BackingOff,
+    /// This replica lost the lock mid-order (paused past its lease): nothing was written, and
+    /// the holder that took over orders.
+    LockLost,
+}
+
+/// A test hook: `PYLON_TEST_PANIC_ORDER=<main domain>` makes the first order of that name in
+/// this process panic, to check that the manager reports it and retries.
+fn test_panic(main: &str) {
+    static PANICKED: AtomicBool = AtomicBool::new(false);
+    if std::env::var("PYLON_TEST_PANIC_ORDER").is_ok_and(|name| name == main) && !PANICKED.swap(true, Ordering::Relaxed)
+    {
+        panic!("PYLON_TEST_PANIC_ORDER: a forced panic in the order of {main}");
+    }
 }
 
 /// Orders a certificate for `names` (the first is the main domain). Under the lock, the store is
 /// read again: unless `mode` forces the order, a certificate that covers the names and is not
 /// the one being renewed (`replacing`: its notAfter) means another replica just finished. `Err`
-/// is for failures before the order could start (the store unreachable).
+/// is for failures before the order could start (the store unreachable), and only those.
 pub async fn obtain(
     ctx: &Context<'_>,
     names: &[String],
@@ -70,9 +102,9 @@ pub async fn obtain(
     replacing: Option<i64>,
 ) -> Result<Outcome, AcmeError> {
     let main = &names[0];
+    test_panic(main);
     let cert_key = ctx.keys.acme_cert(main);
-    let lease = ctx.store.lease(ctx.acme.lease_ttl).await?;
-    let Some(guard) = ctx.store.try_lock(&ctx.keys.acme_lock(&format!("cert/{main}")), ctx.holder, &lease).await?
+    let Some(guard) = ctx.store.try_lock(&ctx.keys.acme_lock(&format!("cert/{main}")), ctx.holder, ctx.lease).await?
     else {
         return Ok(Outcome::Busy);
     };
@@ -106,13 +138,14 @@ pub async fn obtain(
     }
     let marker = OrderMarker { holder: ctx.holder.to_string(), started: super::now() };
     if !guard.fenced(vec![Op::put(order_key.clone(), progress::encode(&marker))]).await?.succeeded {
-        return Err(AcmeError::LockLost(cert_key));
+        return Ok(Outcome::LockLost);
     }
 
-    let (ordered, acme_order) = order(ctx, names, &lease).await;
+    let mut responses = Vec::new();
+    let (ordered, acme_order) = order(ctx, names, &mut responses).await;
     let settled = async {
         let outcome = match ordered {
-            Ok((mut record, responses)) => {
+            Ok(mut record) => {
                 record.on_demand = on_demand;
                 let mut ops = vec![
                     Op::put(cert_key.clone(), record.encode()),
@@ -121,9 +154,11 @@ pub async fn obtain(
                 ];
                 ops.extend(responses.into_iter().map(|key| Op::Delete { key }));
                 if !guard.fenced(ops).await?.succeeded {
-                    return Err(AcmeError::LockLost(cert_key));
+                    return Ok(Outcome::LockLost);
                 }
-                Outcome::Issued { record, took_over }
+                // Stored: what follows is clean-up, and cannot make this a failure.
+                let cleanup = guard.release().await.err().map(|e| e.to_string());
+                Outcome::Issued { record, took_over, cleanup }
             }
             Err(error) => {
                 let failure = FailureRecord::next(
@@ -133,13 +168,17 @@ pub async fn obtain(
                     ctx.holder,
                 );
                 let retry_in = failure.wait();
-                let ops = vec![Op::put(failure_key, progress::encode(&failure)), Op::Delete { key: order_key }];
-                guard.fenced(ops).await?;
-                // The challenge responses go with the lease, revoked below.
+                let mut ops = vec![Op::put(failure_key, progress::encode(&failure)), Op::Delete { key: order_key }];
+                ops.extend(responses.into_iter().map(|key| Op::Delete { key }));
+                if let Err(err) = guard.fenced(ops).await {
+                    tracing::warn!(domain = %main, "recording the failed order: {err}");
+                }
+                if let Err(err) = guard.release().await {
+                    tracing::warn!(domain = %main, "releasing the lock after a failed order: {err}");
+                }
                 Outcome::Failed { error, retry_in, took_over }
             }
         };
-        finish(guard, lease).await?;
         Ok(outcome)
     }
     .await;
@@ -180,39 +219,32 @@ async fn deactivate(order: &mut instant_acme::Order, main: &str) {
     }
 }
 
-async fn finish(guard: LockGuard, lease: Lease) -> Result<(), AcmeError> {
-    guard.release().await?;
-    lease.revoke().await?;
-    Ok(())
-}
-
 /// The order itself, and the CA's order object when one was created (to deactivate its
 /// authorizations whatever the outcome).
 async fn order(
     ctx: &Context<'_>,
     names: &[String],
-    lease: &Lease,
-) -> (Result<(CertRecord, Vec<String>), AcmeError>, Option<instant_acme::Order>) {
+    responses: &mut Vec<String>,
+) -> (Result<CertRecord, AcmeError>, Option<instant_acme::Order>) {
     let identifiers: Vec<Identifier> = names.iter().map(|n| Identifier::Dns(n.clone())).collect();
     let order = patiently!(ctx.account.new_order(&NewOrder::new(&identifiers)).await);
     match order {
-        Ok(mut order) => (complete(ctx, names, lease, &mut order).await, Some(order)),
+        Ok(mut order) => (complete(ctx, names, responses, &mut order).await, Some(order)),
         Err(err) => (Err(AcmeError::from_acme(&names[0], err)), None),
     }
 }
 
-/// Answers the order's challenges, waits for the CA and finalizes: the record to store and the
-/// challenge response keys to delete.
+/// Answers the order's challenges, waits for the CA and finalizes: the record to store. The
+/// challenge responses written go to `responses`, to be deleted whatever the outcome.
 async fn complete(
     ctx: &Context<'_>,
     names: &[String],
-    lease: &Lease,
+    responses: &mut Vec<String>,
     order: &mut instant_acme::Order,
-) -> Result<(CertRecord, Vec<String>), AcmeError> {
+) -> Result<CertRecord, AcmeError> {
     let main = &names[0];
     let problem = |e| AcmeError::from_acme(main, e);
     let kind = if ctx.acme.http_challenge.is_some() { ChallengeType::Http01 } else { ChallengeType::TlsAlpn01 };
-    let mut responses = Vec::new();
     let mut answered = std::collections::HashSet::new();
     // Authorizations are fetched one by one; a rejected nonce restarts the pass, and those
     // already fetched or answered are skipped.
@@ -249,8 +281,9 @@ async fn complete(
                 }
                 _ => (ctx.keys.acme_alpn(&name), challenge::alpn_response(&name, key_authorization.digest().as_ref())?),
             };
-            ctx.store.put_with_lease(&key, value, lease).await?;
+            ctx.store.put_with_lease(&key, value, ctx.lease).await?;
             responses.push(key);
+            served(ctx, &kind, &challenge.token, &name).await;
             patiently!(challenge.set_ready().await).map_err(problem)?;
             answered.insert(name);
         }
@@ -273,7 +306,27 @@ async fn complete(
             domain: main.clone(),
             detail: "the CA sent an unreadable certificate".into(),
         })?;
-    Ok((record, responses))
+    Ok(record)
+}
+
+/// Waits until the challenge answer just written is served: by this replica's own snapshot
+/// (its watch delivered it), then [`PROPAGATION`] for the other replicas' watches, so that the
+/// CA's request finds the answer in memory wherever the load balancer sends it.
+async fn served(ctx: &Context<'_>, kind: &ChallengeType, token: &str, name: &str) {
+    let Some(plane) = ctx.plane else {
+        return tokio::time::sleep(UNSEEN_PROPAGATION).await;
+    };
+    let seen = |snapshot: &Snapshot| match kind {
+        ChallengeType::Http01 => snapshot.answers.token(token).is_some(),
+        _ => snapshot.answers.alpn(name).is_some(),
+    };
+    if !plane.wait_until(SERVED_WITHIN, seen).await {
+        tracing::warn!(
+            domain = name,
+            "the challenge answer is not served here after {SERVED_WITHIN:?}; asking the CA anyway"
+        );
+    }
+    tokio::time::sleep(PROPAGATION).await;
 }
 
 /// The first failed challenge's problem, for the event and the log.

@@ -6,16 +6,16 @@ use std::sync::{Arc, Weak};
 
 use http::{uri::PathAndQuery, Request, Uri};
 use http_body_util::{BodyExt, Empty};
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::Pool;
 use crate::{dynamic::HealthCheck, upstream::Upstream};
 
-/// Starts the health check of `pool`, if it has one.
-pub fn spawn(pool: &Arc<Pool>, upstream: Upstream, shutdown: CancellationToken) {
+/// Starts the health check of `pool`, if it has one, on `tasks`.
+pub fn spawn(tasks: &TaskTracker, pool: &Arc<Pool>, upstream: Upstream, shutdown: CancellationToken) {
     let Some(check) = pool.spec.health_check.clone().map(Arc::new) else { return };
     let weak = Arc::downgrade(pool);
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         let mut ticker = tokio::time::interval(check.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

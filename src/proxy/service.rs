@@ -68,7 +68,7 @@ impl Proxy {
         let (head, body) = req.into_parts();
         let held = head.extensions.get::<middleware::HeldWhileOpen>().cloned();
         let payload = match (service, body) {
-            (Service::Mirroring(m), body) => mirror(m, &head, body, client, &self.upstream).await?,
+            (Service::Mirroring(m), body) => mirror(m, &head, body, client, self).await?,
             (_, body::RequestBody::Client(body)) => Payload::Stream(body::Slot::new(body, client.read_timeout)),
             (_, body::RequestBody::Read(bytes)) => Payload::Buffered(bytes),
         };
@@ -103,7 +103,7 @@ impl Proxy {
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             let server_upgrade = hyper::upgrade::on(&mut response);
             if let Some(client_upgrade) = client_upgrade {
-                tokio::spawn(async move {
+                self.tasks.spawn(async move {
                     tunnel(client_upgrade, server_upgrade).await;
                     drop(held);
                 });
@@ -178,14 +178,14 @@ async fn mirror(
     head: &http::request::Parts,
     body: body::RequestBody,
     client: &forward::Client<'_>,
-    upstream: &Upstream,
+    proxy: &Proxy,
 ) -> Result<Payload, ProxyError> {
     use http_body::Body as _;
     let body = match body {
         body::RequestBody::Client(body) => body,
         body::RequestBody::Read(bytes) => {
             let chosen: Vec<_> = m.mirrors.iter().filter(|mirror| mirror.take()).collect();
-            send_mirrors(&chosen, head, &bytes, client, upstream);
+            send_mirrors(&chosen, head, &bytes, client, proxy);
             return Ok(Payload::Buffered(bytes));
         }
     };
@@ -200,25 +200,26 @@ async fn mirror(
         .map_err(|_| ProxyError::RequestTimeout(format!("the body took longer than {:?}", client.read_timeout)))?
         .map_err(|e| ProxyError::BadRequest(format!("reading the body: {e}")))?
         .to_bytes();
-    send_mirrors(&chosen, head, &bytes, client, upstream);
+    send_mirrors(&chosen, head, &bytes, client, proxy);
     Ok(Payload::Buffered(bytes))
 }
 
-/// Sends a copy of the request to each of `chosen`, fire and forget.
+/// Sends a copy of the request to each of `chosen`, without waiting for the answers (tracked,
+/// so that shutdown lets them finish within the grace time).
 fn send_mirrors(
     chosen: &[&crate::balancer::Mirror],
     head: &http::request::Parts,
     bytes: &Bytes,
     client: &forward::Client<'_>,
-    upstream: &Upstream,
+    proxy: &Proxy,
 ) {
     for mirror in chosen {
         let Some(pick) = mirror.service.pick(&head.headers) else { continue };
         let server = &pick.pool.servers[pick.server].url;
         let body = Full::new(bytes.clone()).map_err(|never| match never {}).boxed_unsync();
         let request = forward::request(head, server, pick.pool.spec.pass_host_header, client).map(|()| body);
-        let sent = upstream.request(request);
-        tokio::spawn(async move {
+        let sent = proxy.upstream.request(request);
+        proxy.tasks.spawn(async move {
             if let Ok(response) = sent.await {
                 let _ = response.into_body().collect().await;
             }

@@ -119,6 +119,11 @@ impl Keys {
         format!("{}{main}", self.acme_failures())
     }
 
+    /// Where the certificates' locks are: `acme/locks/cert/<main>`.
+    pub fn acme_cert_locks(&self) -> String {
+        self.acme_lock("cert/")
+    }
+
     /// A lock: `cert/<main>` for an order, `account/<CA id>` for the account.
     pub fn acme_lock(&self, name: &str) -> String {
         format!("{}/acme/locks/{name}", self.prefix)

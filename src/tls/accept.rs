@@ -2,9 +2,10 @@
 //! `LazyConfigAcceptor`) so that ACME can step in before a certificate is chosen: a handshake
 //! that offers only `acme-tls/1` is a TLS-ALPN-01 validation and gets the challenge certificate
 //! for its SNI; a name no certificate covers may be obtained on demand while the handshake waits.
-//! Everything else goes straight to the entrypoint's configuration.
+//! Everything else goes straight to the entrypoint's configuration. Nothing here reads the
+//! store: TLS-ALPN-01 answers are in the data plane's snapshot.
 
-use std::{future::Future, io, pin::Pin, sync::Arc};
+use std::{io, sync::Arc};
 
 use rustls::{
     server::{Acceptor, ClientHello, ResolvesServerCert},
@@ -14,21 +15,10 @@ use rustls::{
 use tokio::net::TcpStream;
 use tokio_rustls::{server::TlsStream, LazyConfigAcceptor};
 
-use super::CertStore;
+use crate::plane::Plane;
 
 /// The ALPN protocol of TLS-ALPN-01 validations (RFC 8737).
 pub const ACME_TLS: &[u8] = b"acme-tls/1";
-
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// What ACME adds to handshakes; set on the certificate store once at start.
-pub trait HandshakeHooks: Send + Sync {
-    /// The TLS-ALPN-01 certificate for `name`, when this cluster's order is waiting for it.
-    fn alpn_certificate<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Option<Arc<CertifiedKey>>>;
-    /// Called for a name no certificate covers; resolves when the handshake should go on (the
-    /// certificate arrived, the policy refused, or the wait timed out).
-    fn on_demand<'a>(&'a self, name: &'a str) -> BoxFuture<'a, ()>;
-}
 
 pub enum Accepted {
     /// A client to serve HTTP to.
@@ -37,22 +27,23 @@ pub enum Accepted {
     Validation(String),
 }
 
-/// Runs the handshake of `stream` for an entrypoint whose configuration is `config`.
-pub async fn accept(certs: &CertStore, config: &Arc<ServerConfig>, stream: TcpStream) -> io::Result<Accepted> {
+/// Runs the handshake of `stream` for an entrypoint whose configuration is `config`. A
+/// TLS-ALPN-01 validation is answered from the snapshot; a name no certificate covers waits
+/// for onDemand (when on), the one wait of the data plane for the control plane.
+pub async fn accept(plane: &Plane, config: &Arc<ServerConfig>, stream: TcpStream) -> io::Result<Accepted> {
     let start = LazyConfigAcceptor::new(Acceptor::default(), stream).await?;
-    if let Some(hooks) = certs.hooks.get() {
-        let hello = start.client_hello();
-        let name = hello.server_name().map(|n| n.trim_end_matches('.').to_ascii_lowercase());
-        if let Some(name) = name {
-            if only_acme_tls(&hello) {
-                let Some(key) = hooks.alpn_certificate(&name).await else {
-                    return Err(io::Error::other(format!("no TLS-ALPN-01 challenge pending for {name}")));
-                };
-                start.into_stream(validation_config(key)).await?;
-                return Ok(Accepted::Validation(name));
-            }
-            if certs.lookup(&name).is_none() {
-                hooks.on_demand(&name).await;
+    let hello = start.client_hello();
+    if let Some(name) = hello.server_name().map(|n| n.trim_end_matches('.').to_ascii_lowercase()) {
+        if only_acme_tls(&hello) {
+            let Some(key) = plane.load().answers.alpn(&name) else {
+                return Err(io::Error::other(format!("no TLS-ALPN-01 challenge pending for {name}")));
+            };
+            start.into_stream(validation_config(key)).await?;
+            return Ok(Accepted::Validation(name));
+        }
+        if let Some(on_demand) = plane.on_demand() {
+            if plane.load().certs.lookup(&name).is_none() {
+                on_demand.wait(plane, &name).await;
             }
         }
     }

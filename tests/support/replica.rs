@@ -103,6 +103,13 @@ entryPoint = "traefik"
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The events of `kind` (`certificate.issued`, `config.applied`, ...) this replica has
+    /// emitted, as logged by its event bus: one line each, with the event's fields.
+    pub fn events(&self, kind: &str) -> Vec<String> {
+        let field = format!("event=\"{kind}\"");
+        self.log().lines().filter(|line| line.contains(&field)).map(str::to_string).collect()
+    }
+
     /// The plain entrypoint's URL for `path`.
     pub fn web(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.web)
