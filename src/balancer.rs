@@ -1,23 +1,25 @@
 //! Services as the request path sees them: a tree of load balancers (pools of servers),
 //! weighted sets (canary releases), mirrors and failovers, built from the dynamic
-//! configuration. Picking a server reads atomics and one short mutex; nothing waits for the
-//! store. Pools whose configuration did not change are carried over from the previous build, so
+//! configuration. Picking a server reads atomics (no lock, no allocation; see [`schedule`]);
+//! nothing waits for the store. Pools whose configuration did not change are carried over from the previous build, so
 //! their health state and connections survive a reload.
 
 pub mod health;
 pub mod pool;
+pub mod schedule;
 
 use std::{
     collections::HashMap,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, Mutex,
+        Arc,
     },
 };
 
 use http::{HeaderMap, HeaderValue};
 
 pub use pool::Pool;
+use schedule::Schedule;
 
 use crate::dynamic::{self, Cookie, DynamicConfig};
 
@@ -30,8 +32,8 @@ pub enum Service {
 
 pub struct Weighted {
     children: Vec<Child>,
-    /// Smooth weighted round robin's current weights, one per child.
-    current: Mutex<Vec<i64>>,
+    /// Smooth weighted round robin over the children's weights.
+    schedule: Schedule,
     sticky: Option<Cookie>,
 }
 
@@ -116,11 +118,7 @@ impl Weighted {
                 return child.service.pick(headers);
             }
         }
-        // Availability walks the children's pools: done before taking this set's lock.
-        let weights: Vec<Option<u32>> =
-            self.children.iter().map(|c| (c.weight > 0 && c.service.is_available()).then_some(c.weight)).collect();
-        let chosen =
-            pool::smooth_pick(&mut self.current.lock().unwrap_or_else(|e| e.into_inner()), weights.into_iter())?;
+        let chosen = self.schedule.next(|i| self.children[i].service.is_available())?;
         let child = &self.children[chosen];
         let mut pick = child.service.pick(headers)?;
         if let Some(c) = &self.sticky {
@@ -210,8 +208,8 @@ fn build_one(
                     Some(Child { name: dynamic::unqualified(n).to_string(), service: child(n)?, weight: *weight })
                 })
                 .collect();
-            let current = Mutex::new(vec![0; children.len()]);
-            Service::Weighted(Weighted { children, current, sticky: w.sticky.clone() })
+            let schedule = Schedule::new(&children.iter().map(|c| c.weight).collect::<Vec<_>>());
+            Service::Weighted(Weighted { children, schedule, sticky: w.sticky.clone() })
         }
         dynamic::Service::Mirroring(m) => {
             let main = child(&m.service)?;

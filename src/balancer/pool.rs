@@ -1,18 +1,16 @@
-//! A load balancer over servers: smooth weighted round robin (nginx's algorithm) among the
-//! servers that are up. A server is down while its active health check fails, or for a moment
+//! A load balancer over servers: smooth weighted round robin (nginx's algorithm, lock-free,
+//! see [`super::schedule`]) among the servers that are up. A server is down while its active health check fails, or for a moment
 //! after a connection to it failed (passive). A pool lives across reloads as long as its
 //! configuration is unchanged, so its health state survives them.
 
 use std::{
-    sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
-        Mutex,
-    },
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
     time::{Duration, Instant},
 };
 
 use http::Uri;
 
+use super::schedule::Schedule;
 use crate::dynamic::LoadBalancer;
 
 /// How long a server that refused a connection stays out of rotation.
@@ -34,8 +32,8 @@ pub struct Pool {
     /// The configuration this pool was built from; a reload reuses the pool when it is equal.
     pub spec: LoadBalancer,
     pub servers: Vec<Upstream>,
-    /// Smooth weighted round robin's current weights, one per server.
-    current: Mutex<Vec<i64>>,
+    /// Smooth weighted round robin over the servers' weights.
+    schedule: Schedule,
     epoch: Instant,
 }
 
@@ -52,8 +50,8 @@ impl Pool {
                 down_until: AtomicU64::new(0),
             })
             .collect();
-        let current = Mutex::new(vec![0; servers.len()]);
-        Pool { service: service.to_string(), spec, servers, current, epoch: Instant::now() }
+        let schedule = Schedule::new(&servers.iter().map(|s| s.weight).collect::<Vec<_>>());
+        Pool { service: service.to_string(), spec, servers, schedule, epoch: Instant::now() }
     }
 
     fn now_ms(&self) -> u64 {
@@ -77,9 +75,7 @@ impl Pool {
     /// The next server by smooth weighted round robin among those up and not in `exclude`.
     pub fn next(&self, exclude: &[usize]) -> Option<usize> {
         let now = self.now_ms();
-        let weights = (0..self.servers.len())
-            .map(|i| (self.up_at(i, now) && !exclude.contains(&i)).then_some(self.servers[i].weight));
-        smooth_pick(&mut self.current.lock().unwrap_or_else(|e| e.into_inner()), weights)
+        self.schedule.next(|i| self.up_at(i, now) && !exclude.contains(&i))
     }
 
     /// The server a sticky cookie names, if it is up.
@@ -97,24 +93,6 @@ impl Pool {
     pub fn set_healthy(&self, i: usize, healthy: bool) -> bool {
         self.servers[i].healthy.swap(healthy, Ordering::Relaxed) != healthy
     }
-}
-
-/// Smooth weighted round robin (nginx's): every candidate's current weight grows by its
-/// weight, the largest wins and loses the total. `weights` yields `None` for a candidate that
-/// cannot be picked now. Picks interleave: weights 5, 1, 1 give a a b a c a a.
-pub fn smooth_pick(current: &mut [i64], weights: impl Iterator<Item = Option<u32>>) -> Option<usize> {
-    let (mut total, mut best) = (0i64, None::<usize>);
-    for (i, weight) in weights.enumerate() {
-        let Some(weight) = weight else { continue };
-        current[i] += i64::from(weight);
-        total += i64::from(weight);
-        if best.is_none_or(|b| current[i] > current[b]) {
-            best = Some(i);
-        }
-    }
-    let best = best?;
-    current[best] -= total;
-    Some(best)
 }
 
 /// FNV-1a, 64 bits: a stable, cheap hash for cookie values (not a secret).
