@@ -85,6 +85,23 @@ impl Op {
     pub fn put(key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
         Op::Put { key: key.into(), value: value.into(), lease: None }
     }
+
+    /// The key (or prefix) written.
+    pub fn key(&self) -> &str {
+        match self {
+            Op::Put { key, .. } | Op::Delete { key } => key,
+            Op::DeletePrefix { prefix } => prefix,
+        }
+    }
+}
+
+impl Txn {
+    /// What this transaction is, for errors: its operations' count and keys (the first few).
+    pub fn describe(&self) -> String {
+        let keys: Vec<&str> = self.ops.iter().map(Op::key).take(3).collect();
+        let more = if self.ops.len() > 3 { ", ..." } else { "" };
+        format!("a transaction of {} operations on {keys:?}{more}", self.ops.len())
+    }
 }
 
 /// All compares hold, then all ops apply; or nothing applies.
@@ -174,8 +191,15 @@ pub enum StoreError {
     TxnTooLarge { ops: usize, limit: usize, backend: &'static str },
     #[error("lease {0} has expired or was revoked")]
     LeaseLost(LeaseId),
-    #[error("{backend} rejected the request: {detail}")]
-    Rejected { backend: &'static str, detail: String },
+    /// The backend refused `request` (which names the operation and its key).
+    #[error("{backend} rejected {request}: {detail}")]
+    Rejected { backend: &'static str, request: String, detail: String },
+    /// What `request` names does not exist on the backend (etcd: the lease).
+    #[error("{backend}: {request}: not found: {detail}")]
+    NotFound { backend: &'static str, request: String, detail: String },
+    /// The backend's answer to `request` could not be read.
+    #[error("{backend} answered {request} with something unreadable: {detail}")]
+    BadAnswer { backend: &'static str, request: String, detail: String },
     #[error("embedded store {path}: {detail}")]
     Embedded { path: String, detail: String },
 }
@@ -286,7 +310,8 @@ impl Store {
                 if let Some(prefix) = ranges.iter().find(|p| key.starts_with(**p)) {
                     return Err(StoreError::Rejected {
                         backend: b.name(),
-                        detail: format!("a transaction cannot put {key:?} and delete the prefix {prefix:?} holding it"),
+                        request: format!("a transaction putting {key:?}"),
+                        detail: format!("it also deletes the prefix {prefix:?} holding that key"),
                     });
                 }
                 if value.len() > b.max_value_bytes() {

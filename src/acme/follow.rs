@@ -34,8 +34,8 @@ pub struct Stored {
     /// outlives a holder that died; the lock says whether the holder is alive.
     pub orders: HashMap<String, OrderMarker>,
     /// Certificate locks held (`acme/locks/cert/`, bound to their holder's lease), by main
-    /// domain: the holder's name.
-    pub locked: HashMap<String, String>,
+    /// domain: the holder's name and the lock key's revision.
+    pub locked: HashMap<String, (String, Revision)>,
 }
 
 /// Where the published pieces go.
@@ -209,7 +209,8 @@ impl State {
                 }
             }
             for (main, kv) in of(Kind::Lock) {
-                stored.locked.insert(main.clone(), String::from_utf8_lossy(&kv.value).into_owned());
+                let holder = String::from_utf8_lossy(&kv.value).into_owned();
+                stored.locked.insert(main.clone(), (holder, kv.mod_revision));
             }
             if changed.contains(&Kind::Cert) {
                 sinks.certs.replace(Source::Acme, loaded);

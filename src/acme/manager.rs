@@ -30,7 +30,7 @@ use crate::{
     config::model::{Acme, Domain},
     events::{Bus, Event},
     plane::Plane,
-    store::{keys::Keys, Lease, Store},
+    store::{keys::Keys, Compare, Lease, Op, Store, Txn},
     tls::CertStore,
 };
 
@@ -116,7 +116,7 @@ impl Manager {
                 }
             }
             for (domain, mode) in jobs {
-                if running.len() >= PARALLEL {
+                if running.len() >= PARALLEL || shutdown.is_cancelled() {
                     break;
                 }
                 let names: Vec<String> = std::iter::once(domain.main.clone()).chain(domain.sans).collect();
@@ -127,8 +127,10 @@ impl Manager {
                     || s.in_flight.contains(&domain.main)
                     || snapshot.failures.get(&domain.main).is_some_and(|f| !f.wait().is_zero())
                     // Another live replica holds the lock: it is ordering (no store write to
-                    // find out).
-                    || snapshot.locked.get(&domain.main).is_some_and(|holder| *holder != self.holder)
+                    // find out). A lock under this replica's name with no order of it in
+                    // flight is stale (a release that failed, or a previous process of the
+                    // same name): it is deleted, and the deletion brings the name back.
+                    || self.locked_elsewhere(&domain.main, &snapshot, &s).await
                     || s.local_backoff.get(&domain.main).is_some_and(|at| Instant::now() < *at)
                 {
                     continue;
@@ -215,6 +217,28 @@ impl Manager {
         }
     }
 
+    /// Whether `main`'s lock is held by another replica, or by a stale lock of this replica's
+    /// name (deleted here, fenced on its revision).
+    async fn locked_elsewhere(&self, main: &str, stored: &Stored, s: &Schedule) -> bool {
+        let Some((holder, revision)) = stored.locked.get(main) else { return false };
+        if *holder != self.holder {
+            return true;
+        }
+        if !s.in_flight.contains(main) {
+            let key = self.keys.acme_lock(&format!("cert/{main}"));
+            // Fenced: a lock the follower shows after this replica released it is already gone.
+            let txn = Txn { compares: vec![Compare::revision(key.clone(), *revision)], ops: vec![Op::Delete { key }] };
+            match self.store.txn(txn).await {
+                Ok(result) if result.succeeded => {
+                    tracing::warn!(domain = main, "deleted a stale lock under this replica's name")
+                }
+                Ok(_) => {}
+                Err(err) => tracing::warn!(domain = main, "deleting a stale lock: {err}"),
+            }
+        }
+        true
+    }
+
     /// The replica's live lease, granted when there is none or it was lost.
     async fn lease(&self, s: &mut Schedule) -> Option<Arc<Lease>> {
         if let Some(lease) = s.lease.as_ref().filter(|lease| !lease.is_lost()) {
@@ -297,7 +321,9 @@ impl Manager {
                 emit(Event::Failed { domain: domain_s, problem, error: error.to_string(), retry_in });
             }
             Ok(Outcome::LockLost) => emit(Event::LockLost { domain: domain_s }),
-            Ok(Outcome::AlreadyStored | Outcome::Busy | Outcome::BackingOff) => {}
+            // The follower has not shown the other holder's lock yet: not before the next tick.
+            Ok(Outcome::Busy) => drop(s.local_backoff.insert(domain_s, Instant::now() + TICK)),
+            Ok(Outcome::AlreadyStored | Outcome::BackingOff) => {}
             Err(error) => {
                 let retry_in = super::progress::backoff(1, Duration::from_secs(10));
                 s.local_backoff.insert(domain_s.clone(), Instant::now() + retry_in);

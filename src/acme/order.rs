@@ -22,7 +22,7 @@ use super::{
 use crate::{
     config::model::Acme,
     plane::{Plane, Snapshot},
-    store::{keys::Keys, Lease, Op, Store},
+    store::{keys::Keys, Lease, Op, Store, Txn},
 };
 
 /// How long an order waits for this replica to serve a challenge answer it wrote (its own
@@ -143,6 +143,7 @@ pub async fn obtain(
 
     let mut responses = Vec::new();
     let (ordered, acme_order) = order(ctx, names, &mut responses).await;
+    let written = responses.clone();
     let settled = async {
         let outcome = match ordered {
             Ok(mut record) => {
@@ -182,6 +183,14 @@ pub async fn obtain(
         Ok(outcome)
     }
     .await;
+    // Bound to the replica's lease, which outlives the order: when the fenced writes that
+    // delete them did not happen, they are deleted here.
+    if !matches!(settled, Ok(Outcome::Issued { .. } | Outcome::Failed { .. })) && !written.is_empty() {
+        let ops = written.into_iter().map(|key| Op::Delete { key }).collect();
+        if let Err(err) = ctx.store.txn(Txn { compares: Vec::new(), ops }).await {
+            tracing::warn!(domain = %main, "deleting the order's challenge responses: {err}");
+        }
+    }
     // Whatever happened, no authorization of the order stays valid: a failed multi-name order
     // must not leave the names that passed authorized for the next one.
     if let Some(mut acme_order) = acme_order {

@@ -49,7 +49,7 @@ impl Consul {
         recurse: bool,
         index: u64,
         wait: Option<Duration>,
-    ) -> Result<(u64, Vec<Entry>)> {
+    ) -> Result<(u64, Vec<KeyValue>)> {
         let mut path = format!("/v1/kv/{}?", encode_key(prefix));
         if recurse {
             path.push_str("recurse&");
@@ -62,17 +62,18 @@ impl Consul {
             }
             None => api::REQUEST_TIMEOUT,
         };
-        let answer = check(self.api.call(Method::GET, &path, None, timeout).await?)?;
+        let request = format!("GET {path}");
+        let answer = check(&request, self.api.call(Method::GET, &path, None, timeout).await?)?;
+        let unreadable = |detail: String| StoreError::BadAnswer { backend: "Consul", request: request.clone(), detail };
         match answer.status {
             StatusCode::NOT_FOUND => Ok((answer.index, vec![])),
             StatusCode::OK => {
-                let entries = serde_json::from_slice(&answer.body).map_err(|e| StoreError::Rejected {
-                    backend: "Consul",
-                    detail: format!("unreadable KV answer: {e}"),
-                })?;
-                Ok((answer.index, entries))
+                let entries: Vec<Entry> =
+                    serde_json::from_slice(&answer.body).map_err(|e| unreadable(e.to_string()))?;
+                let kvs = entries.into_iter().map(Entry::into_kv).collect::<Result<_, _>>().map_err(unreadable)?;
+                Ok((answer.index, kvs))
             }
-            other => Err(StoreError::Rejected { backend: "Consul", detail: format!("KV read answered {other}") }),
+            other => Err(StoreError::Rejected { backend: "Consul", request, detail: format!("answered {other}") }),
         }
     }
 
@@ -94,17 +95,14 @@ impl Consul {
         if answer.status != StatusCode::OK {
             return Err(StoreError::Rejected {
                 backend: "Consul",
-                detail: format!(
-                    "write of {key:?} answered {}: {}",
-                    answer.status,
-                    String::from_utf8_lossy(&answer.body).trim()
-                ),
+                request: format!("a write of {key:?}"),
+                detail: format!("answered {}: {}", answer.status, String::from_utf8_lossy(&answer.body).trim()),
             });
         }
         let succeeded = answer.body.trim_ascii() == b"true";
         // The KV endpoint does not say at which index it wrote: read it back.
         let revision = match self.entries(key, false, 0, None).await? {
-            (_, entries) if succeeded => entries.iter().find(|e| e.key == *key).map_or(0, |e| e.modify_index),
+            (_, kvs) if succeeded => kvs.iter().find(|kv| kv.key == *key).map_or(0, |kv| kv.mod_revision),
             (index, _) => index,
         };
         Ok(Some(TxnResult { succeeded, revision }))
@@ -140,8 +138,8 @@ fn txn_ops(txn: &Txn) -> Vec<serde_json::Value> {
 }
 
 /// Turns the difference between two states of a prefix into events, in index order.
-fn diff(mirror: &mut BTreeMap<String, KeyValue>, entries: Vec<Entry>, index: u64) -> Vec<WatchEvent> {
-    let mut next: BTreeMap<String, KeyValue> = entries.into_iter().map(|e| (e.key.clone(), e.into_kv())).collect();
+fn diff(mirror: &mut BTreeMap<String, KeyValue>, kvs: Vec<KeyValue>, index: u64) -> Vec<WatchEvent> {
+    let mut next: BTreeMap<String, KeyValue> = kvs.into_iter().map(|kv| (kv.key.clone(), kv)).collect();
     let mut events: Vec<WatchEvent> = next
         .values()
         .filter(|kv| mirror.get(&kv.key).is_none_or(|old| old.mod_revision != kv.mod_revision))
@@ -175,13 +173,13 @@ impl Backend for Consul {
     }
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        let (_, entries) = self.entries(key, false, 0, None).await?;
-        Ok(entries.into_iter().find(|e| e.key == key).map(Entry::into_kv))
+        let (_, kvs) = self.entries(key, false, 0, None).await?;
+        Ok(kvs.into_iter().find(|kv| kv.key == key))
     }
 
     async fn list(&self, prefix: &str) -> Result<Listing> {
-        let (revision, entries) = self.entries(prefix, true, 0, None).await?;
-        Ok(Listing { kvs: entries.into_iter().map(Entry::into_kv).collect(), revision })
+        let (revision, kvs) = self.entries(prefix, true, 0, None).await?;
+        Ok(Listing { kvs, revision })
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnResult> {
@@ -193,7 +191,11 @@ impl Backend for Consul {
         let probe = txn.compares.first().map(|c| c.key.clone());
         match answer.status {
             StatusCode::OK => {
-                let parsed: TxnAnswer = serde_json::from_slice(&answer.body).unwrap_or(TxnAnswer { results: None });
+                let parsed: TxnAnswer = serde_json::from_slice(&answer.body).map_err(|e| StoreError::BadAnswer {
+                    backend: "Consul",
+                    request: txn.describe(),
+                    detail: e.to_string(),
+                })?;
                 let written =
                     parsed.results.unwrap_or_default().into_iter().filter_map(|r| r.kv).map(|kv| kv.modify_index).max();
                 let revision = match written {
@@ -217,7 +219,8 @@ impl Backend for Consul {
             }
             other => Err(StoreError::Rejected {
                 backend: "Consul",
-                detail: format!("transaction answered {other}: {}", String::from_utf8_lossy(&answer.body)),
+                request: txn.describe(),
+                detail: format!("answered {other}: {}", String::from_utf8_lossy(&answer.body)),
             }),
         }
     }
@@ -297,9 +300,10 @@ impl Backend for Consul {
             #[serde(rename = "ID")]
             id: String,
         }
-        let created: Created = serde_json::from_slice(&answer.body).map_err(|e| StoreError::Rejected {
+        let created: Created = serde_json::from_slice(&answer.body).map_err(|e| StoreError::BadAnswer {
             backend: "Consul",
-            detail: format!("session create answered {}: {e}", String::from_utf8_lossy(&answer.body)),
+            request: "PUT /v1/session/create".into(),
+            detail: format!("{e}: {}", String::from_utf8_lossy(&answer.body)),
         })?;
         Ok(LeaseId(created.id))
     }
@@ -310,7 +314,11 @@ impl Backend for Consul {
         match answer.status {
             StatusCode::OK => Ok(()),
             StatusCode::NOT_FOUND => Err(StoreError::LeaseLost(lease.clone())),
-            other => Err(StoreError::Rejected { backend: "Consul", detail: format!("session renew answered {other}") }),
+            other => Err(StoreError::Rejected {
+                backend: "Consul",
+                request: format!("a renewal of session {lease}"),
+                detail: format!("answered {other}"),
+            }),
         }
     }
 

@@ -96,8 +96,10 @@ impl Etcd {
         Ok(Etcd { client, endpoints, members })
     }
 
-    /// Runs one request with a deadline, mapping failures to errors that name the endpoint.
-    async fn call<T, F, Fut>(&self, f: F) -> Result<T>
+    /// Runs one request with a deadline, mapping failures to errors that name the endpoint or
+    /// the request (`request` says what it was and on which key). The gRPC status code decides
+    /// the kind: `NotFound` (etcd's code for a missing lease), `Unavailable`, or a refusal.
+    async fn call<T, F, Fut>(&self, request: impl FnOnce() -> String, f: F) -> Result<T>
     where
         F: FnOnce(Client) -> Fut,
         Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
@@ -105,8 +107,13 @@ impl Etcd {
         match tokio::time::timeout(REQUEST_TIMEOUT, f(self.client.clone())).await {
             Err(_) => Err(self.unreachable(format!("no answer within {REQUEST_TIMEOUT:?}"))),
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(etcd_client::Error::GRpcStatus(status))) if status.code() != tonic::Code::Unavailable => {
-                Err(StoreError::Rejected { backend: "etcd", detail: status.message().to_string() })
+            Ok(Err(etcd_client::Error::GRpcStatus(status))) => {
+                let (backend, request, detail) = ("etcd", request(), status.message().to_string());
+                match status.code() {
+                    tonic::Code::Unavailable => Err(self.unreachable(detail)),
+                    tonic::Code::NotFound => Err(StoreError::NotFound { backend, request, detail }),
+                    _ => Err(StoreError::Rejected { backend, request, detail }),
+                }
             }
             Ok(Err(err)) => Err(self.unreachable(err.to_string())),
         }
@@ -230,14 +237,17 @@ impl Backend for Etcd {
     }
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        let request = || format!("a read of {key:?}");
         let key = key.to_string();
-        let resp = self.call(|mut c| async move { c.get(key, None).await }).await?;
+        let resp = self.call(request, |mut c| async move { c.get(key, None).await }).await?;
         Ok(resp.kvs().first().map(to_kv))
     }
 
     async fn list(&self, prefix: &str) -> Result<Listing> {
+        let request = || format!("a listing of {prefix:?}");
         let prefix = prefix.to_string();
-        let resp = self.call(|mut c| async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }).await?;
+        let list = |mut c: Client| async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await };
+        let resp = self.call(request, list).await?;
         let revision = resp.header().map_or(0, |h| h.revision() as u64);
         Ok(Listing { kvs: resp.kvs().iter().map(to_kv).collect(), revision })
     }
@@ -252,6 +262,8 @@ impl Backend for Etcd {
             Op::Put { lease: Some(lease), .. } => Some(lease.clone()),
             _ => None,
         });
+        let described = txn.describe();
+        let request = move || described;
         let mut ops = Vec::with_capacity(txn.ops.len());
         for op in txn.ops {
             ops.push(match op {
@@ -263,10 +275,10 @@ impl Backend for Etcd {
                 Op::DeletePrefix { prefix } => TxnOp::delete(prefix, Some(DeleteOptions::new().with_prefix())),
             });
         }
-        let request = etcd_client::Txn::new().when(compares).and_then(ops);
-        let resp = match self.call(|mut c| async move { c.txn(request).await }).await {
-            // A put bound to an expired lease: etcd says "requested lease not found".
-            Err(StoreError::Rejected { detail, .. }) if detail.contains("lease not found") => {
+        let txn_request = etcd_client::Txn::new().when(compares).and_then(ops);
+        let resp = match self.call(request, |mut c| async move { c.txn(txn_request).await }).await {
+            // A put bound to an expired lease: etcd answers NotFound.
+            Err(StoreError::NotFound { .. }) => {
                 return Err(StoreError::LeaseLost(lease.unwrap_or_else(|| LeaseId(String::new()))));
             }
             other => other?,
@@ -283,18 +295,22 @@ impl Backend for Etcd {
 
     async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId> {
         let secs = ttl.as_secs().max(1) as i64;
-        let resp = self.call(|mut c| async move { c.lease_grant(secs, None).await }).await?;
+        let request = || format!("a lease grant of {secs} s");
+        let resp = self.call(request, |mut c| async move { c.lease_grant(secs, None).await }).await?;
         Ok(LeaseId(resp.id().to_string()))
     }
 
     async fn keep_alive(&self, lease: &LeaseId) -> Result<()> {
         let id = lease_number(lease)?;
         let resp = self
-            .call(|mut c| async move {
-                let (mut keeper, mut stream) = c.lease_keep_alive(id).await?;
-                keeper.keep_alive().await?;
-                stream.message().await
-            })
+            .call(
+                || format!("a keep-alive of lease {lease}"),
+                |mut c| async move {
+                    let (mut keeper, mut stream) = c.lease_keep_alive(id).await?;
+                    keeper.keep_alive().await?;
+                    stream.message().await
+                },
+            )
             .await?;
         match resp {
             Some(resp) if resp.ttl() > 0 => Ok(()),
@@ -304,9 +320,10 @@ impl Backend for Etcd {
 
     async fn revoke_lease(&self, lease: &LeaseId) -> Result<()> {
         let id = lease_number(lease)?;
-        match self.call(|mut c| async move { c.lease_revoke(id).await }).await {
+        match self.call(|| format!("a revoke of lease {lease}"), |mut c| async move { c.lease_revoke(id).await }).await
+        {
             Ok(_) => Ok(()),
-            Err(StoreError::Rejected { detail, .. }) if detail.contains("not found") => Ok(()),
+            Err(StoreError::NotFound { .. }) => Ok(()),
             Err(err) => Err(err),
         }
     }

@@ -49,15 +49,19 @@ pub struct Entry {
 }
 
 impl Entry {
-    pub fn into_kv(self) -> KeyValue {
-        let value = self.value.as_deref().map(|v| B64.decode(v).unwrap_or_default()).unwrap_or_default();
-        KeyValue {
+    /// The entry as a key-value; an error (naming the key) when its value is not base64.
+    pub fn into_kv(self) -> Result<KeyValue, String> {
+        let value = match self.value.as_deref() {
+            Some(v) => B64.decode(v).map_err(|e| format!("the value of {:?} is not base64: {e}", self.key))?,
+            None => Vec::new(),
+        };
+        Ok(KeyValue {
             key: self.key,
             value,
             create_revision: self.create_index,
             mod_revision: self.modify_index,
             lease: self.session.filter(|s| !s.is_empty()).map(LeaseId),
-        }
+        })
     }
 }
 
@@ -129,7 +133,7 @@ impl Api {
             request = request.header("X-Consul-Token", token);
         }
         let request = request.body(Full::new(Bytes::from(body.unwrap_or_default()))).map_err(|e| {
-            StoreError::Rejected { backend: "Consul", detail: format!("bad request {path_and_query}: {e}") }
+            StoreError::Rejected { backend: "Consul", request: path_and_query.to_string(), detail: e.to_string() }
         })?;
         let exchange = async {
             let response =
@@ -156,17 +160,22 @@ impl Api {
         path_and_query: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Answer, StoreError> {
-        let answer = self.call(method, path_and_query, body, REQUEST_TIMEOUT).await?;
-        check(answer)
+        let answer = self.call(method.clone(), path_and_query, body, REQUEST_TIMEOUT).await?;
+        check(&format!("{method} {path_and_query}"), answer)
     }
 }
 
-/// 5xx, 400 and 403 are failures whose body Consul fills with a readable reason.
-pub fn check(answer: Answer) -> Result<Answer, StoreError> {
+/// 5xx, 400 and 403 are failures whose body Consul fills with a readable reason; `request` is
+/// the method and path that got `answer`.
+pub fn check(request: &str, answer: Answer) -> Result<Answer, StoreError> {
     let s = answer.status;
     if s.is_server_error() || s == StatusCode::FORBIDDEN || s == StatusCode::BAD_REQUEST {
         let text = String::from_utf8_lossy(&answer.body).trim().to_string();
-        return Err(StoreError::Rejected { backend: "Consul", detail: format!("{s}: {text}") });
+        return Err(StoreError::Rejected {
+            backend: "Consul",
+            request: request.to_string(),
+            detail: format!("{s}: {text}"),
+        });
     }
     Ok(answer)
 }
@@ -198,8 +207,10 @@ mod tests {
             r#"{"Key":"k","Value":"aGVsbG8=","CreateIndex":3,"ModifyIndex":7,"LockIndex":1,"Flags":0,"Session":"s-1"}"#,
         )
         .unwrap();
-        let kv = entry.into_kv();
+        let kv = entry.into_kv().unwrap();
         assert_eq!((kv.value.as_slice(), kv.create_revision, kv.mod_revision), (&b"hello"[..], 3, 7));
         assert_eq!(kv.lease, Some(LeaseId("s-1".into())));
+        let bad: Entry = serde_json::from_str(r#"{"Key":"k","Value":"not base64!"}"#).unwrap();
+        assert!(bad.into_kv().unwrap_err().contains("\"k\""), "a bad value names its key");
     }
 }
