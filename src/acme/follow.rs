@@ -65,7 +65,14 @@ pub async fn follow(store: Store, keys: Keys, sinks: Sinks) {
             state.put(kv);
         }
         state.publish(&sinks);
-        let Ok(mut watch) = store.watch(&root, listing.revision).await else { continue };
+        let mut watch = match store.watch(&root, listing.revision).await {
+            Ok(watch) => watch,
+            Err(err) => {
+                tracing::warn!("watching ACME state: {err}; re-listing in {delay:?}");
+                tokio::time::sleep(delay).await;
+                continue;
+            }
+        };
         tracing::info!(
             certificates = state.count(Kind::Cert),
             orders = state.count(Kind::Order),
