@@ -8,6 +8,7 @@ mod entrypoint;
 pub mod file;
 pub(crate) mod lenient;
 pub mod model;
+pub mod tls_options;
 pub mod transport;
 pub mod tree;
 mod yaml;

@@ -30,6 +30,7 @@ pub const DYNAMIC_NAMES: NamedTables = &[
     &["http", "services"],
     &["http", "middlewares"],
     &["tls", "stores"],
+    &["tls", "options"],
     &["http", "services", "*", "loadbalancer", "healthcheck", "headers"],
     &["http", "middlewares", "*", "errors", "statusrewrites"],
 ];
@@ -43,9 +44,9 @@ pub struct DynamicConfig {
     /// PEM contents or file paths, as given.
     pub certificates: Vec<Certificate>,
     pub default_certificate: Option<Certificate>,
-    /// TLS settings that Pylon cannot enforce were asked for (`tls/options`): no router is
-    /// served over TLS rather than served under weaker TLS.
-    pub tls_refused: bool,
+    /// `tls.options.<name>`: each set of TLS options, `None` when it is invalid (and had no
+    /// last good version): a router that would be served under it is not served over TLS.
+    pub tls_options: BTreeMap<String, Option<crate::tls::TlsPolicy>>,
     /// What was left out, and why: one diagnostic per rejected router or service.
     pub rejected: Vec<Diagnostic>,
     pub warnings: Vec<Diagnostic>,
@@ -67,6 +68,8 @@ pub struct Router {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouterTls {
     pub cert_resolver: Option<String>,
+    /// The TLS options it is served under, unqualified; `None`: the entrypoint's, or `default`.
+    pub options: Option<String>,
     pub domains: Vec<Domain>,
 }
 
@@ -187,16 +190,9 @@ fn router(raw: &RawRouter, path: &str, c: &mut Checker) -> Option<Router> {
         c.error(path, "a router needs a service");
         return None;
     };
-    if let Some(options) = raw.tls.as_ref().and_then(|t| t.options.as_deref()).filter(|o| unqualified(o) != "default") {
-        // Options such as minVersion would not be enforced: refuse rather than serve weaker TLS.
-        c.error(
-            &format!("{path}.tls.options"),
-            format!("TLS options {options:?} are not implemented yet; only the default TLS settings are"),
-        );
-        return None;
-    }
     let tls = raw.tls.as_ref().map(|t| RouterTls {
         cert_resolver: t.certresolver.clone(),
+        options: t.options.as_deref().map(unqualified).filter(|o| !o.is_empty()).map(String::from),
         domains: t
             .domains
             .iter()

@@ -1,6 +1,6 @@
 //! The one view the data plane has of the world: an immutable [`Snapshot`] (the routing table
-//! with its middlewares, the certificate index, the ACME challenge answers, on-demand
-//! admission) that the control plane publishes through one `ArcSwap`. A request or a handshake
+//! with its middlewares, the certificate index, the TLS configurations, the ACME challenge
+//! answers, on-demand admission) that the control plane publishes through one `ArcSwap`. A request or a handshake
 //! reads it with one atomic load and never waits for the control plane or the store; the only
 //! wait is the documented one of an on-demand handshake for a certificate it may order.
 //!
@@ -21,7 +21,10 @@ use tokio::sync::watch;
 
 pub use answers::{Answers, HTTP01_PREFIX};
 
-use crate::{routing::Table, tls::Index};
+use crate::{
+    routing::Table,
+    tls::{Handshakes, Index},
+};
 
 /// Everything the request path needs, as of one publish.
 #[derive(Clone)]
@@ -29,6 +32,8 @@ pub struct Snapshot {
     pub table: Arc<Table>,
     pub certs: Arc<Index>,
     pub answers: Arc<Answers>,
+    /// The TLS configurations handshakes choose from, by entrypoint and SNI.
+    pub handshakes: Arc<Handshakes>,
     /// Bumped on every publish.
     pub generation: u64,
 }
@@ -58,6 +63,7 @@ impl Plane {
             table: Arc::default(),
             certs: Arc::new(Index::empty(default)),
             answers: Arc::default(),
+            handshakes: Arc::default(),
             generation: 0,
         };
         Arc::new(Plane {

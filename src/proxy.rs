@@ -117,11 +117,18 @@ pub(crate) struct Served {
 
 impl Proxy {
     /// Runs one request through the pipeline.
-    pub async fn handle(&self, req: Request<Incoming>, ep: &EntryPoint, conn: Connection) -> Response<ProxyBody> {
+    /// `session` is what a TLS connection's handshake chose.
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        ep: &EntryPoint,
+        conn: Connection,
+        session: Option<&crate::tls::Session>,
+    ) -> Response<ProxyBody> {
         let started = Instant::now();
         let entry = self.access_log.as_ref().map(|_| LogEntry::begin(&req, conn.peer.ip()));
         let mut served = Served::default();
-        let response = match self.serve(req, ep, conn, &mut served).await {
+        let response = match self.serve(req, ep, conn, session, &mut served).await {
             Ok(response) => response,
             Err(err) => {
                 if err.fault() == Fault::Upstream {
@@ -141,6 +148,7 @@ impl Proxy {
         req: Request<Incoming>,
         ep: &EntryPoint,
         conn: Connection,
+        session: Option<&crate::tls::Session>,
         served: &mut Served,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // 0. head, path
@@ -177,9 +185,14 @@ impl Proxy {
             return Ok(redirect(&req, &host, to));
         }
 
-        // 3. route
+        // 3. route, on a connection whose TLS options are the ones the host asks for
         let table = &snapshot.table;
         let bare_host = strip_port(&host).to_ascii_lowercase();
+        if let Some(session) = session {
+            if !snapshot.handshakes.allows(&ep.name, session, &bare_host) {
+                return Err(ProxyError::Misdirected { host: bare_host, server_name: session.server_name.to_string() });
+            }
+        }
         let view = RequestView {
             host: &bare_host,
             path: req.uri().path(),

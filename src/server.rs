@@ -53,6 +53,7 @@ struct Listener {
     ep: Arc<EntryPoint>,
     /// True on entrypoints with a `tls` section: every connection is TLS.
     tls_only: bool,
+    /// What handshakes get until the control plane has built the TLS options.
     tls: Arc<rustls::ServerConfig>,
     plane: Arc<Plane>,
     builder: Arc<auto::Builder<TokioExecutor>>,
@@ -88,10 +89,7 @@ impl Server {
         let drain = CancellationToken::new();
         let connections = TaskTracker::new();
         let mut entrypoints = Vec::new();
-        // A plain entrypoint terminates TLS for clients that start a handshake; it does so under
-        // every TLS entrypoint's settings, so that no TLS connection is weaker than one of them.
-        let plain_tls =
-            tls::TlsPolicy::strictest(config.entry_points.values().filter_map(|e| Some(&e.tls.as_ref()?.policy)));
+        let floors = config.tls_floors();
         for (name, listener) in self.listeners {
             let ep = &config.entry_points[&name];
             let redirect = ep.redirect.as_ref().map(|r| RedirectTo {
@@ -99,7 +97,6 @@ impl Server {
                 port: addrs.get(&r.entry_point).map_or(0, |a| a.port()),
                 permanent: r.permanent,
             });
-            let policy = ep.tls.as_ref().map_or(&plain_tls, |t| &t.policy);
             let shared = Arc::new(Listener {
                 ep: Arc::new(EntryPoint {
                     name: name.clone(),
@@ -112,7 +109,7 @@ impl Server {
                     upgrades: ep.upgrades.clone(),
                 }),
                 tls_only: ep.tls.is_some(),
-                tls: tls::server_config(&plane, policy),
+                tls: tls::handshakes::fallback(&plane, &floors[&name]),
                 plane: plane.clone(),
                 builder: builder.clone(),
                 transport: transport.clone(),
@@ -301,16 +298,16 @@ async fn connection(
     // watched for a client that stopped taking them.
     let stall = t.write_stall_timeout.unwrap_or(t.idle_timeout);
     // Each request of a connection whose client showed a certificate carries its chain.
-    let service = move |client: Option<tls::ClientCertificates>| {
+    let service = move |client: Option<tls::ClientCertificates>, session: Option<Arc<tls::Session>>| {
         service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-            let (proxy, ep) = (proxy.clone(), ep.clone());
+            let (proxy, ep, session) = (proxy.clone(), ep.clone(), session.clone());
             let in_flight = admitted.as_ref().map(|c| c.begin());
             let h2 = req.version() == hyper::Version::HTTP_2;
             if let Some(client) = &client {
                 req.extensions_mut().insert(client.clone());
             }
             async move {
-                let response = proxy.handle(req, &ep, conn).await;
+                let response = proxy.handle(req, &ep, conn, session.as_deref()).await;
                 Ok::<_, Infallible>(response.map(|body| match h2 {
                     // Every h2 response, streamed or not: one held behind a shut window must not
                     // keep its connection's place under maxConnections either.
@@ -324,10 +321,13 @@ async fn connection(
         })
     };
     if tls {
-        let handshake = tokio::time::timeout(t.header_read_timeout, tls::accept(&shared.plane, &shared.tls, stream));
+        let handshake = tokio::time::timeout(
+            t.header_read_timeout,
+            tls::accept(&shared.plane, &shared.ep.name, &shared.tls, stream),
+        );
         let stream = tokio::select! {
             handshake = handshake => match handshake {
-                Ok(Ok(Accepted::Serve(stream))) => stream,
+                Ok(Ok(Accepted::Serve(stream, session))) => (stream, session),
                 Ok(Ok(Accepted::Validation(name))) => {
                     return tracing::info!(%peer, domain = %name, "answered a TLS-ALPN-01 validation")
                 }
@@ -336,14 +336,15 @@ async fn connection(
             },
             _ = evicted.as_mut() => return,
         };
+        let (stream, session) = stream;
         let client = stream.get_ref().1.peer_certificates().filter(|c| !c.is_empty());
         let client =
             client.map(|chain| tls::ClientCertificates(chain.iter().map(|c| c.clone().into_owned()).collect()));
         let io = idle::IdleIo::new(stream, t.idle_timeout, t.write_stall_timeout);
-        serve_http(&shared.builder, io, service(client), &drain, evicted).await;
+        serve_http(&shared.builder, io, service(client, Some(Arc::new(session))), &drain, evicted).await;
     } else {
         let io = idle::IdleIo::new(stream, t.idle_timeout, t.write_stall_timeout);
-        serve_http(&shared.builder, io, service(None), &drain, evicted).await;
+        serve_http(&shared.builder, io, service(None, None), &drain, evicted).await;
     }
 }
 

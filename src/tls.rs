@@ -6,6 +6,7 @@
 
 mod accept;
 pub mod client_auth;
+pub mod handshakes;
 pub mod policy;
 
 use std::{
@@ -16,12 +17,12 @@ use std::{
 
 pub use accept::{accept, Accepted, ACME_TLS};
 pub use client_auth::ClientCertificates;
+pub use handshakes::{Handshakes, Session};
 pub use policy::TlsPolicy;
 
 use rustls::{
     server::{ClientHello, ResolvesServerCert},
     sign::CertifiedKey,
-    ServerConfig,
 };
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 
@@ -219,19 +220,11 @@ impl CertStore {
     }
 }
 
-/// A rustls server configuration over the plane's certificates that enforces `policy`,
-/// offering h2 and HTTP/1.1.
-pub fn server_config(plane: &Arc<Plane>, policy: &TlsPolicy) -> Arc<ServerConfig> {
-    let resolver = Arc::new(Resolver { plane: plane.clone(), sni_strict: policy.sni_strict });
-    let mut config = policy.server_config(resolver);
-    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
-    Arc::new(config)
-}
-
 /// rustls' view of the certificates: SNI first, the default certificate otherwise (unless
-/// `sniStrict`, where a handshake naming no stored certificate fails).
+/// `sniStrict`, where a handshake naming no stored certificate fails). It holds the plane
+/// weakly: the configurations it serves are themselves part of the plane's snapshot.
 struct Resolver {
-    plane: Arc<Plane>,
+    plane: std::sync::Weak<Plane>,
     sni_strict: bool,
 }
 
@@ -243,7 +236,8 @@ impl fmt::Debug for Resolver {
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let snapshot = self.plane.load();
+        let plane = self.plane.upgrade()?;
+        let snapshot = plane.load();
         let found = hello.server_name().and_then(|name| snapshot.certs.lookup(name));
         if self.sni_strict {
             return found;

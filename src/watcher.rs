@@ -69,6 +69,8 @@ pub struct Watcher {
     ignored: BTreeMap<String, String>,
     /// The warnings of the last rebuild, so that each is logged once, not on every rebuild.
     warned: BTreeSet<String>,
+    /// Each entrypoint's own TLS settings, which TLS options make stricter.
+    tls_floors: BTreeMap<String, tls::TlsPolicy>,
 }
 
 /// The stored dynamic keys, grouped by the router, service or middleware they configure, and
@@ -113,6 +115,7 @@ impl Watcher {
         Watcher {
             store,
             keys,
+            tls_floors: statics.tls_floors(),
             statics,
             plane,
             certs,
@@ -258,10 +261,13 @@ impl Watcher {
         for pool in &services.new_pools {
             balancer::health::spawn(&self.tasks, pool, self.upstream.clone(), shutdown.child_token());
         }
-        let (table, warnings) =
+        let (mut table, warnings) =
             Table::build(&config, &services, &self.statics, &self.plane.load().table, &self.upstream);
         let mut rejected: Vec<String> = config.rejected.iter().map(ToString::to_string).collect();
         rejected.extend(warnings);
+        let options = config.tls_options.iter().filter_map(|(n, p)| Some((n.clone(), p.clone()?))).collect();
+        let wanted = std::mem::take(&mut table.tls_wanted);
+        let (handshakes, conflicts) = tls::Handshakes::build(&self.plane, &self.tls_floors, &options, &wanted);
         if certificates_changed {
             self.certificates = self.load_certificates(&config);
         }
@@ -276,6 +282,7 @@ impl Watcher {
                     .iter()
                     .map(|(key, why)| format!("{}: {why}; ignored", crate::config::Origin::Store(key.clone()))),
             )
+            .chain(conflicts)
             .collect();
         for warning in warnings.difference(&self.warned) {
             tracing::warn!("{warning}");
@@ -283,7 +290,10 @@ impl Watcher {
         self.warned = warnings;
 
         let routers = table.routers;
-        self.plane.publish(|snapshot| snapshot.table = Arc::new(table));
+        self.plane.publish(|snapshot| {
+            snapshot.table = Arc::new(table);
+            snapshot.handshakes = Arc::new(handshakes);
+        });
         if self.statics.acme.is_some() {
             let wanted = crate::acme::wanted(&config, &self.statics);
             self.acme_wanted.send_if_modified(|current| {

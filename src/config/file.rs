@@ -156,6 +156,15 @@ pub struct RawTls {
     pub clientca: Option<RawClientCa>,
     /// Traefik 2+'s `clientAuth` (a TLS option), written on the entrypoint.
     pub clientauth: Option<RawClientAuth>,
+    pub maxversion: Option<String>,
+    #[serde(default, deserialize_with = "lenient::list")]
+    pub curvepreferences: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "lenient::list")]
+    pub alpnprotocols: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "lenient::bool")]
+    pub disablesessiontickets: Option<bool>,
+    #[serde(default, deserialize_with = "lenient::bool")]
+    pub preferserverciphersuites: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

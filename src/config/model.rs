@@ -9,8 +9,9 @@ use std::{
 
 pub use super::acme::{Acme, Domain, OnDemandPolicy, LETS_ENCRYPT};
 use super::{
-    entrypoint::{allowed_upgrades, default_upgrades, path_policy, router_tls_defaults, tls_policy},
+    entrypoint::{allowed_upgrades, default_upgrades, path_policy, router_tls_defaults},
     file::*,
+    tls_options::tls_options,
     transport::Transport,
     Checker,
 };
@@ -58,6 +59,18 @@ pub struct EntryPoint {
     pub middlewares: Vec<String>,
 }
 
+impl StaticConfig {
+    /// Each entrypoint's own TLS settings, which TLS options can only make stricter. A plain
+    /// entrypoint terminates TLS for clients that start a handshake; it does so under every TLS
+    /// entrypoint's settings, so that no TLS connection is weaker than one of them.
+    pub fn tls_floors(&self) -> BTreeMap<String, crate::tls::TlsPolicy> {
+        let plain =
+            crate::tls::TlsPolicy::strictest(self.entry_points.values().filter_map(|e| Some(&e.tls.as_ref()?.policy)));
+        let floor = |ep: &EntryPoint| ep.tls.as_ref().map_or(&plain, |t| &t.policy).clone();
+        self.entry_points.iter().map(|(name, ep)| (name.clone(), floor(ep))).collect()
+    }
+}
+
 impl EntryPoint {
     /// An entrypoint with nothing but an address (the internal `traefik` one).
     fn bare(address: SocketAddr) -> EntryPoint {
@@ -103,6 +116,8 @@ pub struct Tls {
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct RouterTlsDefaults {
     pub cert_resolver: Option<String>,
+    /// The TLS options its routers get when they name none (unqualified; `None`: `default`).
+    pub options: Option<String>,
     pub domains: Vec<Domain>,
 }
 
@@ -200,7 +215,7 @@ pub(super) fn build(raw: RawConfig, c: &mut Checker) -> Option<StaticConfig> {
         });
         let middlewares = v2.and_then(|h| h.middlewares.clone()).unwrap_or_default();
         let tls = ep.tls.as_ref().map(|t| Tls {
-            policy: tls_policy(t, &format!("{path}.tls"), c),
+            policy: tls_options(t, &format!("{path}.tls"), c),
             certificates: t
                 .certificates
                 .iter()
@@ -422,7 +437,9 @@ mod tests {
         for (bad, at) in [
             ("minVersion = \"TLS13\"", "t.toml:4:"),
             ("cipherSuites = [\"TLS_FAST\"]", "t.toml:4:"),
-            ("[entryPoints.websecure.http.tls]\noptions = \"modern\"", "t.toml:5:"),
+            ("curvePreferences = [\"P-999\"]", "t.toml:4:"),
+            ("alpnProtocols = [\"spdy/3\"]", "t.toml:4:"),
+            ("maxVersion = \"VersionTLS12\"\nminVersion = \"VersionTLS13\"", "t.toml:3:"),
             ("[entryPoints.websecure.tls.ClientCA]\nfiles = [\"/nonexistent/ca.pem\"]", "t.toml:5:"),
             ("[entryPoints.websecure.tls.clientAuth]\nclientAuthType = \"RequireAndVerifyClientCert\"", "t.toml:4:"),
             ("[entryPoints.websecure.tls.clientAuth]\nclientAuthType = \"Verify\"", "t.toml:5:"),

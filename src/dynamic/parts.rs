@@ -1,5 +1,5 @@
-//! The dynamic configuration decoded one owner at a time (a router, a service, a middleware, or
-//! the rest: `tls/...`), and kept decoded: when one key changes, only its owner is decoded again,
+//! The dynamic configuration decoded one owner at a time (a router, a service, a middleware, a
+//! set of TLS options, or the rest: `tls/certificates`, `tls/stores`), and kept decoded: when one key changes, only its owner is decoded again,
 //! and [`Parts::assemble`] checks the references between owners. This is what keeps a change
 //! cheap in a table of 10,000 routers.
 
@@ -12,6 +12,7 @@ use crate::{
 
 use super::file::{RawCertificate, RawRouter, RawService, RawTlsStore};
 use super::{certificate, drop_broken_references, router, service, unqualified, DynamicConfig, Router, Service};
+use crate::{config::file::RawTls, tls::TlsPolicy};
 
 /// Whose settings a dynamic key holds.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -19,6 +20,8 @@ pub enum Owner {
     Router(String),
     Service(String),
     Middleware(String),
+    /// `tls/options/<name>/...`.
+    TlsOptions(String),
     /// `tls/...` and anything else.
     Rest,
 }
@@ -33,6 +36,9 @@ impl Owner {
                 "middlewares" => Owner::Middleware(name.clone()),
                 _ => Owner::Rest,
             },
+            [tls, options, name, ..] if tls.eq_ignore_ascii_case("tls") && options.eq_ignore_ascii_case("options") => {
+                Owner::TlsOptions(name.clone())
+            }
             _ => Owner::Rest,
         }
     }
@@ -56,8 +62,6 @@ struct Decoded<T> {
 struct Rest {
     certificates: Vec<super::Certificate>,
     default_certificate: Option<super::Certificate>,
-    /// `tls/options` is set: TLS options are not implemented, so no router is served over TLS.
-    tls_options: bool,
 }
 
 /// Every owner's decoded settings.
@@ -66,6 +70,7 @@ pub struct Parts {
     routers: BTreeMap<String, Decoded<Router>>,
     services: BTreeMap<String, Decoded<Service>>,
     middlewares: BTreeMap<String, Decoded<Spec>>,
+    tls_options: BTreeMap<String, Decoded<TlsPolicy>>,
     rest: Option<Decoded<Rest>>,
 }
 
@@ -85,6 +90,10 @@ impl Parts {
                 parts.decode(owner(name.clone()), raw, &mut c);
             }
         }
+        let options = value.get("tls").and_then(|t| t.get("options")).and_then(|v| v.as_table());
+        for (name, raw) in options.into_iter().flatten() {
+            parts.decode(Owner::TlsOptions(name.clone()), raw, &mut c);
+        }
         parts.decode(Owner::Rest, &value, &mut c);
         parts
     }
@@ -96,6 +105,7 @@ impl Parts {
                 Owner::Router(name) => drop(self.routers.remove(&name)),
                 Owner::Service(name) => drop(self.services.remove(&name)),
                 Owner::Middleware(name) => drop(self.middlewares.remove(&name)),
+                Owner::TlsOptions(name) => drop(self.tls_options.remove(&name)),
                 Owner::Rest => self.rest = None,
             }
             return;
@@ -106,6 +116,7 @@ impl Parts {
             Owner::Router(name) => value.get("http").and_then(|h| h.get("routers")).and_then(|r| r.get(name)),
             Owner::Service(name) => value.get("http").and_then(|h| h.get("services")).and_then(|s| s.get(name)),
             Owner::Middleware(name) => value.get("http").and_then(|h| h.get("middlewares")).and_then(|m| m.get(name)),
+            Owner::TlsOptions(name) => value.get("tls").and_then(|t| t.get("options")).and_then(|o| o.get(name)),
             Owner::Rest => Some(&value),
         };
         match raw {
@@ -125,6 +136,9 @@ impl Parts {
             }
             Owner::Middleware(name) => {
                 keep_last_good(&mut self.middlewares, name, Decoded::failed(diagnostic), "middleware", at)
+            }
+            Owner::TlsOptions(name) => {
+                keep_last_good(&mut self.tls_options, name, Decoded::failed(diagnostic), "TLS options", at)
             }
             Owner::Rest => self.rest = Some(Decoded::failed(diagnostic)),
         }
@@ -168,6 +182,22 @@ impl Parts {
                 let origin = c.locate(&path);
                 keep_last_good(&mut self.middlewares, name, decoded(spec, origin.clone(), c), "middleware", origin);
             }
+            Owner::TlsOptions(name) => {
+                let path = format!("tls.options.{name}");
+                let value = c.deserialize::<RawTls>(raw.clone(), &path).and_then(|raw| {
+                    if !raw.certificates.is_empty() || raw.clientca.is_some() {
+                        c.warn(
+                            &path,
+                            "certificates and ClientCA are not TLS options (use tls.certificates, clientAuth); ignored",
+                        );
+                    }
+                    // Each owner starts with an empty checker (`decoded` takes what it collected).
+                    let policy = crate::config::tls_options::tls_options(&raw, &path, c);
+                    c.ok().then_some(policy)
+                });
+                let origin = c.locate(&path);
+                keep_last_good(&mut self.tls_options, name, decoded(value, origin.clone(), c), "TLS options", origin);
+            }
             Owner::Rest => {
                 let rest = rest(raw, c);
                 self.rest = Some(decoded(Some(rest), Origin::Default, c));
@@ -183,6 +213,7 @@ impl Parts {
             self.routers.values().map(Decoded::diagnostics).chain(self.services.values().map(Decoded::diagnostics));
         let all = all
             .chain(self.middlewares.values().map(Decoded::diagnostics))
+            .chain(self.tls_options.values().map(Decoded::diagnostics))
             .chain(self.rest.iter().map(Decoded::diagnostics));
         for (errors, warnings) in all {
             out.rejected.extend(errors.iter().cloned());
@@ -194,9 +225,16 @@ impl Parts {
         out.middlewares =
             self.middlewares.iter().filter_map(|(name, d)| Some((name.clone(), d.value.clone()?))).collect();
         let services: std::collections::BTreeSet<String> = out.services.keys().cloned().collect();
+        out.tls_options = self.tls_options.iter().map(|(name, d)| (name.clone(), d.value.clone())).collect();
         for (name, d) in &self.routers {
             let Some(router) = &d.value else { continue };
-            if !out.services.contains_key(unqualified(&router.service)) {
+            let options = router.tls.as_ref().and_then(|t| t.options.as_deref());
+            if let Some(why) = options.and_then(|o| self.unusable_options(o)) {
+                out.rejected.push(Diagnostic {
+                    origin: d.origin.clone(),
+                    message: format!("router {name:?} disabled: {why}; it is not served under weaker TLS"),
+                });
+            } else if !out.services.contains_key(unqualified(&router.service)) {
                 out.rejected.push(Diagnostic {
                     origin: d.origin.clone(),
                     message: format!(
@@ -216,13 +254,25 @@ impl Parts {
         if let Some(rest) = self.rest.as_ref().and_then(|r| r.value.as_ref()) {
             out.certificates = rest.certificates.clone();
             out.default_certificate = rest.default_certificate.clone();
-            out.tls_refused = rest.tls_options;
         }
         out
     }
 }
 
 impl Parts {
+    /// Why a router cannot be served under the TLS options it names, if it cannot: they do not
+    /// exist (a missing `default` is Pylon's defaults), or are invalid.
+    fn unusable_options(&self, name: &str) -> Option<String> {
+        match self.tls_options.get(name) {
+            None if name == crate::tls::handshakes::DEFAULT => None,
+            None => Some(format!("its TLS options {name:?} do not exist")),
+            Some(Decoded { value: None, origin, .. }) => {
+                Some(format!("its TLS options {name:?} ({origin}) are invalid"))
+            }
+            Some(_) => None,
+        }
+    }
+
     /// The middleware a router names, or why it cannot use it: it is missing, invalid, or of a
     /// type Pylon does not implement yet.
     fn usable(&self, name: &str, services: &std::collections::BTreeSet<String>) -> Result<&Spec, String> {
@@ -280,7 +330,7 @@ fn decoded<T>(value: Option<T>, origin: Origin, c: &mut Checker) -> Decoded<T> {
     Decoded { value, errors, warnings, middlewares_at: origin.clone(), origin }
 }
 
-/// `tls/certificates` and `tls/stores/default`.
+/// `tls/certificates` and `tls/stores/default` (`tls/options` are owners of their own).
 fn rest(value: &toml::Value, c: &mut Checker) -> Rest {
     let mut out = Rest::default();
     let Some(tls) = value.get("tls") else { return out };
@@ -293,18 +343,6 @@ fn rest(value: &toml::Value, c: &mut Checker) -> Rest {
                 }
             }
         }
-    }
-    if let Some(options) = tls.get("options") {
-        out.tls_options = true;
-        let names: Vec<&str> = options.as_table().map(|t| t.keys().map(String::as_str).collect()).unwrap_or_default();
-        c.error(
-            "tls.options",
-            format!(
-                "TLS options ({}) are not implemented yet: until they are, no router is served over TLS \
-                 (set minVersion, cipherSuites and sniStrict in the static entrypoint's tls section instead)",
-                names.join(", ")
-            ),
-        );
     }
     if let Some(store) = tls.get("stores").and_then(|s| s.get("default")).cloned() {
         if let Some(store) = c.deserialize::<RawTlsStore>(store, "tls.stores.default") {

@@ -288,22 +288,52 @@ fn invalid_keys_keep_the_last_good_version_of_their_owner() {
 }
 
 #[test]
-fn router_tls_options_that_would_not_be_enforced_reject_the_router() {
-    let d = from_kv(&[
+fn a_router_naming_tls_options_that_are_missing_or_invalid_is_disabled() {
+    let router = [
         ("http/routers/r/rule", "Host(`a.example`)"),
         ("http/routers/r/service", "app"),
-        ("http/routers/r/tls/options", "modern"),
+        ("http/routers/r/tls/options", "modern@etcd"),
         ("http/services/app/loadbalancer/servers/0/url", "http://127.0.0.1:1"),
-    ]);
+    ];
+    let d = from_kv(&router);
     assert!(d.routers.is_empty());
-    assert!(d.rejected.iter().any(|r| r.to_string().starts_with("KV key traefik/http/routers/r/tls/options:")));
+    assert!(d.rejected.iter().any(|r| r.to_string().contains("its TLS options \"modern\" do not exist")), "{:?}", d.rejected);
+    let d = from_kv(&[&router[..], &[("tls/options/modern/minVersion", "VersionTLS14")]].concat());
+    assert!(d.routers.is_empty());
+    let text: Vec<String> = d.rejected.iter().map(ToString::to_string).collect();
+    assert!(text.iter().any(|t| t.starts_with("KV key traefik/tls/options/modern/minVersion:")), "{text:?}");
+    assert!(text.iter().any(|t| t.contains("its TLS options \"modern\" (") && t.ends_with("are invalid; it is not served under weaker TLS")), "{text:?}");
+    assert_eq!(d.tls_options.get("modern"), Some(&None));
 }
 
 #[test]
-fn tls_options_in_any_shape_are_refused_and_take_routers_off_tls() {
-    for options in [("tls/options", "modern"), ("tls/options/default/minversion", "VersionTLS13")] {
-        let d = from_kv(&[options]);
-        assert!(d.tls_refused, "{options:?}");
-        assert!(d.rejected.iter().any(|r| r.to_string().contains("TLS options")), "{options:?}: {:?}", d.rejected);
-    }
+fn tls_options_are_read_from_their_keys() {
+    let (ca, _, _) = {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["ca.example".to_string()]).unwrap().self_signed(&key).unwrap();
+        (cert.pem(), (), ())
+    };
+    let d = from_kv(&[
+        ("tls/options/modern/minVersion", "VersionTLS12"),
+        ("tls/options/modern/maxVersion", "VersionTLS12"),
+        ("tls/options/modern/cipherSuites/0", "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"),
+        ("tls/options/modern/curvePreferences/0", "CurveP384"),
+        ("tls/options/modern/curvePreferences/1", "X25519"),
+        ("tls/options/modern/alpnProtocols/0", "http/1.1"),
+        ("tls/options/modern/alpnProtocols/1", "acme-tls/1"),
+        ("tls/options/modern/sniStrict", "true"),
+        ("tls/options/modern/disableSessionTickets", "true"),
+        ("tls/options/modern/clientAuth/caFiles/0", &ca),
+        ("tls/options/modern/clientAuth/clientAuthType", "RequireAndVerifyClientCert"),
+    ]);
+    assert!(d.rejected.is_empty(), "{:?}", d.rejected);
+    let p = d.tls_options["modern"].clone().expect("valid");
+    assert!(p.max_tls12 && !p.min_tls13 && p.sni_strict && p.no_session_tickets);
+    assert_eq!(p.tls12_suites, Some(vec!["TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384".to_string()]));
+    use crate::tls::policy::Curve;
+    assert_eq!(p.curves, Some(vec![Curve::P384, Curve::X25519]));
+    assert_eq!(p.alpn, Some(vec!["http/1.1".to_string()]));
+    assert_eq!(p.client_auth.map(|a| a.cas.len()), Some(1));
+    let d = from_kv(&[("tls/options/x/minVersion", "VersionTLS13"), ("tls/options/x/maxVersion", "VersionTLS12")]);
+    assert!(d.rejected.iter().any(|r| r.to_string().contains("leave no TLS version")), "{:?}", d.rejected);
 }

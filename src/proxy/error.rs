@@ -30,6 +30,9 @@ pub enum ProxyError {
     BadRequest(String),
     #[error("the request did not arrive in time: {0}")]
     RequestTimeout(String),
+    /// The host's TLS options are not the ones the connection's SNI chose (Traefik's SNI check).
+    #[error("host {host:?} asks for other TLS options than the connection's SNI {server_name:?}")]
+    Misdirected { host: String, server_name: String },
 }
 
 impl ProxyError {
@@ -41,6 +44,7 @@ impl ProxyError {
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
         }
     }
 
@@ -48,13 +52,14 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute | ProxyError::NoServer { .. } => Fault::Config,
             ProxyError::Refused { .. } | ProxyError::Upstream { .. } | ProxyError::Timeout { .. } => Fault::Upstream,
-            ProxyError::BadRequest(_) | ProxyError::RequestTimeout(_) => Fault::Client,
+            ProxyError::BadRequest(_) | ProxyError::RequestTimeout(_) | ProxyError::Misdirected { .. } => Fault::Client,
         }
     }
 
     /// The response the client gets: the status and its short text (Traefik's wording). A
     /// request that was the client's fault closes its connection: what follows it on the wire
-    /// (a body of unclear length, the next request) cannot be trusted.
+    /// (a body of unclear length, the next request) cannot be trusted; a misdirected one keeps
+    /// it, since its other hosts may still be served on it.
     pub fn response(&self) -> Response<ProxyBody> {
         let body = match self.status() {
             StatusCode::NOT_FOUND => "404 page not found\n",
@@ -62,10 +67,11 @@ impl ProxyError {
             StatusCode::BAD_GATEWAY => "Bad Gateway\n",
             StatusCode::GATEWAY_TIMEOUT => "Gateway Timeout\n",
             StatusCode::REQUEST_TIMEOUT => "Request Timeout\n",
+            StatusCode::MISDIRECTED_REQUEST => "Misdirected Request\n",
             _ => "Bad Request\n",
         };
         let mut response = text(self.status(), body);
-        if self.fault() == Fault::Client {
+        if self.fault() == Fault::Client && !matches!(self, ProxyError::Misdirected { .. }) {
             response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
@@ -95,13 +101,15 @@ mod tests {
             (ProxyError::Timeout { server: server() }, 504, Fault::Upstream),
             (ProxyError::BadRequest("no host".into()), 400, Fault::Client),
             (ProxyError::RequestTimeout("slow body".into()), 408, Fault::Client),
+            (ProxyError::Misdirected { host: "a".into(), server_name: "b".into() }, 421, Fault::Client),
         ];
         for (error, status, fault) in cases {
             let response = error.response();
             assert_eq!(response.status().as_u16(), status, "{error}");
             assert_eq!(error.fault(), fault, "{error}");
             let closes = response.headers().get(header::CONNECTION).is_some_and(|v| v == "close");
-            assert_eq!(closes, fault == Fault::Client, "{error}: only the client's faults close the connection");
+            let misdirected = matches!(error, ProxyError::Misdirected { .. });
+            assert_eq!(closes, fault == Fault::Client && !misdirected, "{error}: the client's faults close the connection");
         }
     }
 }

@@ -45,6 +45,9 @@ pub struct Table {
     pub routers: usize,
     /// The middlewares built for this table, for the next one to carry over.
     middlewares: Instances,
+    /// The TLS options each host's TLS routers name, per entrypoint: what the control plane
+    /// builds the handshake configurations from (and takes out before publishing).
+    pub tls_wanted: crate::tls::handshakes::WantedOptions,
 }
 
 impl Table {
@@ -71,6 +74,7 @@ impl Table {
         routers.sort_by(|a, b| b.1.priority.cmp(&a.1.priority).then_with(|| a.0.cmp(b.0)));
 
         let mut table = Table { routers: routers.len(), ..Table::default() };
+        let mut tls_wanted = crate::tls::handshakes::WantedOptions::new();
         for (rank, (name, router, service)) in routers.into_iter().enumerate() {
             let mut chain_on = |references: &[String]| {
                 table.middlewares.chain(&previous.middlewares, name, references, &config.middlewares, &with)
@@ -100,8 +104,13 @@ impl Table {
                 };
                 // A TLS entrypoint serves every router as TLS; elsewhere the router's tls decides.
                 let tls = static_ep.tls.is_some() || router.tls.is_some();
-                if tls && config.tls_refused {
-                    continue;
+                if tls {
+                    let inherited = static_ep.router_tls.as_ref().and_then(|t| t.options.as_deref());
+                    let options = router.tls.as_ref().and_then(|t| t.options.as_deref()).or(inherited);
+                    if let Err(why) = want_tls_options(&mut tls_wanted, ep, hosts.as_deref(), options, config) {
+                        warnings.push(format!("router {name:?} is not served over TLS on entrypoint {ep:?}: {why}"));
+                        continue;
+                    }
                 }
                 let route = match static_ep.middlewares.as_slice() {
                     [] => route.clone(),
@@ -141,9 +150,45 @@ impl Table {
                 }
             }
         }
+        table.tls_wanted = tls_wanted;
         (table, warnings)
     }
+}
 
+/// Records that a TLS router on `ep` for `hosts` is served under `options` (`None`:
+/// `default`), or says why it cannot be: the options are invalid or missing, or the router
+/// names options but no host, so that no handshake could be made under them for it.
+fn want_tls_options(
+    wanted: &mut crate::tls::handshakes::WantedOptions,
+    ep: &str,
+    hosts: Option<&[String]>,
+    options: Option<&str>,
+    config: &DynamicConfig,
+) -> Result<(), String> {
+    use crate::tls::handshakes::DEFAULT;
+    let options = options.unwrap_or(DEFAULT);
+    match config.tls_options.get(options) {
+        Some(None) => return Err(format!("its TLS options {options:?} are invalid")),
+        None if options != DEFAULT => return Err(format!("its TLS options {options:?} do not exist")),
+        _ => {}
+    }
+    match hosts {
+        Some(hosts) => {
+            let wanted = wanted.entry(ep.to_string()).or_default();
+            for host in hosts {
+                wanted.entry(host.to_ascii_lowercase()).or_default().insert(options.to_string());
+            }
+            Ok(())
+        }
+        None if options != DEFAULT => Err(format!(
+            "it names TLS options {options:?} but its rule names no Host, and a connection's options \
+                 are chosen by its SNI; add a Host matcher"
+        )),
+        None => Ok(()),
+    }
+}
+
+impl Table {
     /// The highest-priority router on `entry_point` that matches the request.
     pub fn route(&self, entry_point: &str, tls: bool, req: &RequestView<'_>) -> Option<&Arc<Route>> {
         let ep = self.entry_points.get(entry_point)?;
@@ -263,23 +308,43 @@ mod tests {
     }
 
     #[test]
-    fn tls_options_that_cannot_be_enforced_take_every_router_off_tls_only() {
+    fn tls_routers_record_their_hosts_options_or_are_refused_over_tls_when_they_cannot_be_enforced() {
         let text = r#"
             [http.routers.both]
             rule = "Host(`b.example`)"
             service = "s"
+            [http.routers.strict]
+            rule = "Host(`s.example`)"
+            service = "s"
+            tls.options = "modern"
+            [http.routers.anyhost]
+            rule = "PathPrefix(`/x`)"
+            service = "s"
+            tls.options = "modern"
             [http.services.s.loadBalancer]
             servers = [{ url = "http://127.0.0.1:9" }]
-            [tls.options.default]
+            [tls.options.modern]
             minVersion = "VersionTLS13"
             "#;
         let config = dynamic::build(Node::from_toml("d.toml", text, DYNAMIC_NAMES).unwrap());
-        let refused: Vec<String> = config.rejected.iter().map(|d| d.to_string()).collect();
-        assert!(refused.iter().any(|d| d.starts_with("d.toml:7:") && d.contains("(default)")), "{refused:?}");
+        let services = balancer::build(&config, &HashMap::new());
+        let (t, warnings) = Table::build(&config, &services, &statics(), &Table::default(), &upstream());
+        assert_eq!(route(&t, "websecure", true, "s.example", "/"), Some("strict"));
+        assert_eq!(route(&t, "websecure", true, "c.example", "/x"), None, "{warnings:?}");
+        assert_eq!(route(&t, "web", true, "c.example", "/x"), None, "nor where a plain entrypoint speaks TLS");
+        assert!(warnings.iter().any(|w| w.contains("\"anyhost\"") && w.contains("add a Host matcher")), "{warnings:?}");
+        let wanted = &t.tls_wanted["websecure"];
+        assert_eq!(wanted["s.example"].iter().collect::<Vec<_>>(), ["modern"]);
+        assert_eq!(wanted["b.example"].iter().collect::<Vec<_>>(), ["default"]);
+
+        // `default` itself invalid: no router is served over TLS, plain ones still are.
+        let broken = format!("{text}\n[tls.options.default]\nminVersion = \"TLS13\"\n");
+        let config = dynamic::build(Node::from_toml("d.toml", &broken, DYNAMIC_NAMES).unwrap());
         let services = balancer::build(&config, &HashMap::new());
         let (t, _) = Table::build(&config, &services, &statics(), &Table::default(), &upstream());
         assert_eq!(route(&t, "web", false, "b.example", "/"), Some("both"));
         assert_eq!(route(&t, "websecure", true, "b.example", "/"), None);
+        assert_eq!(route(&t, "websecure", true, "s.example", "/"), Some("strict"));
     }
 
     #[test]

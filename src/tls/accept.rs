@@ -2,8 +2,9 @@
 //! `LazyConfigAcceptor`) so that ACME can step in before a certificate is chosen: a handshake
 //! that offers only `acme-tls/1` is a TLS-ALPN-01 validation and gets the challenge certificate
 //! for its SNI; a name no certificate covers may be obtained on demand while the handshake waits.
-//! Everything else goes straight to the entrypoint's configuration. Nothing here reads the
-//! store: TLS-ALPN-01 answers are in the data plane's snapshot.
+//! Everything else gets the configuration of the TLS options its SNI names (see
+//! [`super::handshakes`]). Nothing here reads the store: TLS-ALPN-01 answers and the
+//! configurations are in the data plane's snapshot.
 
 use std::{io, sync::Arc};
 
@@ -21,33 +22,47 @@ use crate::plane::Plane;
 pub const ACME_TLS: &[u8] = b"acme-tls/1";
 
 pub enum Accepted {
-    /// A client to serve HTTP to.
-    Serve(Box<TlsStream<TcpStream>>),
+    /// A client to serve HTTP to, and the options its handshake was made under.
+    Serve(Box<TlsStream<TcpStream>>, super::Session),
     /// A TLS-ALPN-01 validation for this name, answered by the handshake itself.
     Validation(String),
 }
 
-/// Runs the handshake of `stream` for an entrypoint whose configuration is `config`. A
-/// TLS-ALPN-01 validation is answered from the snapshot; a name no certificate covers waits
-/// for onDemand (when on), the one wait of the data plane for the control plane.
-pub async fn accept(plane: &Plane, config: &Arc<ServerConfig>, stream: TcpStream) -> io::Result<Accepted> {
+/// Runs the handshake of `stream` on `entry_point`, whose configuration is `fallback` until
+/// the control plane has built the TLS options. A TLS-ALPN-01 validation is answered from the
+/// snapshot; a name no certificate covers waits for onDemand (when on), the one wait of the
+/// data plane for the control plane.
+pub async fn accept(
+    plane: &Plane,
+    entry_point: &str,
+    fallback: &Arc<ServerConfig>,
+    stream: TcpStream,
+) -> io::Result<Accepted> {
     let start = LazyConfigAcceptor::new(Acceptor::default(), stream).await?;
     let hello = start.client_hello();
-    if let Some(name) = hello.server_name().map(|n| n.trim_end_matches('.').to_ascii_lowercase()) {
+    let server_name = hello.server_name().map(|n| n.trim_end_matches('.').to_ascii_lowercase());
+    if let Some(name) = &server_name {
         if only_acme_tls(&hello) {
-            let Some(key) = plane.load().answers.alpn(&name) else {
+            let Some(key) = plane.load().answers.alpn(name) else {
                 return Err(io::Error::other(format!("no TLS-ALPN-01 challenge pending for {name}")));
             };
             start.into_stream(validation_config(key)).await?;
-            return Ok(Accepted::Validation(name));
+            return Ok(Accepted::Validation(name.clone()));
         }
         if let Some(on_demand) = plane.on_demand() {
-            if plane.load().certs.lookup(&name).is_none() {
-                on_demand.wait(plane, &name).await;
+            if plane.load().certs.lookup(name).is_none() {
+                on_demand.wait(plane, name).await;
             }
         }
     }
-    Ok(Accepted::Serve(Box::new(start.into_stream(config.clone()).await?)))
+    let snapshot = plane.load();
+    let (config, key) = match snapshot.handshakes.choose(entry_point, server_name.as_deref()) {
+        Some(chosen) => (chosen.config.clone(), chosen.key.clone()),
+        None => (fallback.clone(), Arc::from(super::handshakes::DEFAULT)),
+    };
+    drop(snapshot);
+    let session = super::Session { server_name: server_name.unwrap_or_default().into(), key };
+    Ok(Accepted::Serve(Box::new(start.into_stream(config).await?), session))
 }
 
 fn only_acme_tls(hello: &ClientHello<'_>) -> bool {
