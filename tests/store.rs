@@ -293,6 +293,30 @@ async fn a_write_fenced_by_a_lost_lock_fails(b: Backend) {
     assert!(s.try_lock("locks/cert", "c", &lease).await.unwrap().is_none(), "held by b");
 }
 
+async fn a_writes_revision_is_the_one_its_watch_event_carries_while_others_write(b: Backend) {
+    let s = &b.store;
+    let start = s.list("rv/").await.unwrap();
+    let mut watch = s.watch("rv/", start.revision).await.unwrap();
+    // Another writer moves the store's revision on all along (bounded: 2,000 writes at most).
+    let noisy = b.store.clone();
+    let noise = tokio::spawn(async move {
+        for i in 0..2_000u32 {
+            noisy.put("noise/k", i.to_string()).await.unwrap();
+        }
+    });
+    for _ in 0..5 {
+        let put = s.put("rv/a", "1").await.unwrap();
+        assert_eq!(next(&mut watch, "the put").await.revision(), put, "a put's revision");
+        let deleted = s.delete("rv/a").await.unwrap();
+        assert_eq!(next(&mut watch, "the delete").await.revision(), deleted, "a delete's revision");
+        s.put("rv/b", "1").await.unwrap();
+        next(&mut watch, "the second put").await;
+        let cleared = s.delete_prefix("rv/").await.unwrap();
+        assert_eq!(next(&mut watch, "the prefix delete").await.revision(), cleared, "a prefix delete's revision");
+    }
+    noise.abort();
+}
+
 async fn an_oversized_value_gives_a_clear_error(b: Backend) {
     let s = &b.store;
     let limit = s.backend().max_value_bytes();
@@ -393,5 +417,6 @@ conformance!(
     two_contenders_never_hold_one_lock_at_once,
     a_write_fenced_by_a_lost_lock_fails,
     an_oversized_value_gives_a_clear_error,
+    a_writes_revision_is_the_one_its_watch_event_carries_while_others_write,
     a_put_inside_a_prefix_deleted_in_the_same_transaction_is_refused,
 );

@@ -18,8 +18,12 @@ use super::{Backend, KeyValue, LeaseId, Listing, Op, Result, Revision, StoreErro
 
 /// Consul refuses values over 512 KiB.
 const MAX_VALUE: usize = 512 * 1024;
-/// Consul 1.8 refuses transactions of more than 64 operations.
-const MAX_TXN_OPS: usize = 64;
+/// Consul 1.8 refuses transactions of more than 64 operations; one is kept for the write that
+/// makes a delete-only transaction report its index (see [`txn_ops`]).
+const MAX_TXN_OPS: usize = 63;
+/// The largest value written through `/v1/txn`, which caps the whole request at 512 KiB and
+/// carries values in base64; larger ones take the KV endpoint.
+const MAX_TXN_VALUE: usize = 256 * 1024;
 /// How long a blocking query waits for a change before answering unchanged.
 const BLOCKING_WAIT: Duration = Duration::from_secs(60);
 
@@ -77,11 +81,16 @@ impl Consul {
         }
     }
 
-    /// A put of one key, at most compared with itself, goes through `PUT /v1/kv/<key>?cas=`:
-    /// `/v1/txn` caps the whole request at 512 KiB and carries values in base64, so only this
-    /// path takes values up to Consul's 512 KiB limit. `None` when `txn` is not of that shape.
+    /// A put of one value too large for `/v1/txn` ([`MAX_TXN_VALUE`]), at most compared with its
+    /// own key, goes through `PUT /v1/kv/<key>?cas=`, the only path that takes values up to
+    /// Consul's 512 KiB limit. That endpoint does not say at which index it wrote, so the index
+    /// is read back: the one case where a write's revision may be a later writer's. `None`
+    /// when `txn` is not of that shape.
     async fn single_put(&self, txn: &Txn) -> Result<Option<TxnResult>> {
         let [Op::Put { key, value, lease: None }] = txn.ops.as_slice() else { return Ok(None) };
+        if value.len() <= MAX_TXN_VALUE {
+            return Ok(None);
+        }
         let cas = match txn.compares.as_slice() {
             [] => None,
             [c] if c.key == *key => Some(c.revision),
@@ -108,14 +117,34 @@ impl Consul {
         Ok(Some(TxnResult { succeeded, revision }))
     }
 
+    /// Whether `lease`'s session still exists.
+    async fn session_exists(&self, lease: &LeaseId) -> Result<bool> {
+        let path = format!("/v1/session/info/{}", encode_key(&lease.0));
+        let answer = self.api.request(Method::GET, &path, None).await?;
+        let sessions: Vec<serde_json::Value> = match answer.status {
+            StatusCode::NOT_FOUND => Vec::new(),
+            _ => serde_json::from_slice(&answer.body).map_err(|e| StoreError::BadAnswer {
+                backend: "Consul",
+                request: format!("GET {path}"),
+                detail: e.to_string(),
+            })?,
+        };
+        Ok(!sessions.is_empty())
+    }
+
     /// The current raft index, read as the index of a (cheap) single-key query.
     async fn current_index(&self, key: &str) -> Result<u64> {
         Ok(self.entries(key, false, 0, None).await?.0)
     }
 }
 
+/// The transaction in Consul's terms. Consul answers a `set` with the index it wrote at and a
+/// `delete` with nothing, so a transaction that only deletes first sets the key (or the
+/// prefix's own key) it then deletes: the answer carries the transaction's index, and the
+/// stored result is the same.
 fn txn_ops(txn: &Txn) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
+    let deletes_only = txn.ops.iter().all(|op| !matches!(op, Op::Put { .. }));
     for c in &txn.compares {
         let op = match c.revision {
             0 => TxnKv::new("check-not-exists", &c.key),
@@ -132,6 +161,9 @@ fn txn_ops(txn: &Txn) -> Vec<serde_json::Value> {
             Op::Delete { key } => TxnKv::new("delete", key),
             Op::DeletePrefix { prefix } => TxnKv::new("delete-tree", prefix),
         };
+        if deletes_only && out.len() == txn.compares.len() {
+            out.push(serde_json::json!({ "KV": TxnKv::new("set", &op.key) }));
+        }
         out.push(serde_json::json!({ "KV": op }));
     }
     out
@@ -198,6 +230,8 @@ impl Backend for Consul {
                 })?;
                 let written =
                     parsed.results.unwrap_or_default().into_iter().filter_map(|r| r.kv).map(|kv| kv.modify_index).max();
+                // Every transaction that writes has a `set` (see `txn_ops`); one with no op
+                // at all writes nothing and is at the current index.
                 let revision = match written {
                     Some(index) => index,
                     None => self.current_index(probe.as_deref().unwrap_or("pylon")).await?,
@@ -205,15 +239,18 @@ impl Backend for Consul {
                 Ok(TxnResult { succeeded: true, revision })
             }
             StatusCode::CONFLICT => {
-                let text = String::from_utf8_lossy(&answer.body);
-                // A "lock" op fails when its session is gone: that is a lost lease, not a failed compare.
-                if text.contains("invalid session") || text.contains("Session") && text.contains("not found") {
-                    let lease = txn.ops.iter().find_map(|op| match op {
-                        Op::Put { lease: Some(l), .. } => Some(l.clone()),
-                        _ => None,
-                    });
-                    return Err(StoreError::LeaseLost(lease.unwrap_or_else(|| LeaseId(String::new()))));
+                // A "lock" op fails when its session is gone: that is a lost lease, not a
+                // failed compare. Consul says which only in prose, so the session is asked for.
+                let lease = txn.ops.iter().find_map(|op| match op {
+                    Op::Put { lease: Some(l), .. } => Some(l),
+                    _ => None,
+                });
+                if let Some(lease) = lease {
+                    if !self.session_exists(lease).await? {
+                        return Err(StoreError::LeaseLost(lease.clone()));
+                    }
                 }
+                // Nothing was written: the revision is the store's current one.
                 let revision = self.current_index(probe.as_deref().unwrap_or("pylon")).await?;
                 Ok(TxnResult { succeeded: false, revision })
             }
@@ -282,18 +319,19 @@ impl Backend for Consul {
             "Behavior": "delete",
             "LockDelay": "0s",
         });
-        // A freshly started agent refuses sessions until its node is registered: retry briefly.
+        // A freshly started agent answers 500 until its node is registered: server errors are
+        // retried for up to 5 s, then reported.
+        let request = "PUT /v1/session/create";
         let mut attempts = 0;
         let answer = loop {
-            match self.api.request(Method::PUT, "/v1/session/create", Some(body.to_string().into_bytes())).await {
-                Err(StoreError::Rejected { detail, .. })
-                    if detail.contains("Missing node registration") && attempts < 50 =>
-                {
-                    attempts += 1;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                other => break other?,
+            let body = Some(body.to_string().into_bytes());
+            let answer = self.api.call(Method::PUT, "/v1/session/create", body, api::REQUEST_TIMEOUT).await?;
+            if answer.status.is_server_error() && attempts < 50 {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
             }
+            break check(request, answer)?;
         };
         #[derive(serde::Deserialize)]
         struct Created {
