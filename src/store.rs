@@ -13,6 +13,7 @@ pub mod keys;
 pub mod lease;
 pub mod lock;
 mod open;
+mod roots;
 
 use std::{fmt, sync::Arc, time::Duration};
 
@@ -225,6 +226,10 @@ pub trait Backend: Send + Sync + 'static {
     async fn txn(&self, txn: Txn) -> Result<TxnResult>;
     /// Events for keys under `prefix` with a revision greater than `after`.
     async fn watch(&self, prefix: &str, after: Revision) -> Result<Watch>;
+    /// Events for keys under `prefix` since `listed`, a listing of a prefix that holds it.
+    async fn watch_listed(&self, prefix: &str, listed: &Listing) -> Result<Watch> {
+        self.watch(prefix, listed.revision).await
+    }
 
     async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId>;
     /// Refreshes a lease; `Err(LeaseLost)` when it no longer exists.

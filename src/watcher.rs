@@ -1,5 +1,5 @@
-//! Live dynamic configuration: lists the store's `http/` and `tls/` trees, follows the watch,
-//! and turns every change into a new immutable routing table and certificate set, swapped in
+//! Live dynamic configuration: lists the prefix, watches only the parts of it that hold
+//! `http/` and `tls/` (so ACME's writes wake nothing here), and turns every change into a new immutable routing table and certificate set, swapped in
 //! atomically. A burst of changes is coalesced into one rebuild. A router or service with a bad
 //! key is rejected alone (logged, and kept in [`Status`] for the API); everything else keeps
 //! working. When the store is unreachable the last good table keeps serving, and the watcher
@@ -183,6 +183,13 @@ impl Watcher {
                 }
             };
             delay = Duration::from_millis(250);
+            // The watch starts from the listing (on Consul it is seeded with it), so it is made
+            // before the listing is consumed; the listing is applied even when it cannot be.
+            let parts = self.keys.dynamic_watch_parts();
+            let watch = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                watch = self.store.watch_parts(&parts, &listing) => watch,
+            };
             // Every owner known before the listing is decoded again: the ones it no longer has
             // go, and the others keep their last good version if their keys are now invalid.
             let before = std::mem::take(&mut self.mirror).owners.into_keys();
@@ -192,7 +199,18 @@ impl Watcher {
                 self.put(kv);
             }
             self.apply(listing.revision, &shutdown);
-            match self.follow(&prefix, listing.revision, &shutdown).await {
+            let watch = match watch {
+                Ok(watch) => watch,
+                Err(err) => {
+                    tracing::warn!("watching dynamic configuration: {err}; re-listing in {delay:?}");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    continue;
+                }
+            };
+            match self.follow(watch, &shutdown).await {
                 Next::Stop => return,
                 Next::Relist => continue,
             }
@@ -200,20 +218,13 @@ impl Watcher {
     }
 
     /// Applies watch events until the watch breaks (re-list) or shutdown.
-    async fn follow(&mut self, prefix: &str, after: Revision, shutdown: &CancellationToken) -> Next {
-        let mut watch = match self.store.watch(prefix, after).await {
-            Ok(watch) => watch,
-            Err(err) => {
-                tracing::warn!("watching dynamic configuration: {err}; re-listing");
-                return Next::Relist;
-            }
-        };
+    async fn follow(&mut self, mut watch: crate::store::Watch, shutdown: &CancellationToken) -> Next {
         loop {
             let event = tokio::select! {
                 _ = shutdown.cancelled() => return Next::Stop,
                 event = watch.next() => event,
             };
-            let mut revision;
+            let mut revision = 0;
             let mut pending = event;
             let burst = Instant::now() + MAX_BURST;
             loop {
@@ -223,12 +234,14 @@ impl Watcher {
                         tracing::info!("the store's history moved on; re-listing dynamic configuration");
                         return Next::Relist;
                     }
+                    // Parts of the prefix are watched apart: the highest revision seen so far is
+                    // the one the configuration is at.
                     Some(WatchEvent::Put(kv)) => {
-                        revision = kv.mod_revision;
+                        revision = revision.max(kv.mod_revision);
                         self.put(kv);
                     }
                     Some(WatchEvent::Delete { key, revision: r }) => {
-                        revision = r;
+                        revision = revision.max(r);
                         self.delete(&key);
                     }
                 }

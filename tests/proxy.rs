@@ -344,3 +344,42 @@ async fn forwarded_headers_hop_by_hop_and_pass_host_header() {
     let body = get_host(&f.replica.web("/"), "own.example").await.body;
     assert!(body.contains(&format!("host: {}", echo.addr)), "passHostHeader=false sends the server's host:\n{body}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_consul_writes_outside_the_dynamic_keys_download_no_routes() {
+    let consul = support::Consul::start().await;
+    let endpoint = consul.endpoint.clone();
+    let relay = support::relay::Relay::to(&endpoint).await;
+    let store = pylon::store::open(&consul.spec()).await.unwrap();
+    let flags = vec!["--consul".to_string(), format!("--consul.endpoint=127.0.0.1:{}", relay.port)];
+    let replica = support::replica::Replica::start(&flags, "").await;
+    let f = Fixture { store, replica, flags, server: Box::new(consul) };
+    let app = Upstream::start("app").await;
+    let mut pairs = servers("app", &[&app]);
+    for i in 0..300 {
+        pairs.extend(router(&format!("r{i}"), &format!("Host(`h{i}.example`)"), "app"));
+    }
+    f.write(&pairs).await;
+    support::eventually("300 routers served", Duration::from_secs(10), || async {
+        get_host(&f.replica.web("/"), "h299.example").await.status == 200
+    })
+    .await;
+    // What one download of the routes weighs: Consul's answer for the `http/` tree.
+    let url = format!("http://{endpoint}/v1/kv/traefik/h?recurse");
+    let one_download = support::get(&url).await.unwrap().1.len() as u64;
+    assert!(one_download > 50_000, "a sizeable table: {one_download} bytes");
+
+    // ACME-like writes (locks, tokens) under the prefix: the route watcher does not wake for
+    // them. Then one router is added, which is one download, and awaited.
+    let before = relay.received();
+    for i in 0..40 {
+        f.store.put(&format!("traefik/acme/tokens/t{i}"), "x").await.unwrap();
+    }
+    f.write(&router("late", "Host(`late.example`)", "app")).await;
+    f.within_a_second("late.example", "/", "the late router", |r| r.status == 200).await;
+    let during = relay.received() - before;
+    assert!(
+        during < 3 * one_download,
+        "40 writes elsewhere and one router: {during} bytes downloaded, one download is {one_download}"
+    );
+}

@@ -76,7 +76,8 @@ async fn tls_options_from_the_store_apply_per_host_and_live() {
     let ca = file("ca.pem", &ca);
     let ca = std::path::Path::new(&ca);
     let (client_ca, client, client_key) = issue(&["client.example"]);
-    let client_args = ["--cert".to_string(), file("client.pem", &client), "--key".into(), file("client.key", &client_key)];
+    let client_args =
+        ["--cert".to_string(), file("client.pem", &client), "--key".into(), file("client.key", &client_key)];
     let client_args: Vec<&str> = client_args.iter().map(String::as_str).collect();
 
     let app = Upstream::start("app").await;
@@ -99,7 +100,12 @@ async fn tls_options_from_the_store_apply_per_host_and_live() {
     let tls12 = ["--tlsv1.2", "--tls-max", "1.2"];
 
     // The host's options: a client certificate from the CA, and TLS 1.3.
-    eventually(&f, "secure.example with a client certificate", || curl(port, "secure.example", ca, &client_args), served);
+    eventually(
+        &f,
+        "secure.example with a client certificate",
+        || curl(port, "secure.example", ca, &client_args),
+        served,
+    );
     let seen = curl(port, "secure.example", ca, &[]);
     assert!(refused(&seen), "no certificate, no handshake: {} {}", seen.status, seen.err);
     let seen = curl(port, "secure.example", ca, &[&client_args[..], &tls12[..]].concat());
@@ -177,6 +183,11 @@ async fn a_router_whose_tls_options_are_missing_or_unenforceable_is_not_served_o
     }
     for sni in ["app.example", "other.example"] {
         let seen = curl(f.replica.websecure, sni, &ca_file, &[]);
-        assert!(seen.status.starts_with("404 "), "{sni}: {:?}: no router is served under weaker options: {}", seen.status, seen.err);
+        assert!(
+            seen.status.starts_with("404 "),
+            "{sni}: {:?}: no router is served under weaker options: {}",
+            seen.status,
+            seen.err
+        );
     }
 }

@@ -297,12 +297,20 @@ fn a_router_naming_tls_options_that_are_missing_or_invalid_is_disabled() {
     ];
     let d = from_kv(&router);
     assert!(d.routers.is_empty());
-    assert!(d.rejected.iter().any(|r| r.to_string().contains("its TLS options \"modern\" do not exist")), "{:?}", d.rejected);
+    assert!(
+        d.rejected.iter().any(|r| r.to_string().contains("its TLS options \"modern\" do not exist")),
+        "{:?}",
+        d.rejected
+    );
     let d = from_kv(&[&router[..], &[("tls/options/modern/minVersion", "VersionTLS14")]].concat());
     assert!(d.routers.is_empty());
     let text: Vec<String> = d.rejected.iter().map(ToString::to_string).collect();
     assert!(text.iter().any(|t| t.starts_with("KV key traefik/tls/options/modern/minVersion:")), "{text:?}");
-    assert!(text.iter().any(|t| t.contains("its TLS options \"modern\" (") && t.ends_with("are invalid; it is not served under weaker TLS")), "{text:?}");
+    assert!(
+        text.iter().any(|t| t.contains("its TLS options \"modern\" (")
+            && t.ends_with("are invalid; it is not served under weaker TLS")),
+        "{text:?}"
+    );
     assert_eq!(d.tls_options.get("modern"), Some(&None));
 }
 

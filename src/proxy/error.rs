@@ -109,7 +109,11 @@ mod tests {
             assert_eq!(error.fault(), fault, "{error}");
             let closes = response.headers().get(header::CONNECTION).is_some_and(|v| v == "close");
             let misdirected = matches!(error, ProxyError::Misdirected { .. });
-            assert_eq!(closes, fault == Fault::Client && !misdirected, "{error}: the client's faults close the connection");
+            assert_eq!(
+                closes,
+                fault == Fault::Client && !misdirected,
+                "{error}: the client's faults close the connection"
+            );
         }
     }
 }

@@ -117,6 +117,60 @@ impl Consul {
         Ok(Some(TxnResult { succeeded, revision }))
     }
 
+    /// Sends `first`, then follows `prefix` with blocking queries from `index`, diffing each
+    /// answer against `mirror` (the state the caller has seen).
+    fn follow(
+        &self,
+        prefix: &str,
+        mut mirror: BTreeMap<String, KeyValue>,
+        mut index: u64,
+        first: Vec<WatchEvent>,
+    ) -> Watch {
+        let (tx, watch) = Watch::channel();
+        let (this, prefix) = (Consul { api: self.api.clone() }, prefix.to_string());
+        tokio::spawn(async move {
+            for event in first {
+                if tx.send(event).await.is_err() {
+                    return;
+                }
+            }
+            let mut backoff = Duration::from_millis(100);
+            // After an answer that changed nothing, read once without blocking: a snapshot
+            // restore wakes blocking queries with the old state, then moves the index backwards,
+            // which a query blocked on the old index would not see until its wait ran out.
+            let mut verify = false;
+            loop {
+                let wait = (!verify).then_some(BLOCKING_WAIT);
+                let answer = tokio::select! {
+                    _ = tx.closed() => return,
+                    answer = this.entries(&prefix, true, if verify { 0 } else { index }, wait) => answer,
+                };
+                let (next, entries) = match answer {
+                    Ok(answer) => answer,
+                    Err(err) => {
+                        tracing::warn!(endpoint = %this.api.endpoint(), %err, "Consul watch failed; retrying in {backoff:?}");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        // The agent may come back restored, its index below ours: a query
+                        // blocking on our index would wait its whole time before saying so.
+                        verify = true;
+                        continue;
+                    }
+                };
+                backoff = Duration::from_millis(100);
+                for event in diff(&mut mirror, entries, next) {
+                    if tx.send(event).await.is_err() {
+                        return;
+                    }
+                }
+                verify = !verify && next == index;
+                // Consul's advice: start over when the index goes backwards (a restored snapshot).
+                index = if next < index { 0 } else { next };
+            }
+        });
+        watch
+    }
+
     /// Whether `lease`'s session still exists.
     async fn session_exists(&self, lease: &LeaseId) -> Result<bool> {
         let path = format!("/v1/session/info/{}", encode_key(&lease.0));
@@ -264,53 +318,28 @@ impl Backend for Consul {
 
     async fn watch(&self, prefix: &str, after: Revision) -> Result<Watch> {
         // Read the prefix now, so that changes made after this call returns are never missed.
-        let (mut index, entries) = self.entries(prefix, true, 0, None).await?;
-        let (tx, watch) = Watch::channel();
+        let (index, entries) = self.entries(prefix, true, 0, None).await?;
         let mut mirror = BTreeMap::new();
         diff(&mut mirror, entries, index);
         if index != after {
+            let (tx, watch) = Watch::channel();
             let _ = tx.send(WatchEvent::Compacted { revision: index }).await;
             return Ok(watch);
         }
-        let (this, prefix) = (Consul { api: self.api.clone() }, prefix.to_string());
-        tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(100);
-            // After an answer that changed nothing, read once without blocking: a snapshot
-            // restore wakes blocking queries with the old state, then moves the index backwards,
-            // which a query blocked on the old index would not see until its wait ran out.
-            let mut verify = false;
-            loop {
-                let wait = (!verify).then_some(BLOCKING_WAIT);
-                let answer = tokio::select! {
-                    _ = tx.closed() => return,
-                    answer = this.entries(&prefix, true, if verify { 0 } else { index }, wait) => answer,
-                };
-                let (next, entries) = match answer {
-                    Ok(answer) => answer,
-                    Err(err) => {
-                        tracing::warn!(endpoint = %this.api.endpoint(), %err, "Consul watch failed; retrying in {backoff:?}");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                        // The agent may come back restored, its index below ours: a query
-                        // blocking on our index would wait its whole time before saying so.
-                        verify = true;
-                        continue;
-                    }
-                };
-                backoff = Duration::from_millis(100);
-                for event in diff(&mut mirror, entries, next) {
-                    if tx.send(event).await.is_err() {
-                        return;
-                    }
-                }
-                verify = !verify && next == index;
-                // Consul's advice: start over when the index goes backwards (a restored snapshot).
-                index = if next < index { 0 } else { next };
-            }
-        });
-        Ok(watch)
+        Ok(self.follow(prefix, mirror, index, Vec::new()))
     }
 
+    /// Consul has no history to resume from, but the listing says what the caller knows: the
+    /// prefix read now, diffed against it, is exactly what changed since. So a watch on part
+    /// of a listed prefix needs no index of its own (a sub-prefix's index is not the
+    /// listing's, and an empty one's is Consul's global index).
+    async fn watch_listed(&self, prefix: &str, listed: &Listing) -> Result<Watch> {
+        let known = listed.kvs.iter().filter(|kv| kv.key.starts_with(prefix));
+        let mut mirror: BTreeMap<String, KeyValue> = known.map(|kv| (kv.key.clone(), kv.clone())).collect();
+        let (index, entries) = self.entries(prefix, true, 0, None).await?;
+        let since = diff(&mut mirror, entries, index.max(listed.revision));
+        Ok(self.follow(prefix, mirror, index, since))
+    }
     async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId> {
         let session_ttl = ttl.as_secs().div_ceil(2).max(1);
         let body = serde_json::json!({

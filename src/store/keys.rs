@@ -50,6 +50,13 @@ impl Keys {
         [format!("{}/http/", self.prefix), format!("{}/tls/", self.prefix)]
     }
 
+    /// What the route watcher watches: every spelling of `http/` and `tls/` (keys are
+    /// case-insensitive, so `HTTP/` and `Tls/` count) starts with one of these, and nothing
+    /// else Pylon keeps under the prefix (`acme/`, `static/`) does.
+    pub fn dynamic_watch_parts(&self) -> [String; 4] {
+        ["h", "H", "t", "T"].map(|first| format!("{}/{first}", self.prefix))
+    }
+
     /// The segments of a dynamic key below the prefix (`["http", "routers", "web", "rule"]`),
     /// or `None` for a key outside the dynamic roots.
     pub fn dynamic_path(&self, key: &str) -> Option<Vec<String>> {
