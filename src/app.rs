@@ -19,20 +19,20 @@ use std::{sync::Arc, time::Duration};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    access_log::AccessLog,
-    acme,
     cli::Cli,
     config::{self, Loaded},
-    events::Bus,
+    control::acme,
+    control::events::Bus,
+    control::store::{self, Store, StoreSpec},
+    control::watcher::Watcher,
+    data::access_log::AccessLog,
+    data::plane::Plane,
+    data::proxy::Proxy,
+    data::server::{BindError, Server},
+    data::tls::{self, CertStore},
+    data::upstream::{RootCaError, Upstream},
     logging::Logging,
-    plane::Plane,
-    proxy::Proxy,
-    server::{BindError, Server},
     setup::{self, SetupError},
-    store::{self, Store, StoreSpec},
-    tls::{self, CertStore},
-    upstream::{RootCaError, Upstream},
-    watcher::Watcher,
 };
 
 /// How long start-up waits for the first dynamic configuration before serving without it.
@@ -177,7 +177,7 @@ pub async fn run(cli: &Cli, logging: &Logging, shutdown: CancellationToken) -> R
 fn acme_manager(
     acme: &config::model::Acme,
     store: &Store,
-    keys: &crate::store::keys::Keys,
+    keys: &crate::control::store::keys::Keys,
     (certs, plane): (&Arc<CertStore>, &Arc<Plane>),
     wanted: tokio::sync::watch::Receiver<Vec<config::model::Domain>>,
     events: Bus,

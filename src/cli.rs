@@ -46,7 +46,7 @@ pub enum Command {
     /// Operate the cluster's ACME certificates: list, renew NAME, revoke NAME
     Acme {
         #[command(subcommand)]
-        action: crate::acme::admin::Action,
+        action: crate::control::acme::admin::Action,
     },
     /// Print the version
     Version,

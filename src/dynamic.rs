@@ -20,7 +20,7 @@ use crate::{
         tree::{NamedTables, Origin},
         Checker, Diagnostic, Node,
     },
-    routing::rule::Rule,
+    data::routing::rule::Rule,
 };
 use file::*;
 
@@ -40,13 +40,13 @@ pub struct DynamicConfig {
     pub routers: BTreeMap<String, Router>,
     pub services: BTreeMap<String, Service>,
     /// The valid middlewares; routers that name one that is not here were disabled.
-    pub middlewares: BTreeMap<String, crate::middleware::Spec>,
+    pub middlewares: BTreeMap<String, crate::data::middleware::Spec>,
     /// PEM contents or file paths, as given.
     pub certificates: Vec<Certificate>,
     pub default_certificate: Option<Certificate>,
     /// `tls.options.<name>`: each set of TLS options, `None` when it is invalid (and had no
     /// last good version): a router that would be served under it is not served over TLS.
-    pub tls_options: BTreeMap<String, Option<crate::tls::TlsPolicy>>,
+    pub tls_options: BTreeMap<String, Option<crate::data::tls::TlsPolicy>>,
     /// What was left out, and why: one diagnostic per rejected router or service.
     pub rejected: Vec<Diagnostic>,
     pub warnings: Vec<Diagnostic>,

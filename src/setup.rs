@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use crate::{
     cli::{Global, Override},
     config::{self, ConfigError, Loaded, Node, StoreKind, StoreSection},
-    store::{codec, etcd::EtcdOptions, keys::Keys, Store, StoreError, StoreSpec},
+    control::store::{codec, etcd::EtcdOptions, keys::Keys, Store, StoreError, StoreSpec},
 };
 
 #[derive(Debug, thiserror::Error)]

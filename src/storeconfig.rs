@@ -10,9 +10,9 @@ use std::{collections::BTreeMap, io::Write, path::Path};
 use crate::{
     cli::{Global, Override},
     config::{self, ConfigError, Diagnostic, Node},
+    control::store::{self, codec, Op, Store, Txn},
     dynamic,
     setup::{self, SetupError},
-    store::{self, codec, Op, Store, Txn},
 };
 
 /// What was (or would be) written by one part.

@@ -25,7 +25,7 @@ async fn on_consul_one_replica_orders_another_answers_and_all_three_serve_within
     one_orders_another_answers_all_serve(consul.flags(), consul.spec()).await;
 }
 
-async fn one_orders_another_answers_all_serve(flags: Vec<String>, spec: pylon::store::StoreSpec) {
+async fn one_orders_another_answers_all_serve(flags: Vec<String>, spec: pylon::control::store::StoreSpec) {
     let b_web = free_port();
     let pebble = Pebble::start(Options { http_port: b_web, ..Options::default() }).await;
     // Only A wants the name; Pebble validates on B's plain port.
@@ -37,7 +37,7 @@ async fn one_orders_another_answers_all_serve(flags: Vec<String>, spec: pylon::s
     )
     .await;
 
-    let store = pylon::store::open(&spec).await.unwrap();
+    let store = pylon::control::store::open(&spec).await.unwrap();
     let key = "traefik/acme/certs/a.pylon.test";
     eventually("the certificate is stored", Duration::from_secs(60), || async {
         store.get(key).await.unwrap().is_some()
@@ -66,7 +66,7 @@ async fn three_replicas_with_the_same_20_host_rules_make_20_orders_on_one_accoun
     let web = free_port();
     let pebble = Pebble::start(Options { http_port: web, ..Options::default() }).await;
     let flags = etcd.flags();
-    let store = pylon::store::open(&etcd.spec()).await.unwrap();
+    let store = pylon::control::store::open(&etcd.spec()).await.unwrap();
     let names: Vec<String> = (0..20).map(|i| format!("h{i}.pylon.test")).collect();
     for name in &names {
         let router = format!("traefik/http/routers/{name}");

@@ -26,7 +26,7 @@ async fn when_the_lock_holder_is_killed_mid_order_another_replica_completes_afte
     let gate = Gate::holding().await;
     let pebble = Pebble::start(Options { http_port: gate.port, ..Options::default() }).await;
     let flags = etcd.flags();
-    let store = pylon::store::open(&etcd.spec()).await.unwrap();
+    let store = pylon::control::store::open(&etcd.spec()).await.unwrap();
     let mut a = Replica::start(&flags, &pebble.acme_section(DOMAIN)).await;
     let marker = format!("traefik/acme/orders/{NAME}");
     eventually("A starts ordering", Duration::from_secs(30), || async { store.get(&marker).await.unwrap().is_some() })
@@ -64,7 +64,7 @@ async fn a_lock_holder_stopped_with_sigterm_hands_its_lock_over_at_once() {
     let gate = Gate::holding().await;
     let pebble = Pebble::start(Options { http_port: gate.port, ..Options::default() }).await;
     let flags = etcd.flags();
-    let store = pylon::store::open(&etcd.spec()).await.unwrap();
+    let store = pylon::control::store::open(&etcd.spec()).await.unwrap();
     let section = pebble.acme_section(DOMAIN);
     let lifecycle = "[lifeCycle]\nrequestAcceptGraceTimeout = \"0s\"\ngraceTimeOut = \"1s\"\n";
     let mut a = Replica::start(&flags, &format!("{lifecycle}{section}")).await;
@@ -137,7 +137,7 @@ async fn issuance_succeeds_while_the_ca_rejects_half_of_its_nonces() {
     let names = ["n1.pylon.test", "n2.pylon.test", "n3.pylon.test"];
     let domains: String = names.iter().map(|n| format!("[[acme.domains]]\nmain = \"{n}\"\n")).collect();
     let a = Replica::start_with_web(&etcd.flags(), &pebble.acme_section(&domains), web).await;
-    let store = pylon::store::open(&etcd.spec()).await.unwrap();
+    let store = pylon::control::store::open(&etcd.spec()).await.unwrap();
     eventually("the certificates are stored", Duration::from_secs(60), || async {
         store.list("traefik/acme/certs/").await.unwrap().kvs.len() == names.len()
     })
@@ -169,7 +169,7 @@ async fn failing_renewals_back_off_across_the_cluster_and_the_previous_certifica
     gate.open_to(a_web);
     let a = Replica::start_with_web(&flags, &section, a_web).await;
     let b = Replica::start(&flags, &section).await;
-    let store = pylon::store::open(&etcd.spec()).await.unwrap();
+    let store = pylon::control::store::open(&etcd.spec()).await.unwrap();
     let cert_key = format!("traefik/acme/certs/{NAME}");
     eventually("the certificate is stored", Duration::from_secs(60), || async {
         store.get(&cert_key).await.unwrap().is_some()
@@ -224,7 +224,7 @@ async fn a_renewal_validates_again_even_where_the_ca_would_reuse_the_previous_au
     let a_web = free_port();
     gate.open_to(a_web);
     let a = Replica::start_with_web(&etcd.flags(), &pebble.acme_section(DOMAIN), a_web).await;
-    let store = pylon::store::open(&etcd.spec()).await.unwrap();
+    let store = pylon::control::store::open(&etcd.spec()).await.unwrap();
     eventually("the certificate is stored", Duration::from_secs(60), || async {
         store.get(&format!("traefik/acme/certs/{NAME}")).await.unwrap().is_some()
     })

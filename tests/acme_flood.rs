@@ -35,7 +35,7 @@ async fn settled(replica: &Replica) {
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_tokens_cost_the_store_nothing_and_never_wait_for_it() {
     let etcd = Etcd::start().await;
-    let store = pylon::store::open(&etcd.spec()).await.unwrap();
+    let store = pylon::control::store::open(&etcd.spec()).await.unwrap();
     let replica = Replica::start(&etcd.flags(), ACME).await;
     let f = Fixture { store, replica, flags: etcd.flags(), server: Box::new(()) };
     settled(&f.replica).await;
@@ -146,11 +146,11 @@ async fn validate(connector: &tokio_rustls::TlsConnector, port: u16, name: &str)
 #[tokio::test(flavor = "multi_thread")]
 async fn alpn_handshakes_for_unknown_names_cost_the_store_nothing_and_never_wait_for_it() {
     let etcd = Etcd::start().await;
-    let store = pylon::store::open(&etcd.spec()).await.unwrap();
+    let store = pylon::control::store::open(&etcd.spec()).await.unwrap();
     let tls_challenge = ACME.replace("[acme.httpChallenge]\nentryPoint = \"web\"\n", "[acme.tlsChallenge]\n");
     let replica = Replica::start(&etcd.flags(), &tls_challenge).await;
     settled(&replica).await;
-    let stored = pylon::acme::challenge::alpn_response("known.pylon.test", &[7; 32]).unwrap();
+    let stored = pylon::control::acme::challenge::alpn_response("known.pylon.test", &[7; 32]).unwrap();
     store.put("traefik/acme/alpn/known.pylon.test", stored).await.unwrap();
     let connector = validator();
     let port = replica.websecure;

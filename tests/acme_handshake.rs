@@ -28,7 +28,7 @@ async fn tls_alpn_01_is_answered_by_another_replica_and_both_serve_the_certifica
         &format!("{}{tls_challenge}", pebble.acme_base("[[acme.domains]]\nmain = \"alpn.pylon.test\"")),
     )
     .await;
-    let store = pylon::store::open(&etcd.spec()).await.unwrap();
+    let store = pylon::control::store::open(&etcd.spec()).await.unwrap();
     eventually("the certificate is stored", Duration::from_secs(60), || async {
         store.get("traefik/acme/certs/alpn.pylon.test").await.unwrap().is_some()
     })
@@ -91,7 +91,7 @@ async fn on_demand_orders_allowed_names_during_their_first_handshake_and_nothing
 
     assert!(fetch(replica.websecure, "yes.asked.test", &root).await.is_ok(), "the second new name this minute");
     assert_eq!(pebble.orders(), 2);
-    let store = pylon::store::open(&etcd.spec()).await.unwrap();
+    let store = pylon::control::store::open(&etcd.spec()).await.unwrap();
     let record = store.get("traefik/acme/certs/yes.asked.test").await.unwrap().unwrap();
     assert!(String::from_utf8_lossy(&record.value).contains("\"on_demand\":true"), "kept for renewal");
 

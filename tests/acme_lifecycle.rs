@@ -25,7 +25,7 @@ async fn short_certificates_are_renewed_once_by_one_replica_without_a_failed_req
     let web = free_port();
     let pebble = Pebble::start(Options { http_port: web, validity: Some(24), ..Options::default() }).await;
     let flags = etcd.flags();
-    let store = pylon::store::open(&etcd.spec()).await.unwrap();
+    let store = pylon::control::store::open(&etcd.spec()).await.unwrap();
     let app = Upstream::start("app").await;
     store.put("traefik/http/routers/r/rule", format!("Host(`{NAME}`)")).await.unwrap();
     store.put("traefik/http/routers/r/service", "app").await.unwrap();
@@ -73,7 +73,7 @@ async fn operators_list_renew_and_revoke_through_the_cluster() {
     let web = free_port();
     let pebble = Pebble::start(Options { http_port: web, ..Options::default() }).await;
     let replica = Replica::start_with_web(&etcd.flags(), &pebble.acme_section(DOMAIN), web).await;
-    let store = pylon::store::open(&etcd.spec()).await.unwrap();
+    let store = pylon::control::store::open(&etcd.spec()).await.unwrap();
     let cert_key = format!("traefik/acme/certs/{NAME}");
     eventually("the certificate is stored", Duration::from_secs(60), || async {
         store.get(&cert_key).await.unwrap().is_some()
@@ -129,7 +129,7 @@ async fn private_keys_are_sealed_at_rest_and_a_replica_with_the_wrong_key_says_s
     let right = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
     let wrong = "k2:HxwdHh8AAQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRo=";
     let a = Replica::start_with(&flags, &pebble.acme_section(DOMAIN), web, &[("PYLON_STORAGE_KEY", right)]).await;
-    let store = pylon::store::open(&etcd.spec()).await.unwrap();
+    let store = pylon::control::store::open(&etcd.spec()).await.unwrap();
     let cert_key = format!("traefik/acme/certs/{NAME}");
     eventually("the certificate is stored", Duration::from_secs(60), || async {
         store.get(&cert_key).await.unwrap().is_some()

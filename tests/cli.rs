@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use pylon::store::{self, Store, StoreSpec};
+use pylon::control::store::{self, Store, StoreSpec};
 use support::{free_port, get, pylon, pylon_output, terminate};
 
 const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/traefik.toml");

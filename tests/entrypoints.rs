@@ -10,7 +10,7 @@ use std::{process::Command, time::Duration};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor, rt::TokioIo};
-use pylon::store::{self, Op, Store, Txn};
+use pylon::control::store::{self, Op, Store, Txn};
 use support::{get_host, replica::Replica, send, tls::issue, upstream::Upstream, Etcd};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -8,7 +8,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use pylon::store::{self, Store};
+use pylon::control::store::{self, Store};
 use support::{etcd_cluster::EtcdCluster, free_port, get_host, replica::Replica, upstream::Upstream};
 
 fn flags(endpoints: &[String]) -> Vec<String> {

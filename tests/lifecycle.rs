@@ -16,7 +16,7 @@ use std::{
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
-use pylon::store::{self, Op, Store, Txn};
+use pylon::control::store::{self, Op, Store, Txn};
 use support::{free_port, get_host, replica::Replica, upstream::Upstream, Etcd, Process};
 
 async fn route(store: &Store, upstream: &Upstream) {

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use pylon::store::{Op, Txn};
+use pylon::control::store::{Op, Txn};
 use support::{
     eventually,
     fixture::{on_etcd, router, servers, Fixture},

@@ -350,7 +350,7 @@ async fn on_consul_writes_outside_the_dynamic_keys_download_no_routes() {
     let consul = support::Consul::start().await;
     let endpoint = consul.endpoint.clone();
     let relay = support::relay::Relay::to(&endpoint).await;
-    let store = pylon::store::open(&consul.spec()).await.unwrap();
+    let store = pylon::control::store::open(&consul.spec()).await.unwrap();
     let flags = vec!["--consul".to_string(), format!("--consul.endpoint=127.0.0.1:{}", relay.port)];
     let replica = support::replica::Replica::start(&flags, "").await;
     let f = Fixture { store, replica, flags, server: Box::new(consul) };

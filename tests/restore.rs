@@ -42,7 +42,7 @@ async fn after_the_restore(f: &Fixture) {
 #[tokio::test(flavor = "multi_thread")]
 async fn etcd_restored_from_a_snapshot_is_followed() {
     let mut etcd = Etcd::start().await;
-    let store = pylon::store::open(&etcd.spec()).await.unwrap();
+    let store = pylon::control::store::open(&etcd.spec()).await.unwrap();
     let replica = Replica::start(&etcd.flags(), "").await;
     let flags = etcd.flags();
     let app = Upstream::start("app").await;
@@ -60,7 +60,7 @@ async fn etcd_restored_from_a_snapshot_is_followed() {
 #[tokio::test(flavor = "multi_thread")]
 async fn consul_restored_from_a_snapshot_is_followed() {
     let consul = Consul::start().await;
-    let store = pylon::store::open(&consul.spec()).await.unwrap();
+    let store = pylon::control::store::open(&consul.spec()).await.unwrap();
     let replica = Replica::start(&consul.flags(), "").await;
     let app = Upstream::start("app").await;
     let f = Fixture { store, replica, flags: consul.flags(), server: Box::new(()) };

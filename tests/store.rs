@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use pylon::store::{self, Compare, Op, Store, StoreError, StoreSpec, Txn, Watch, WatchEvent};
+use pylon::control::store::{self, Compare, Op, Store, StoreError, StoreSpec, Txn, Watch, WatchEvent};
 
 /// A store and whatever keeps its server alive.
 struct Backend {

@@ -6,7 +6,7 @@
 use std::{collections::HashMap, sync::OnceLock};
 
 use libfuzzer_sys::fuzz_target;
-use pylon::{acme::challenge::load_alpn, plane::Answers};
+use pylon::{control::acme::challenge::load_alpn, data::plane::Answers};
 
 /// Answers published for pending orders.
 const PUBLISHED: &[(&str, &str)] = &[("stored-token", "stored-token.thumbprint"), ("caf\u{e9}", "caf\u{e9}.thumb")];

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pylon::store::{codec, keys::Keys, KeyValue};
+use pylon::control::store::{codec, keys::Keys, KeyValue};
 
 fuzz_target!(|data: &[u8]| {
     let kvs: Vec<KeyValue> = data

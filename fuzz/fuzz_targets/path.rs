@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pylon::proxy::path::{normalize, PathPolicy, REFUSED};
+use pylon::data::proxy::path::{normalize, PathPolicy, REFUSED};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

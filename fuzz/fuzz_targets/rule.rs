@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use http::{HeaderMap, HeaderValue, Method};
 use libfuzzer_sys::fuzz_target;
-use pylon::routing::rule::{RequestView, Rule};
+use pylon::data::routing::rule::{RequestView, Rule};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

@@ -3,7 +3,7 @@
 //! tunnels. Its `tls` section's settings are read as TLS options (`tls_options.rs`).
 
 use super::{file::*, model::Domain, model::RouterTlsDefaults, Checker};
-use crate::proxy::path::{PathPolicy, REFUSED};
+use crate::data::proxy::path::{PathPolicy, REFUSED};
 
 /// Without `http.allowedUpgrades`: WebSocket only.
 pub(super) fn default_upgrades() -> Vec<String> {
@@ -44,7 +44,7 @@ pub(super) fn path_policy(http: Option<&RawEntryPointHttp>) -> PathPolicy {
 /// routers that name none of their own.
 pub(super) fn router_tls_defaults(t: &RawEntryPointTls, path: &str, c: &mut Checker) -> RouterTlsDefaults {
     let options = t.options.as_deref().map(|o| o.split('@').next().unwrap_or(o).to_string());
-    let options = options.filter(|o| !o.is_empty() && o != crate::tls::handshakes::DEFAULT);
+    let options = options.filter(|o| !o.is_empty() && o != crate::data::tls::handshakes::DEFAULT);
     let mut domains = Vec::new();
     for (i, d) in t.domains.iter().enumerate() {
         match &d.main {

@@ -104,7 +104,7 @@ pub struct RawEncodedCharacters {
 }
 
 impl RawEncodedCharacters {
-    /// Each option, in the order of [`crate::proxy::path::REFUSED`] (which names them).
+    /// Each option, in the order of [`crate::data::proxy::path::REFUSED`] (which names them).
     pub fn options(&self) -> [Option<bool>; 7] {
         [
             self.allowencodedslash,

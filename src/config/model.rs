@@ -15,7 +15,7 @@ use super::{
     transport::Transport,
     Checker,
 };
-use crate::proxy::path::PathPolicy;
+use crate::data::proxy::path::PathPolicy;
 
 /// The name of the entrypoint that Traefik 1.x's `[web]`, `[api]`, `[ping]` and `[metrics]`
 /// use unless told otherwise; created on `:8080` when they need it and it is not declared.
@@ -63,9 +63,10 @@ impl StaticConfig {
     /// Each entrypoint's own TLS settings, which TLS options can only make stricter. A plain
     /// entrypoint terminates TLS for clients that start a handshake; it does so under every TLS
     /// entrypoint's settings, so that no TLS connection is weaker than one of them.
-    pub fn tls_floors(&self) -> BTreeMap<String, crate::tls::TlsPolicy> {
-        let plain =
-            crate::tls::TlsPolicy::strictest(self.entry_points.values().filter_map(|e| Some(&e.tls.as_ref()?.policy)));
+    pub fn tls_floors(&self) -> BTreeMap<String, crate::data::tls::TlsPolicy> {
+        let plain = crate::data::tls::TlsPolicy::strictest(
+            self.entry_points.values().filter_map(|e| Some(&e.tls.as_ref()?.policy)),
+        );
         let floor = |ep: &EntryPoint| ep.tls.as_ref().map_or(&plain, |t| &t.policy).clone();
         self.entry_points.iter().map(|(name, ep)| (name.clone(), floor(ep))).collect()
     }
@@ -91,7 +92,7 @@ impl EntryPoint {
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct ForwardedTrust {
     pub insecure: bool,
-    pub trusted: Vec<crate::routing::rule::Cidr>,
+    pub trusted: Vec<crate::data::routing::rule::Cidr>,
 }
 
 impl ForwardedTrust {
@@ -108,7 +109,7 @@ pub struct Redirect {
 
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Tls {
-    pub policy: crate::tls::TlsPolicy,
+    pub policy: crate::data::tls::TlsPolicy,
     pub certificates: Vec<(String, String)>,
 }
 
@@ -229,7 +230,7 @@ pub(super) fn build(raw: RawConfig, c: &mut Checker) -> Option<StaticConfig> {
         if let Some(f) = &ep.forwardedheaders {
             forwarded_trust.insecure = f.insecure.unwrap_or(false);
             for (i, text) in f.trustedips.iter().flatten().enumerate() {
-                match crate::routing::rule::Cidr::parse(text.trim()) {
+                match crate::data::routing::rule::Cidr::parse(text.trim()) {
                     Some(cidr) => forwarded_trust.trusted.push(cidr),
                     None => c.error(
                         &format!("{path}.forwardedheaders.trustedips.{i}"),

@@ -1,6 +1,6 @@
 //! A set of TLS options, checked key by key: an entrypoint's `tls` section (Traefik 1.x and
 //! 2's keys there) and each of the dynamic configuration's `tls.options.<name>` (Traefik v3's
-//! `tls/options/<name>/...`) are read by the same code into a [`crate::tls::TlsPolicy`].
+//! `tls/options/<name>/...`) are read by the same code into a [`crate::data::tls::TlsPolicy`].
 
 use super::{file::RawTls, Checker};
 
@@ -8,8 +8,8 @@ use super::{file::RawTls, Checker};
 /// (`files`, `optional`) or Traefik 2's `clientAuth` (`caFiles`, `clientAuthType`, which
 /// defaults to `RequireAndVerifyClientCert` when CAs are given, as in Traefik). Every CA file
 /// is read here; one that cannot be read or holds no certificate is an error at its entry.
-fn client_auth(t: &RawTls, path: &str, c: &mut Checker) -> Option<crate::tls::client_auth::ClientAuth> {
-    use crate::tls::client_auth::{ClientAuth, Mode};
+fn client_auth(t: &RawTls, path: &str, c: &mut Checker) -> Option<crate::data::tls::client_auth::ClientAuth> {
+    use crate::data::tls::client_auth::{ClientAuth, Mode};
     let (files, mode, at) = match (&t.clientca, &t.clientauth) {
         (None, None) => return None,
         (Some(_), Some(_)) => {
@@ -38,7 +38,7 @@ fn client_auth(t: &RawTls, path: &str, c: &mut Checker) -> Option<crate::tls::cl
     };
     let mut cas = Vec::new();
     for (i, file) in files.iter().enumerate() {
-        match crate::tls::certificates_in(file) {
+        match crate::data::tls::certificates_in(file) {
             Ok(certs) => cas.extend(certs),
             Err(err) => c.error(&format!("{at}.{i}"), format!("{}: {err}", crate::limits::shown(file))),
         }
@@ -56,9 +56,9 @@ fn client_auth(t: &RawTls, path: &str, c: &mut Checker) -> Option<crate::tls::cl
 
 /// One set of TLS options at `path`: every key enforced, or an error at it; a value that
 /// cannot be honoured exactly is refused or made stricter, never weaker.
-pub fn tls_options(t: &RawTls, path: &str, c: &mut Checker) -> crate::tls::TlsPolicy {
-    use crate::tls::policy::{self, MinVersion, Suite};
-    let mut out = crate::tls::TlsPolicy {
+pub fn tls_options(t: &RawTls, path: &str, c: &mut Checker) -> crate::data::tls::TlsPolicy {
+    use crate::data::tls::policy::{self, MinVersion, Suite};
+    let mut out = crate::data::tls::TlsPolicy {
         sni_strict: t.snistrict.unwrap_or(false),
         no_session_tickets: t.disablesessiontickets.unwrap_or(false),
         ..Default::default()
@@ -129,10 +129,10 @@ pub fn tls_options(t: &RawTls, path: &str, c: &mut Checker) -> crate::tls::TlsPo
 }
 
 /// `curvePreferences`: the groups rustls offers, in the order given; at least one.
-fn curves(names: &[String], path: &str, c: &mut Checker) -> Vec<crate::tls::policy::Curve> {
+fn curves(names: &[String], path: &str, c: &mut Checker) -> Vec<crate::data::tls::policy::Curve> {
     let mut out = Vec::new();
     for (i, name) in names.iter().enumerate() {
-        match crate::tls::policy::curve(name.trim()) {
+        match crate::data::tls::policy::curve(name.trim()) {
             Ok(Some(curve)) if !out.contains(&curve) => out.push(curve),
             Ok(Some(_)) => {}
             Ok(None) => c.warn(

@@ -7,12 +7,12 @@ use std::collections::BTreeMap;
 
 use crate::{
     config::{tree::Origin, Checker, Diagnostic, Node},
-    middleware::{self, Spec},
+    data::middleware::{self, Spec},
 };
 
 use super::file::{RawCertificate, RawRouter, RawService, RawTlsStore};
 use super::{certificate, drop_broken_references, router, service, unqualified, DynamicConfig, Router, Service};
-use crate::{config::file::RawTls, tls::TlsPolicy};
+use crate::{config::file::RawTls, data::tls::TlsPolicy};
 
 /// Whose settings a dynamic key holds.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -264,7 +264,7 @@ impl Parts {
     /// exist (a missing `default` is Pylon's defaults), or are invalid.
     fn unusable_options(&self, name: &str) -> Option<String> {
         match self.tls_options.get(name) {
-            None if name == crate::tls::handshakes::DEFAULT => None,
+            None if name == crate::data::tls::handshakes::DEFAULT => None,
             None => Some(format!("its TLS options {name:?} do not exist")),
             Some(Decoded { value: None, origin, .. }) => {
                 Some(format!("its TLS options {name:?} ({origin}) are invalid"))

@@ -338,7 +338,7 @@ fn tls_options_are_read_from_their_keys() {
     let p = d.tls_options["modern"].clone().expect("valid");
     assert!(p.max_tls12 && !p.min_tls13 && p.sni_strict && p.no_session_tickets);
     assert_eq!(p.tls12_suites, Some(vec!["TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384".to_string()]));
-    use crate::tls::policy::Curve;
+    use crate::data::tls::policy::Curve;
     assert_eq!(p.curves, Some(vec![Curve::P384, Curve::X25519]));
     assert_eq!(p.alpn, Some(vec!["http/1.1".to_string()]));
     assert_eq!(p.client_auth.map(|a| a.cas.len()), Some(1));

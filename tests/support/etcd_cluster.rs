@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use pylon::store::{etcd::EtcdOptions, StoreSpec};
+use pylon::control::store::{etcd::EtcdOptions, StoreSpec};
 
 use super::{free_port, get, require, signal, Process};
 

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use pylon::store::{self, Op, Store, Txn};
+use pylon::control::store::{self, Op, Store, Txn};
 
 use super::{get_host, replica::Replica, upstream::Upstream, Consul, Etcd};
 

@@ -15,7 +15,7 @@ use std::{
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
-use pylon::store::{etcd::EtcdOptions, StoreSpec};
+use pylon::control::store::{etcd::EtcdOptions, StoreSpec};
 
 /// A port nobody listens on right now, never handed out before in this test process, and below
 /// the kernel's ephemeral range (32768 and up): a port from `bind(0)` can come back from the next
