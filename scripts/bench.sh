@@ -5,7 +5,7 @@
 # each proxy forwards to one fast upstream (nginx, keep-alive both ways). Then Pylon alone:
 # requests/s with 10 and with 10,000 routers, and the delay from a change written to etcd to
 # that change being served (p50/p99 over 100 changes), and the cost of a middleware chain
-# (headers + stripPrefix + basicAuth + rateLimit) against the same route without one. Last, scripts/bench-acme.sh: time to a
+# (headers + stripPrefix + basicAuth + rateLimit) and of a weighted service against the same route without one. Last, scripts/bench-acme.sh: time to a
 # certificate from Pebble for three replicas beside Caddy. Writes docs/benchmarks.md.
 #
 #   scripts/bench.sh            # full run (~6 minutes after the release build)
@@ -140,6 +140,12 @@ print('[http.middlewares.strip.stripPrefix]\nprefixes = ["/api"]')
 print('[http.middlewares.auth.basicAuth]\nusers = ["bob:$2a$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW"]')
 print('[http.middlewares.limit.rateLimit]\naverage = 100000000\nburst = 100000000')
 print(f'[http.services.up.loadBalancer]\nservers = [{{ url = "http://127.0.0.1:{up}" }}]')
+# A canary split: a weighted service (3:1) over two load balancers of two servers each, all of
+# them the same upstream, so that only the picks differ from the plain route.
+print('[http.routers.weighted]\nrule = "Host(`wt.bench.local`)"\nservice = "wt"')
+print('[http.services.wt.weighted]\nservices = [{ name = "stable", weight = 3 }, { name = "canary", weight = 1 }]')
+for name in ("stable", "canary"):
+    print(f'[http.services.{name}.loadBalancer]\nservers = [{{ url = "http://127.0.0.1:{up}" }}, {{ url = "http://127.0.0.1:{up}/" }}]')
 PY
   "$PYLON" storeconfig --dynamic "$WORK/dynamic.toml" "${STORE[@]}" >/dev/null
 }
@@ -147,6 +153,11 @@ routers 10
 "$PYLON" run --configfile "$WORK/pylon.toml" "${STORE[@]}" 2>"$WORK/pylon.log" & PID_OF[pylon]=$!; PIDS+=($!)
 for p in nginx haproxy caddy pylon; do wait_port "${PLAIN[$p]}"; wait_port "${TLS[$p]}"; done
 sleep 1
+# wrk counts any answer: every route measured must answer 200 first.
+for host in bench.local mw.bench.local wt.bench.local; do
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $host" -H "Authorization: Basic Ym9iOlUqVQ==" "http://127.0.0.1:${PLAIN[pylon]}/api/x")
+  [ "$code" = 200 ] || { echo "bench: $host answers $code, not 200" >&2; cat "$WORK/pylon.log" >&2; exit 1; }
+done
 
 h1() { # h1 PORT [HOST [PATH [HEADER]]] -> "rps p50ms p99ms"
   local extra=(); [ -n "${4:-}" ] && extra=(-H "$4")
@@ -172,10 +183,13 @@ per_cpu() { # per_cpu RPS TICKS -> requests per proxy CPU-second
 AUTH="Authorization: Basic Ym9iOlUqVQ=="
 declare -A SUM
 for round in $(seq "$ROUNDS"); do
-  for route in plain chained; do
+  for route in plain chained weighted; do
     before=$(cpu_ticks "${PID_OF[pylon]}")
-    if [ "$route" = plain ]; then read -r r a b < <(h1 "${PLAIN[pylon]}" bench.local /api/x)
-    else read -r r a b < <(h1 "${PLAIN[pylon]}" mw.bench.local /api/x "$AUTH"); fi
+    case $route in
+      plain) read -r r a b < <(h1 "${PLAIN[pylon]}" bench.local /api/x) ;;
+      chained) read -r r a b < <(h1 "${PLAIN[pylon]}" mw.bench.local /api/x "$AUTH") ;;
+      weighted) read -r r a b < <(h1 "${PLAIN[pylon]}" wt.bench.local /api/x) ;;
+    esac
     ticks=$(( $(cpu_ticks "${PID_OF[pylon]}") - before ))
     SUM[$route,rps]+=" $r"; SUM[$route,p99]+=" $b"; SUM[$route,cpu]+=" $(per_cpu "$r" "$ticks")"
     echo "round $round pylon $route route: $r req/s p99 ${b}ms" >&2
@@ -263,18 +277,20 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf 
   echo "| 10 | $ROUTERS10 |"
   echo "| 10,000 | $ROUTERS10K |"
   echo
-  echo "## The cost of middlewares"
+  echo "## The cost of middlewares and weighted services"
   echo
-  echo "HTTP/1.1 to \`/api/x\` on the same upstream, interleaved with the rounds above: a route without middlewares, and a"
-  echo "route through \`headers\` + \`stripPrefix\` + \`basicAuth\` (bcrypt, cached) + \`rateLimit\` (a limit far above the load)."
+  echo "HTTP/1.1 to \`/api/x\` on the same upstream, interleaved with the rounds above: a route without middlewares, a"
+  echo "route through \`headers\` + \`stripPrefix\` + \`basicAuth\` (bcrypt, cached) + \`rateLimit\` (a limit far above the load),"
+  echo "and a weighted service (3:1) over two load balancers of two servers each (two picks per request, from every worker)."
   echo
   echo "| route | req/s | p99 ms | req per Pylon CPU-second |"
   echo "|---|---|---|---|"
-  for route in plain chained; do
+  for route in plain chained weighted; do
     echo "| $route | $(echo "${SUM[$route,rps]}" | median) | $(echo "${SUM[$route,p99]}" | median) | $(echo "${SUM[$route,cpu]}" | median) |"
   done
   echo
   echo "Chained to plain: $(ratio "$(echo "${SUM[chained,rps]}" | median)" "$(echo "${SUM[plain,rps]}" | median)") in req/s, $(ratio "$(echo "${SUM[chained,cpu]}" | median)" "$(echo "${SUM[plain,cpu]}" | median)") in req per CPU-second."
+  echo "Weighted to plain: $(ratio "$(echo "${SUM[weighted,rps]}" | median)" "$(echo "${SUM[plain,rps]}" | median)") in req/s, $(ratio "$(echo "${SUM[weighted,cpu]}" | median)" "$(echo "${SUM[plain,cpu]}" | median)") in req per CPU-second."
   echo
   read -r P50 P99 <<<"$PROPAGATION"
   echo "Store change to served (a new router written to etcd until Pylon routes it), over 100 changes: p50 ${P50} ms, p99 ${P99} ms."

@@ -51,6 +51,8 @@ pub struct EntryPoint {
     pub router_tls: Option<RouterTlsDefaults>,
     /// Whose `X-Forwarded-*` headers are kept (`forwardedHeaders`); others' are replaced.
     pub forwarded_trust: ForwardedTrust,
+    /// `proxyProtocol`: whose PROXY headers name the client; `None`: no header is read.
+    pub proxy_protocol: Option<ForwardedTrust>,
     /// How request paths are made canonical (`http.sanitizePath`, `http.encodedCharacters`).
     pub path: PathPolicy,
     /// The `Upgrade` protocols tunnelled to upstreams (`http.allowedUpgrades`).
@@ -81,6 +83,7 @@ impl EntryPoint {
             tls: None,
             router_tls: None,
             forwarded_trust: ForwardedTrust::default(),
+            proxy_protocol: None,
             path: PathPolicy::default(),
             upgrades: default_upgrades(),
             middlewares: Vec::new(),
@@ -93,6 +96,18 @@ impl EntryPoint {
 pub struct ForwardedTrust {
     pub insecure: bool,
     pub trusted: Vec<crate::data::routing::rule::Cidr>,
+}
+
+/// `trustedIPs` and `insecure` (of `forwardedHeaders` or `proxyProtocol`) at `path`.
+fn trust(raw: &super::file::RawTrustedIps, path: &str, c: &mut Checker) -> ForwardedTrust {
+    let mut out = ForwardedTrust { insecure: raw.insecure.unwrap_or(false), trusted: Vec::new() };
+    for (i, text) in raw.trustedips.iter().flatten().enumerate() {
+        match crate::data::routing::rule::Cidr::parse(text.trim()) {
+            Some(cidr) => out.trusted.push(cidr),
+            None => c.error(&format!("{path}.trustedips.{i}"), format!("{text:?} is not an IP address or CIDR range")),
+        }
+    }
+    out
 }
 
 impl ForwardedTrust {
@@ -226,27 +241,20 @@ pub(super) fn build(raw: RawConfig, c: &mut Checker) -> Option<StaticConfig> {
         let router_tls =
             v2.and_then(|h| h.tls.as_ref()).map(|t| router_tls_defaults(t, &format!("{path}.http.tls"), c));
         let tls = tls.or_else(|| router_tls.as_ref().map(|_| Tls::default()));
-        let mut forwarded_trust = ForwardedTrust::default();
-        if let Some(f) = &ep.forwardedheaders {
-            forwarded_trust.insecure = f.insecure.unwrap_or(false);
-            for (i, text) in f.trustedips.iter().flatten().enumerate() {
-                match crate::data::routing::rule::Cidr::parse(text.trim()) {
-                    Some(cidr) => forwarded_trust.trusted.push(cidr),
-                    None => c.error(
-                        &format!("{path}.forwardedheaders.trustedips.{i}"),
-                        format!("{text:?} is not an IP address or CIDR range"),
-                    ),
-                }
+        let forwarded_trust =
+            ep.forwardedheaders.as_ref().map(|f| trust(f, &format!("{path}.forwardedheaders"), c)).unwrap_or_default();
+        let proxy_protocol = ep.proxyprotocol.as_ref().map(|p| {
+            let trust = trust(p, &format!("{path}.proxyprotocol"), c);
+            if trust.insecure {
+                c.warn(
+                    &format!("{path}.proxyprotocol.insecure"),
+                    "every client may claim any address with a PROXY header",
+                );
+            } else if trust.trusted.is_empty() {
+                c.warn(&format!("{path}.proxyprotocol"), "no trustedIPs: every PROXY header is read off and ignored");
             }
-        }
-        if ep.proxyprotocol.is_some() {
-            // A load balancer sending PROXY headers would get 400s, and its clients' addresses
-            // would be lost: refuse rather than start half working.
-            c.error(
-                &format!("{path}.proxyprotocol"),
-                "the PROXY protocol is not implemented yet; remove proxyProtocol or keep this entrypoint on Traefik",
-            );
-        }
+            trust
+        });
         if ep.compress == Some(true) {
             c.warn(&format!("{path}.compress"), "the v1.7 entrypoint compress is not implemented; responses are sent uncompressed (name a compress middleware in http.middlewares instead)");
         }
@@ -257,7 +265,17 @@ pub(super) fn build(raw: RawConfig, c: &mut Checker) -> Option<StaticConfig> {
         let path = path_policy(v2);
         entry_points.insert(
             name.clone(),
-            EntryPoint { address, redirect, tls, router_tls, forwarded_trust, path, upgrades, middlewares },
+            EntryPoint {
+                address,
+                redirect,
+                tls,
+                router_tls,
+                forwarded_trust,
+                proxy_protocol,
+                path,
+                upgrades,
+                middlewares,
+            },
         );
     }
 
@@ -421,6 +439,18 @@ mod tests {
         assert_eq!(inherited, Some(super::RouterTlsDefaults::default()), "http.tls is what routers inherit");
         assert_eq!(v2_entry_points, v1.entry_points);
         assert_eq!(v2.entry_points["web"].redirect.as_ref().unwrap().entry_point, "websecure");
+    }
+
+    #[test]
+    fn proxy_protocol_trusts_what_it_lists_and_a_bad_entry_is_an_error_at_its_line() {
+        let file =
+            "[entryPoints.web]\naddress = \":80\"\n[entryPoints.web.proxyProtocol]\ntrustedIPs = [\"10.0.0.0/8\"]\n";
+        let loaded = load(Node::from_toml("t.toml", file, STATIC_NAMES).unwrap()).unwrap();
+        let trust = loaded.config.entry_points["web"].proxy_protocol.clone().expect("on");
+        assert!(trust.trusts("10.1.2.3".parse().unwrap()) && !trust.trusts("192.0.2.1".parse().unwrap()));
+        let bad = file.replace("10.0.0.0/8", "ten");
+        let errors = load(Node::from_toml("t.toml", &bad, STATIC_NAMES).unwrap()).unwrap_err();
+        assert!(errors.0.iter().any(|e| e.to_string().starts_with("t.toml:4:")), "{:?}", errors.0);
     }
 
     #[test]

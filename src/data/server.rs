@@ -7,6 +7,7 @@
 
 mod admission;
 mod idle;
+mod proxy_protocol;
 mod response;
 mod stall;
 
@@ -53,6 +54,8 @@ struct Listener {
     ep: Arc<EntryPoint>,
     /// True on entrypoints with a `tls` section: every connection is TLS.
     tls_only: bool,
+    /// `proxyProtocol`: whose PROXY headers name the client.
+    proxy_protocol: Option<crate::config::model::ForwardedTrust>,
     /// What handshakes get until the control plane has built the TLS options.
     tls: Arc<rustls::ServerConfig>,
     plane: Arc<Plane>,
@@ -109,6 +112,7 @@ impl Server {
                     upgrades: ep.upgrades.clone(),
                 }),
                 tls_only: ep.tls.is_some(),
+                proxy_protocol: ep.proxy_protocol.clone(),
                 tls: tls::handshakes::fallback(&plane, &floors[&name]),
                 plane: plane.clone(),
                 builder: builder.clone(),
@@ -262,8 +266,8 @@ async fn accept(listener: TcpListener, shared: Arc<Listener>, ctx: Accept) {
 /// it), then HTTP until the client leaves or stays idle too long. When `drain` fires, the
 /// connection finishes its in-flight requests and closes.
 async fn connection(
-    stream: TcpStream,
-    peer: SocketAddr,
+    mut stream: TcpStream,
+    mut peer: SocketAddr,
     shared: &Listener,
     proxy: Arc<Proxy>,
     drain: CancellationToken,
@@ -282,6 +286,18 @@ async fn connection(
         }
     };
     tokio::pin!(evicted);
+    if let Some(trust) = &shared.proxy_protocol {
+        let header = tokio::time::timeout(t.header_read_timeout, proxy_protocol::read(&mut stream));
+        tokio::select! {
+            header = header => match header {
+                Ok(Ok(Some(client))) if trust.trusts(peer.ip()) => peer = client,
+                Ok(Ok(_)) => {}
+                Ok(Err(err)) => return tracing::debug!(%peer, "{err}"),
+                Err(_) => return tracing::debug!(%peer, "no PROXY header or request in time"),
+            },
+            _ = evicted.as_mut() => return,
+        }
+    }
     let tls = shared.tls_only || {
         let mut first = [0u8; 1];
         tokio::select! {
