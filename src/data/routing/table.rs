@@ -45,7 +45,8 @@ pub struct Table {
     pub routers: usize,
     /// The middlewares built for this table, for the next one to carry over.
     middlewares: Instances,
-    /// The TLS options each host's TLS routers name, per entrypoint: what the control plane
+    /// Per entrypoint, the hosts whose TLS routers name options other than `default`, with the
+    /// names (and `default` where the host has routers under it too): what the control plane
     /// builds the handshake configurations from (and takes out before publishing).
     pub tls_wanted: crate::data::tls::handshakes::WantedOptions,
 }
@@ -150,8 +151,35 @@ impl Table {
                 }
             }
         }
+        table.mark_default_options(&mut tls_wanted, config, statics);
         table.tls_wanted = tls_wanted;
         (table, warnings)
+    }
+}
+
+impl Table {
+    /// Adds `default` to the hosts in `wanted` (the few whose routers name options) that also
+    /// have a TLS router under `default`, so that the host gets both.
+    fn mark_default_options(
+        &self,
+        wanted: &mut crate::data::tls::handshakes::WantedOptions,
+        config: &DynamicConfig,
+        statics: &StaticConfig,
+    ) {
+        use crate::data::tls::handshakes::DEFAULT;
+        for (ep, hosts) in wanted.iter_mut() {
+            let Some(routes) = self.entry_points.get(ep) else { continue };
+            let inherited = statics.entry_points.get(ep).and_then(|e| e.router_tls.as_ref()?.options.as_deref());
+            for (host, names) in hosts.iter_mut() {
+                let on_host = routes.tls.by_host.get(host).into_iter().flatten();
+                let default = on_host.filter_map(|r| config.routers.get(&r.name)).any(|router| {
+                    router.tls.as_ref().and_then(|t| t.options.as_deref()).or(inherited).unwrap_or(DEFAULT) == DEFAULT
+                });
+                if default {
+                    names.insert(DEFAULT.to_string());
+                }
+            }
+        }
     }
 }
 
@@ -173,6 +201,8 @@ fn want_tls_options(
         _ => {}
     }
     match hosts {
+        // Hosts whose routers all use `default` need no entry: every other name gets it.
+        Some(_) if options == DEFAULT => Ok(()),
         Some(hosts) => {
             let wanted = wanted.entry(ep.to_string()).or_default();
             for host in hosts {
@@ -317,6 +347,9 @@ mod tests {
             rule = "Host(`s.example`)"
             service = "s"
             tls.options = "modern"
+            [http.routers.strict_too]
+            rule = "Host(`s.example`) && Path(`/open`)"
+            service = "s"
             [http.routers.anyhost]
             rule = "PathPrefix(`/x`)"
             service = "s"
@@ -334,8 +367,8 @@ mod tests {
         assert_eq!(route(&t, "web", true, "c.example", "/x"), None, "nor where a plain entrypoint speaks TLS");
         assert!(warnings.iter().any(|w| w.contains("\"anyhost\"") && w.contains("add a Host matcher")), "{warnings:?}");
         let wanted = &t.tls_wanted["websecure"];
-        assert_eq!(wanted["s.example"].iter().collect::<Vec<_>>(), ["modern"]);
-        assert_eq!(wanted["b.example"].iter().collect::<Vec<_>>(), ["default"]);
+        assert_eq!(wanted["s.example"].iter().collect::<Vec<_>>(), ["default", "modern"], "both routers' options");
+        assert!(!wanted.contains_key("b.example"), "a host under default alone needs no entry");
 
         // `default` itself invalid: no router is served over TLS, plain ones still are.
         let broken = format!("{text}\n[tls.options.default]\nminVersion = \"TLS13\"\n");

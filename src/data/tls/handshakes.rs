@@ -19,7 +19,8 @@ use crate::data::plane::Plane;
 /// The name of the options routers get when they name none.
 pub const DEFAULT: &str = "default";
 
-/// Per entrypoint, per host: the option names its TLS routers ask for.
+/// Per entrypoint, per host: the option names its TLS routers ask for (only hosts with a name
+/// other than `default`; every other host gets `default`).
 pub type WantedOptions = HashMap<String, HashMap<String, BTreeSet<String>>>;
 
 /// Every entrypoint's handshake configurations.
