@@ -119,6 +119,8 @@ async fn tls_options_from_the_store_apply_per_host_and_live() {
     assert_eq!(seen.status, "421 1.1", "misdirected under other options: {}", seen.err);
     let seen = curl(port, "app.example", ca, &["--http2", "-H", "Host: secure.example"]);
     assert_eq!(seen.status, "421 2", "over h2 too: {}", seen.err);
+    let seen = curl(port, "app.example", ca, &["--http1.1", "-H", "Host: SECURE.example."]);
+    assert_eq!(seen.status, "421 1.1", "a trailing dot and another case name the same host: {}", seen.err);
 
     // `default` changes live: TLS 1.3 only, HTTP/1.1 only by ALPN, P-384 only.
     f.write(&[

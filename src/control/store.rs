@@ -177,6 +177,11 @@ impl Watch {
         }
     }
 
+    /// True once the backend's stream is established.
+    pub fn is_live(&self) -> bool {
+        *self.live.borrow()
+    }
+
     pub async fn next(&mut self) -> Option<WatchEvent> {
         self.rx.recv().await
     }

@@ -163,6 +163,7 @@ impl Watcher {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let prefix = format!("{}/", self.keys.prefix());
         let mut delay = Duration::from_millis(250);
+        let mut failed_watches = 0u32;
         loop {
             let listed = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -182,7 +183,8 @@ impl Watcher {
                     continue;
                 }
             };
-            delay = Duration::from_millis(250);
+            // A watch that keeps failing after good listings backs off like a failing listing.
+            delay = Duration::from_millis(250) * 2u32.pow(failed_watches.min(4));
             // The watch starts from the listing (on Consul it is seeded with it), so it is made
             // before the listing is consumed; the listing is applied even when it cannot be.
             let parts = self.keys.dynamic_watch_parts();
@@ -207,9 +209,11 @@ impl Watcher {
                         _ = shutdown.cancelled() => return,
                         _ = tokio::time::sleep(delay) => {}
                     }
+                    failed_watches += 1;
                     continue;
                 }
             };
+            failed_watches = 0;
             match self.follow(watch, &shutdown).await {
                 Next::Stop => return,
                 Next::Relist => continue,
@@ -280,7 +284,9 @@ impl Watcher {
         rejected.extend(warnings);
         let options = config.tls_options.iter().filter_map(|(n, p)| Some((n.clone(), p.clone()?))).collect();
         let wanted = std::mem::take(&mut table.tls_wanted);
-        let (handshakes, conflicts) = tls::Handshakes::build(&self.plane, &self.tls_floors, &options, &wanted);
+        let previous = self.plane.load().handshakes.clone();
+        let (handshakes, conflicts) =
+            tls::Handshakes::build(&self.plane, &self.tls_floors, &options, &wanted, &previous);
         if certificates_changed {
             self.certificates = self.load_certificates(&config);
         }

@@ -187,7 +187,7 @@ impl Proxy {
 
         // 3. route, on a connection whose TLS options are the ones the host asks for
         let table = &snapshot.table;
-        let bare_host = strip_port(&host).to_ascii_lowercase();
+        let bare_host = strip_port(&host).trim_end_matches('.').to_ascii_lowercase();
         if let Some(session) = session {
             if !snapshot.handshakes.allows(&ep.name, session, &bare_host) {
                 return Err(ProxyError::Misdirected { host: bare_host, server_name: session.server_name.to_string() });

@@ -57,9 +57,11 @@ struct Listener {
     /// `proxyProtocol`: whose PROXY headers name the client.
     proxy_protocol: Option<crate::config::model::ForwardedTrust>,
     /// What handshakes get until the control plane has built the TLS options.
-    tls: Arc<rustls::ServerConfig>,
+    tls: Arc<tls::handshakes::Chosen>,
     plane: Arc<Plane>,
     builder: Arc<auto::Builder<TokioExecutor>>,
+    /// For TLS connections whose options offer no h2.
+    builder_h1: Arc<auto::Builder<TokioExecutor>>,
     transport: Transport,
 }
 
@@ -87,6 +89,7 @@ impl Server {
         let config = &self.config;
         let transport = &config.transport;
         let builder = Arc::new(http_builder(transport));
+        let builder_h1 = Arc::new(http_builder(transport).http1_only());
         let admission = transport.max_connections.map(admission::Admission::new);
         let stop_accepting = CancellationToken::new();
         let drain = CancellationToken::new();
@@ -116,6 +119,7 @@ impl Server {
                 tls: tls::handshakes::fallback(&plane, &floors[&name]),
                 plane: plane.clone(),
                 builder: builder.clone(),
+                builder_h1: builder_h1.clone(),
                 transport: transport.clone(),
             });
             entrypoints.push((listener, shared));
@@ -286,8 +290,10 @@ async fn connection(
         }
     };
     tokio::pin!(evicted);
+    // The PROXY header, the first byte and the TLS handshake share one `readTimeout`.
+    let deadline = tokio::time::Instant::now() + t.header_read_timeout;
     if let Some(trust) = &shared.proxy_protocol {
-        let header = tokio::time::timeout(t.header_read_timeout, proxy_protocol::read(&mut stream));
+        let header = tokio::time::timeout_at(deadline, proxy_protocol::read(&mut stream));
         tokio::select! {
             header = header => match header {
                 Ok(Ok(Some(client))) if trust.trusts(peer.ip()) => peer = client,
@@ -301,7 +307,7 @@ async fn connection(
     let tls = shared.tls_only || {
         let mut first = [0u8; 1];
         tokio::select! {
-            peeked = tokio::time::timeout(t.header_read_timeout, stream.peek(&mut first)) => match peeked {
+            peeked = tokio::time::timeout_at(deadline, stream.peek(&mut first)) => match peeked {
                 Ok(Ok(1)) => first[0] == TLS_HANDSHAKE,
                 _ => return,
             },
@@ -337,10 +343,8 @@ async fn connection(
         })
     };
     if tls {
-        let handshake = tokio::time::timeout(
-            t.header_read_timeout,
-            tls::accept(&shared.plane, &shared.ep.name, &shared.tls, stream),
-        );
+        let handshake =
+            tokio::time::timeout_at(deadline, tls::accept(&shared.plane, &shared.ep.name, &shared.tls, stream));
         let stream = tokio::select! {
             handshake = handshake => match handshake {
                 Ok(Ok(Accepted::Serve(stream, session))) => (stream, session),
@@ -356,8 +360,11 @@ async fn connection(
         let client = stream.get_ref().1.peer_certificates().filter(|c| !c.is_empty());
         let client =
             client.map(|chain| tls::ClientCertificates(chain.iter().map(|c| c.clone().into_owned()).collect()));
+        // Options whose `alpnProtocols` leave h2 out get no h2 by prior knowledge either.
+        let h2 = session.chosen.config.alpn_protocols.iter().any(|p| p == b"h2");
+        let builder = if h2 { &shared.builder } else { &shared.builder_h1 };
         let io = idle::IdleIo::new(stream, t.idle_timeout, t.write_stall_timeout);
-        serve_http(&shared.builder, io, service(client, Some(Arc::new(session))), &drain, evicted).await;
+        serve_http(builder, io, service(client, Some(Arc::new(session))), &drain, evicted).await;
     } else {
         let io = idle::IdleIo::new(stream, t.idle_timeout, t.write_stall_timeout);
         serve_http(&shared.builder, io, service(None, None), &drain, evicted).await;

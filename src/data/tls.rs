@@ -226,6 +226,8 @@ impl CertStore {
 struct Resolver {
     plane: std::sync::Weak<Plane>,
     sni_strict: bool,
+    /// Settings that cannot be enforced together: no certificate, so every handshake fails.
+    refuse: bool,
 }
 
 impl fmt::Debug for Resolver {
@@ -236,6 +238,9 @@ impl fmt::Debug for Resolver {
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if self.refuse {
+            return None;
+        }
         let plane = self.plane.upgrade()?;
         let snapshot = plane.load();
         let found = hello.server_name().and_then(|name| snapshot.certs.lookup(name));

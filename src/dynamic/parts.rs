@@ -185,11 +185,9 @@ impl Parts {
             Owner::TlsOptions(name) => {
                 let path = format!("tls.options.{name}");
                 let value = c.deserialize::<RawTls>(raw.clone(), &path).and_then(|raw| {
-                    if !raw.certificates.is_empty() || raw.clientca.is_some() {
-                        c.warn(
-                            &path,
-                            "certificates and ClientCA are not TLS options (use tls.certificates, clientAuth); ignored",
-                        );
+                    if !raw.certificates.is_empty() {
+                        let at = format!("{path}.certificates");
+                        c.warn(&at, "certificates are not a TLS option (use tls.certificates); ignored");
                     }
                     // Each owner starts with an empty checker (`decoded` takes what it collected).
                     let policy = crate::config::tls_options::tls_options(&raw, &path, c);

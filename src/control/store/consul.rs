@@ -175,15 +175,16 @@ impl Consul {
     async fn session_exists(&self, lease: &LeaseId) -> Result<bool> {
         let path = format!("/v1/session/info/{}", encode_key(&lease.0));
         let answer = self.api.request(Method::GET, &path, None).await?;
-        let sessions: Vec<serde_json::Value> = match answer.status {
-            StatusCode::NOT_FOUND => Vec::new(),
+        // Older agents answer `null` for an unknown session.
+        let sessions: Option<Vec<serde_json::Value>> = match answer.status {
+            StatusCode::NOT_FOUND => None,
             _ => serde_json::from_slice(&answer.body).map_err(|e| StoreError::BadAnswer {
                 backend: "Consul",
                 request: format!("GET {path}"),
                 detail: e.to_string(),
             })?,
         };
-        Ok(!sessions.is_empty())
+        Ok(sessions.is_some_and(|s| !s.is_empty()))
     }
 
     /// The current raft index, read as the index of a (cheap) single-key query.

@@ -33,7 +33,8 @@ fn merge(parts: Vec<Watch>) -> Watch {
         tokio::spawn(async move {
             let forward = async {
                 part.live().await;
-                if waiting.fetch_sub(1, Ordering::AcqRel) == 1 {
+                // `live` also resolves when the part's backend went away before going live.
+                if part.is_live() && waiting.fetch_sub(1, Ordering::AcqRel) == 1 {
                     live.send_replace(true);
                 }
                 while let Some(event) = part.next().await {

@@ -20,8 +20,13 @@ const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
 const V1_PREFIX: &[u8] = b"PROXY ";
 /// The longest version 1 line, CRLF included (the specification's bound).
 const V1_MAX: usize = 107;
-/// How long to wait between two looks at a header that has only partly arrived.
+/// How long to wait before looking again at a header that has only partly arrived: doubled
+/// each time up to [`PARTIAL_WAIT_MAX`], so that a peer trickling bytes costs a few wake-ups.
 const PARTIAL_WAIT: Duration = Duration::from_millis(1);
+const PARTIAL_WAIT_MAX: Duration = Duration::from_millis(64);
+/// The most a version 2 header may carry after its fixed part (addresses and TLVs); real ones
+/// carry tens of bytes.
+const V2_MAX: usize = 4096;
 
 /// Reads a PROXY header off `stream` if it starts with one. `Ok(Some(client))` for a header
 /// that names a TCP client; `Ok(None)` without a header, or for one that names none (v1
@@ -43,6 +48,7 @@ pub async fn read(stream: &mut TcpStream) -> io::Result<Option<SocketAddr>> {
 /// returns what was seen. A partial header is looked at again after a short wait rather than
 /// in a busy loop (peek answers at once while any byte is there).
 async fn peek_while_prefix<'b>(stream: &TcpStream, buf: &'b mut [u8; 12], a: &[u8], b: &[u8]) -> io::Result<&'b [u8]> {
+    let mut wait = PARTIAL_WAIT;
     loop {
         let n = stream.peek(buf).await?;
         let seen = &buf[..n];
@@ -50,13 +56,15 @@ async fn peek_while_prefix<'b>(stream: &TcpStream, buf: &'b mut [u8; 12], a: &[u
         if n == 0 || !(could_be(a) || could_be(b)) {
             return Ok(&buf[..n]);
         }
-        tokio::time::sleep(PARTIAL_WAIT).await;
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(PARTIAL_WAIT_MAX);
     }
 }
 
 /// `PROXY TCP4 <src> <dst> <sport> <dport>\r\n`, `TCP6` likewise, or `PROXY UNKNOWN ...\r\n`.
 async fn v1(stream: &mut TcpStream) -> io::Result<Option<SocketAddr>> {
     let mut buf = [0u8; V1_MAX];
+    let mut wait = PARTIAL_WAIT;
     let len = loop {
         let n = stream.peek(&mut buf).await?;
         if let Some(end) = buf[..n].windows(2).position(|w| w == b"\r\n") {
@@ -68,7 +76,8 @@ async fn v1(stream: &mut TcpStream) -> io::Result<Option<SocketAddr>> {
         if n == 0 {
             return Err(bad("the connection closed inside a version 1 header"));
         }
-        tokio::time::sleep(PARTIAL_WAIT).await;
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(PARTIAL_WAIT_MAX);
     };
     stream.read_exact(&mut buf[..len]).await?;
     let line = std::str::from_utf8(&buf[V1_PREFIX.len()..len - 2]).map_err(|_| bad("a header that is not text"))?;
@@ -102,6 +111,9 @@ async fn v2(stream: &mut TcpStream) -> io::Result<Option<SocketAddr>> {
     let mut head = [0u8; 16];
     stream.read_exact(&mut head).await?;
     let len = u16::from_be_bytes([head[14], head[15]]) as usize;
+    if len > V2_MAX {
+        return Err(bad("a version 2 header longer than 4 KiB"));
+    }
     let mut rest = vec![0u8; len];
     stream.read_exact(&mut rest).await?;
     parse_v2(head[12], head[13], &rest)

@@ -35,7 +35,7 @@ pub enum Accepted {
 pub async fn accept(
     plane: &Plane,
     entry_point: &str,
-    fallback: &Arc<ServerConfig>,
+    fallback: &Arc<super::handshakes::Chosen>,
     stream: TcpStream,
 ) -> io::Result<Accepted> {
     let start = LazyConfigAcceptor::new(Acceptor::default(), stream).await?;
@@ -56,12 +56,10 @@ pub async fn accept(
         }
     }
     let snapshot = plane.load();
-    let (config, key) = match snapshot.handshakes.choose(entry_point, server_name.as_deref()) {
-        Some(chosen) => (chosen.config.clone(), chosen.key.clone()),
-        None => (fallback.clone(), Arc::from(super::handshakes::DEFAULT)),
-    };
+    let chosen = snapshot.handshakes.choose(entry_point, server_name.as_deref()).unwrap_or(fallback).clone();
     drop(snapshot);
-    let session = super::Session { server_name: server_name.unwrap_or_default().into(), key };
+    let config = chosen.config.clone();
+    let session = super::Session { server_name: server_name.unwrap_or_default().into(), chosen };
     Ok(Accepted::Serve(Box::new(start.into_stream(config).await?), session))
 }
 

@@ -2,9 +2,10 @@
 //! options a host's routers name (`tls.options`, matched by their `Host` rules) for a
 //! ClientHello whose SNI is that host, the `default` options for every other name; each set
 //! merged with the entrypoint's own settings, which options can only make stricter. Then, per
-//! request, the check that the `Host` asks for the options its connection was made under
-//! (`421 Misdirected Request` otherwise), so that an SNI cannot open a host's routers under
-//! another host's weaker options. Built by the control plane, read from the snapshot.
+//! request, the check that the `Host` is served under the very configuration its connection
+//! was made under (`421 Misdirected Request` otherwise): an SNI cannot open a host's routers
+//! under another host's weaker options, and a connection made before a host's options changed
+//! is sent to make a new one. Built by the control plane, read from the snapshot.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -34,11 +35,12 @@ struct Choice {
     by_host: HashMap<String, Arc<Chosen>>,
 }
 
-/// One configuration a handshake can get.
+/// One configuration a handshake can get. A rebuild that leaves a set of names with the same
+/// policy keeps its `Chosen`, so connections made under it stay valid across reloads.
 pub struct Chosen {
-    /// The option names it enforces, `+`-joined (`default`, `mtls`, `a+b`): what a request's
-    /// host is compared with.
-    pub key: Arc<str>,
+    /// The option names it enforces.
+    pub names: Vec<String>,
+    policy: TlsPolicy,
     pub config: Arc<ServerConfig>,
 }
 
@@ -47,34 +49,59 @@ pub struct Chosen {
 pub struct Session {
     /// The SNI, lowercase without a trailing dot; empty when the client sent none.
     pub server_name: Box<str>,
-    pub key: Arc<str>,
+    pub chosen: Arc<Chosen>,
+}
+
+impl Chosen {
+    /// True when no handshake can satisfy its settings together: every one fails.
+    pub fn refuses(&self) -> bool {
+        self.policy.impossible().is_some()
+    }
 }
 
 impl Handshakes {
     /// Builds every entrypoint's configurations: `floors` are the entrypoints' own settings,
-    /// `options` the valid named options, `wanted` what each host's routers name. Returns a
-    /// warning for each host whose routers name different options (it gets all of them).
+    /// `options` the valid named options, `wanted` what each host's routers name; `previous`'s
+    /// configurations are kept where nothing changed. Returns a warning for each host whose
+    /// routers name different options (it gets all of them) and for each set that cannot be
+    /// enforced (its handshakes fail).
     pub fn build(
         plane: &Arc<Plane>,
         floors: &BTreeMap<String, TlsPolicy>,
         options: &BTreeMap<String, TlsPolicy>,
         wanted: &WantedOptions,
+        previous: &Handshakes,
     ) -> (Handshakes, Vec<String>) {
         let mut warnings = Vec::new();
         let mut out = Handshakes::default();
         let none = HashMap::new();
         for (ep, floor) in floors {
+            let before: Vec<&Arc<Chosen>> = previous
+                .by_entry_point
+                .get(ep)
+                .map(|c| std::iter::once(&c.default).chain(c.by_host.values()).collect())
+                .unwrap_or_default();
             let mut made: HashMap<Vec<String>, Arc<Chosen>> = HashMap::new();
-            let mut make = |names: Vec<String>| {
-                made.entry(names)
-                    .or_insert_with_key(|names| {
-                        let policies = names.iter().map(|n| options.get(n).unwrap_or(&NO_OPTIONS));
-                        let policy = TlsPolicy::strictest(std::iter::once(floor).chain(policies));
-                        Arc::new(chosen(plane, names, policy))
-                    })
-                    .clone()
+            let mut make = |names: Vec<String>, warnings: &mut Vec<String>| {
+                if let Some(chosen) = made.get(&names) {
+                    return chosen.clone();
+                }
+                let policies = names.iter().map(|n| options.get(n).unwrap_or(&NO_OPTIONS));
+                let policy = TlsPolicy::strictest(std::iter::once(floor).chain(policies));
+                let kept = before.iter().find(|c| c.names == names && c.policy == policy).map(|c| Arc::clone(c));
+                let chosen = kept.unwrap_or_else(|| {
+                    if let Some(why) = policy.impossible() {
+                        warnings.push(format!(
+                            "entrypoint {ep:?}: TLS options {} with the entrypoint's settings cannot be enforced ({why}); their handshakes fail",
+                            names.join(", ")
+                        ));
+                    }
+                    Arc::new(chosen(plane, names.clone(), policy))
+                });
+                made.insert(names, chosen.clone());
+                chosen
             };
-            let default = make(vec![DEFAULT.to_string()]);
+            let default = make(vec![DEFAULT.to_string()], &mut warnings);
             let mut by_host = HashMap::new();
             for (host, names) in wanted.get(ep).unwrap_or(&none) {
                 let names: Vec<String> = names.iter().cloned().collect();
@@ -84,7 +111,7 @@ impl Handshakes {
                         names.join(", ")
                     ));
                 }
-                by_host.insert(host.clone(), make(names));
+                by_host.insert(host.clone(), make(names, &mut warnings));
             }
             out.by_entry_point.insert(ep.clone(), Choice { default, by_host });
         }
@@ -98,16 +125,12 @@ impl Handshakes {
         Some(server_name.and_then(|n| choice.by_host.get(n)).unwrap_or(&choice.default))
     }
 
-    /// Whether a request for `host` (lowercase, port stripped) may be served on a connection
-    /// made under `session`: the same name, or a host whose options are the same (Traefik's
-    /// SNI check, which also lets `host.` stand for `host`).
+    /// Whether a request for `host` (lowercase, port and trailing dot stripped) may be served
+    /// on a connection made under `session`: only if the host is served under that very
+    /// configuration now (Traefik's SNI check, also after a reload changed the host's options).
     pub fn allows(&self, entry_point: &str, session: &Session, host: &str) -> bool {
-        let host = host.strip_suffix('.').unwrap_or(host);
-        if host == &*session.server_name {
-            return true;
-        }
         match self.choose(entry_point, Some(host)) {
-            Some(chosen) => chosen.key == session.key,
+            Some(chosen) => Arc::ptr_eq(chosen, &session.chosen),
             None => true,
         }
     }
@@ -125,19 +148,19 @@ static NO_OPTIONS: TlsPolicy = TlsPolicy {
     no_session_tickets: false,
 };
 
-fn chosen(plane: &Arc<Plane>, names: &[String], mut policy: TlsPolicy) -> Chosen {
-    if policy.impossible().is_some() {
-        // Only a ceiling can make a merge impossible (floors win over ceilings): drop it.
-        policy.max_tls12 = false;
-    }
-    let resolver = Arc::new(Resolver { plane: Arc::downgrade(plane), sni_strict: policy.sni_strict });
-    Chosen { key: names.join("+").into(), config: Arc::new(policy.server_config(resolver)) }
+/// A configuration enforcing `policy`, or, when no handshake could satisfy it, one whose
+/// handshakes all fail (no certificate is offered): refused, never served weaker.
+fn chosen(plane: &Arc<Plane>, names: Vec<String>, policy: TlsPolicy) -> Chosen {
+    let refuse = policy.impossible().is_some();
+    let enforced = if refuse { TlsPolicy::default() } else { policy.clone() };
+    let resolver = Arc::new(Resolver { plane: Arc::downgrade(plane), sni_strict: policy.sni_strict, refuse });
+    Chosen { names, config: Arc::new(enforced.server_config(resolver)), policy }
 }
 
 /// The configuration an entrypoint serves before the control plane has built any: its own
 /// settings with the default options.
-pub fn fallback(plane: &Arc<Plane>, floor: &TlsPolicy) -> Arc<ServerConfig> {
-    chosen(plane, &[DEFAULT.to_string()], floor.clone()).config
+pub fn fallback(plane: &Arc<Plane>, floor: &TlsPolicy) -> Arc<Chosen> {
+    Arc::new(chosen(plane, vec![DEFAULT.to_string()], floor.clone()))
 }
 
 #[cfg(test)]
@@ -154,24 +177,52 @@ mod tests {
         let plane = Plane::new(super::super::Loaded::self_signed(&["default.example"]).unwrap().key);
         let floors = BTreeMap::from([("websecure".to_string(), TlsPolicy::default())]);
         let modern = TlsPolicy { min_tls13: true, ..TlsPolicy::default() };
-        let options = BTreeMap::from([("modern".to_string(), modern)]);
+        let options = BTreeMap::from([("modern".to_string(), modern.clone())]);
         let wanted = wanted(&[("s.example", &["modern"]), ("b.example", &["default", "modern"])]);
-        let (h, warnings) = Handshakes::build(&plane, &floors, &options, &wanted);
-        let key = |sni: Option<&str>| h.choose("websecure", sni).map(|c| c.key.to_string());
-        assert_eq!(key(Some("s.example")).as_deref(), Some("modern"));
-        assert_eq!(key(Some("b.example")).as_deref(), Some("default+modern"));
+        let (h, warnings) = Handshakes::build(&plane, &floors, &options, &wanted, &Handshakes::default());
+        let names = |sni: Option<&str>| h.choose("websecure", sni).map(|c| c.names.join("+"));
+        assert_eq!(names(Some("s.example")).as_deref(), Some("modern"));
+        assert_eq!(names(Some("b.example")).as_deref(), Some("default+modern"));
         assert!(warnings[0].contains("b.example") && warnings[0].contains("default, modern"), "{warnings:?}");
-        assert_eq!(key(Some("other.example")).as_deref(), Some("default"));
-        assert_eq!(key(None).as_deref(), Some("default"));
+        assert_eq!(names(Some("other.example")).as_deref(), Some("default"));
+        assert_eq!(names(None).as_deref(), Some("default"));
         assert!(h.choose("web", None).is_none(), "only entrypoints with a floor");
         let modern_config = &h.choose("websecure", Some("s.example")).unwrap().config;
         assert!(modern_config.alpn_protocols.iter().any(|p| p == b"h2"));
 
-        let on = |sni: &str, key: &str| Session { server_name: sni.into(), key: key.into() };
-        assert!(!h.allows("websecure", &on("other.example", "default"), "s.example"), "fronting refused");
-        assert!(h.allows("websecure", &on("s.example", "modern"), "s.example."), "a trailing dot is the same host");
-        assert!(h.allows("websecure", &on("other.example", "default"), "third.example"), "same options");
-        assert!(h.allows("websecure", &on("", "default"), "other.example"), "no SNI: the default options");
-        assert!(!h.allows("websecure", &on("", "default"), "s.example"));
+        let on = |h: &Handshakes, sni: &str| Session {
+            server_name: sni.into(),
+            chosen: h.choose("websecure", Some(sni).filter(|s| !s.is_empty())).unwrap().clone(),
+        };
+        assert!(!h.allows("websecure", &on(&h, "other.example"), "s.example"), "fronting refused");
+        assert!(h.allows("websecure", &on(&h, "s.example"), "s.example"));
+        assert!(h.allows("websecure", &on(&h, "other.example"), "third.example"), "same options");
+        assert!(h.allows("websecure", &on(&h, ""), "other.example"), "no SNI: the default options");
+        assert!(!h.allows("websecure", &on(&h, ""), "s.example"));
+
+        // A rebuild keeps what did not change; a connection made under changed options is sent
+        // to make a new one.
+        let session = on(&h, "s.example");
+        let (same, _) = Handshakes::build(&plane, &floors, &options, &wanted, &h);
+        assert!(same.allows("websecure", &session, "s.example"), "unchanged across a reload");
+        let stricter = TlsPolicy { sni_strict: true, ..modern };
+        let options = BTreeMap::from([("modern".to_string(), stricter)]);
+        let (changed, _) = Handshakes::build(&plane, &floors, &options, &wanted, &same);
+        assert!(!changed.allows("websecure", &session, "s.example"), "its options changed");
+    }
+
+    #[test]
+    fn options_that_cannot_be_enforced_together_refuse_their_handshakes() {
+        use super::super::policy::Curve;
+        let plane = Plane::new(super::super::Loaded::self_signed(&["default.example"]).unwrap().key);
+        let floor = TlsPolicy { curves: Some(vec![Curve::P384]), ..TlsPolicy::default() };
+        let floors = BTreeMap::from([("websecure".to_string(), floor)]);
+        let options =
+            BTreeMap::from([("x".to_string(), TlsPolicy { curves: Some(vec![Curve::X25519]), ..Default::default() })]);
+        let (h, warnings) =
+            Handshakes::build(&plane, &floors, &options, &wanted(&[("s.example", &["x"])]), &Handshakes::default());
+        assert!(warnings.iter().any(|w| w.contains("cannot be enforced")), "{warnings:?}");
+        assert!(h.choose("websecure", Some("s.example")).unwrap().refuses());
+        assert!(!h.choose("websecure", None).unwrap().refuses(), "default alone is fine");
     }
 }

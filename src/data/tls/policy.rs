@@ -156,7 +156,7 @@ impl TlsPolicy {
             out.sni_strict |= p.sni_strict;
             out.no_session_tickets |= p.no_session_tickets;
             out.tls12_suites = both(out.tls12_suites.take(), &p.tls12_suites);
-            out.curves = both(out.curves.take(), &p.curves).filter(|c| !c.is_empty()).or(p.curves.clone());
+            out.curves = both(out.curves.take(), &p.curves);
             out.alpn = both(out.alpn.take(), &p.alpn);
         }
         // TLS 1.3 required by one and refused by another: the floor wins.
@@ -172,6 +172,9 @@ impl TlsPolicy {
         }
         if self.max_tls12 && self.tls12_suites.as_ref().is_some_and(|s| s.is_empty()) {
             return Some("maxVersion VersionTLS12 with no TLS 1.2 cipher suite leaves nothing to negotiate");
+        }
+        if self.curves.as_ref().is_some_and(|c| c.is_empty()) {
+            return Some("no curve is left that every setting allows");
         }
         None
     }
@@ -282,7 +285,8 @@ mod tests {
         assert_eq!(s.alpn, Some(vec!["http/1.1".to_string()]));
         assert!(s.min_tls13 && !s.max_tls12 && s.impossible().is_none());
         let disjoint = TlsPolicy { curves: Some(vec![Curve::P256]), ..Default::default() };
-        assert_eq!(TlsPolicy::strictest([&floor, &disjoint]).curves, Some(vec![Curve::P256]), "never no curve");
+        let merged = TlsPolicy::strictest([&floor, &disjoint]);
+        assert!(merged.impossible().is_some(), "disjoint curves leave none: refused, not widened");
         assert!(TlsPolicy { min_tls13: true, max_tls12: true, ..Default::default() }.impossible().is_some());
     }
 

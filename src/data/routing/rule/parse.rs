@@ -248,7 +248,8 @@ fn matcher(name: &str, args: Vec<String>) -> Result<Matcher, String> {
         }
     };
     Ok(match name.to_ascii_lowercase().as_str() {
-        "host" => Matcher::Host(args.iter().map(|h| h.to_ascii_lowercase()).collect()),
+        // A trailing dot names the same host (the request's is stripped too).
+        "host" => Matcher::Host(args.iter().map(|h| h.trim_end_matches('.').to_ascii_lowercase()).collect()),
         "hostregexp" => {
             exactly(1)?;
             Matcher::HostRegexp(regex(&format!("(?i){}", args[0]))?)
