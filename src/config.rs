@@ -11,6 +11,7 @@ pub mod model;
 pub mod tls_options;
 pub mod transport;
 pub mod tree;
+mod unhonoured;
 mod yaml;
 
 use std::{collections::BTreeMap, fmt, path::Path};

@@ -1,8 +1,13 @@
 //! What an entrypoint's `http` section says, checked key by key: what its routers inherit
-//! (`http.tls`), how request paths are made canonical, and which `Upgrade` protocols it
-//! tunnels. Its `tls` section's settings are read as TLS options (`tls_options.rs`).
+//! (`http.tls`), how request paths are made canonical, which `Upgrade` protocols it tunnels;
+//! and whom it trusts (`forwardedHeaders`, `proxyProtocol`). Its `tls` section's settings are
+//! read as TLS options (`tls_options.rs`).
 
-use super::{file::*, model::Domain, model::RouterTlsDefaults, Checker};
+use super::{
+    file::*,
+    model::{Domain, ForwardedTrust, RouterTlsDefaults},
+    Checker,
+};
 use crate::data::proxy::path::{PathPolicy, REFUSED};
 
 /// Without `http.allowedUpgrades`: WebSocket only.
@@ -55,4 +60,16 @@ pub(super) fn router_tls_defaults(t: &RawEntryPointTls, path: &str, c: &mut Chec
         }
     }
     RouterTlsDefaults { cert_resolver: t.certresolver.clone(), options, domains }
+}
+
+/// `trustedIPs` and `insecure` (of `forwardedHeaders` or `proxyProtocol`) at `path`.
+pub(super) fn trust(raw: &RawTrustedIps, path: &str, c: &mut Checker) -> ForwardedTrust {
+    let mut out = ForwardedTrust { insecure: raw.insecure.unwrap_or(false), trusted: Vec::new() };
+    for (i, text) in raw.trustedips.iter().flatten().enumerate() {
+        match crate::data::routing::rule::Cidr::parse(text.trim()) {
+            Some(cidr) => out.trusted.push(cidr),
+            None => c.error(&format!("{path}.trustedips.{i}"), format!("{text:?} is not an IP address or CIDR range")),
+        }
+    }
+    out
 }

@@ -98,59 +98,6 @@ pub struct ForwardedTrust {
     pub trusted: Vec<crate::data::routing::rule::Cidr>,
 }
 
-/// Settings Pylon reads but cannot honour: each a located warning, so that none is taken for
-/// working. (`watch` and `useAPIV3` describe what Pylon always does, and need none.)
-fn ignored_settings(raw: &RawConfig, c: &mut Checker) {
-    if let Some(log) = &raw.traefiklog {
-        if log.filepath.as_deref().is_some_and(|p| !p.is_empty()) {
-            c.warn(
-                "traefiklog.filepath",
-                "ignored: Pylon logs to stderr (redirect it, or let the container runtime keep it)",
-            );
-        }
-        if log.format.is_some() {
-            c.warn(
-                "traefiklog.format",
-                "ignored: Pylon's log lines have one format (tracing's, with key=value fields)",
-            );
-        }
-    }
-    if raw.api.is_some() {
-        c.warn("api", "the API and the dashboard are not served yet: /api and /dashboard/ answer 404");
-    } else if raw.web.is_some() {
-        c.warn(
-            "web",
-            "the API and the dashboard are not served yet: [web] gives the internal entrypoint and /ping only",
-        );
-    }
-    if raw.metrics.as_ref().is_some_and(|m| m.prometheus.is_some()) {
-        c.warn("metrics.prometheus", "Prometheus metrics are not served yet: /metrics answers 404");
-    }
-    if raw.web.as_ref().is_some_and(|w| w.readonly.is_some()) {
-        c.warn("web.readonly", "ignored: Pylon serves no API that changes anything");
-    }
-    if raw.acme.as_ref().is_some_and(|a| a.acmelogging == Some(true)) {
-        c.warn("acme.acmelogging", "ignored: ACME progress is always logged, as certificate.* events");
-    }
-    for (key, on) in [("checknewversion", raw.checknewversion), ("sendanonymoususage", raw.sendanonymoususage)] {
-        if on == Some(true) {
-            c.warn(key, "ignored: Pylon never contacts anything but its store, its CA and its upstreams");
-        }
-    }
-}
-
-/// `trustedIPs` and `insecure` (of `forwardedHeaders` or `proxyProtocol`) at `path`.
-fn trust(raw: &super::file::RawTrustedIps, path: &str, c: &mut Checker) -> ForwardedTrust {
-    let mut out = ForwardedTrust { insecure: raw.insecure.unwrap_or(false), trusted: Vec::new() };
-    for (i, text) in raw.trustedips.iter().flatten().enumerate() {
-        match crate::data::routing::rule::Cidr::parse(text.trim()) {
-            Some(cidr) => out.trusted.push(cidr),
-            None => c.error(&format!("{path}.trustedips.{i}"), format!("{text:?} is not an IP address or CIDR range")),
-        }
-    }
-    out
-}
-
 impl ForwardedTrust {
     pub fn trusts(&self, ip: IpAddr) -> bool {
         self.insecure || self.trusted.iter().any(|c| c.contains(ip))
@@ -282,10 +229,13 @@ pub(super) fn build(raw: RawConfig, c: &mut Checker) -> Option<StaticConfig> {
         let router_tls =
             v2.and_then(|h| h.tls.as_ref()).map(|t| router_tls_defaults(t, &format!("{path}.http.tls"), c));
         let tls = tls.or_else(|| router_tls.as_ref().map(|_| Tls::default()));
-        let forwarded_trust =
-            ep.forwardedheaders.as_ref().map(|f| trust(f, &format!("{path}.forwardedheaders"), c)).unwrap_or_default();
+        let forwarded_trust = ep
+            .forwardedheaders
+            .as_ref()
+            .map(|f| super::entrypoint::trust(f, &format!("{path}.forwardedheaders"), c))
+            .unwrap_or_default();
         let proxy_protocol = ep.proxyprotocol.as_ref().map(|p| {
-            let trust = trust(p, &format!("{path}.proxyprotocol"), c);
+            let trust = super::entrypoint::trust(p, &format!("{path}.proxyprotocol"), c);
             if trust.insecure {
                 c.warn(
                     &format!("{path}.proxyprotocol.insecure"),
@@ -331,7 +281,7 @@ pub(super) fn build(raw: RawConfig, c: &mut Checker) -> Option<StaticConfig> {
             Err(e) => c.error("web.address", e),
         }
     }
-    ignored_settings(&raw, c);
+    super::unhonoured::warn(&raw, c);
     let mut wants_internal = false;
     let mut internal = |named: Option<&String>| -> String {
         let name = named.cloned().unwrap_or_else(|| INTERNAL_ENTRYPOINT.to_string());
