@@ -30,8 +30,9 @@ pub enum ProxyError {
     BadRequest(String),
     #[error("the request did not arrive in time: {0}")]
     RequestTimeout(String),
-    /// The host's TLS options are not the ones the connection's SNI chose (Traefik's SNI check).
-    #[error("host {host:?} asks for other TLS options than the connection's SNI {server_name:?}")]
+    /// The host is not served under the TLS configuration its connection was made under
+    /// (another host's options, or options changed since): Traefik's SNI check.
+    #[error("host {host:?} is not served under the TLS options its connection (SNI {server_name:?}) was made under")]
     Misdirected { host: String, server_name: String },
 }
 
