@@ -9,6 +9,8 @@
 #   haproxy            the load balancer in front of replicas in the graceful-termination test
 #   pebble             the ACME test server (and pebble-challtestsrv, its DNS) for the ACME tests
 #   python3-grpcio     a real gRPC server (Debian's /usr/bin/python3) for the gRPC and grpcWeb tests
+#   prometheus         a real Prometheus that scrapes replicas in the metrics test (Flagger's queries)
+#   chromium           headless Chromium that loads the dashboard in the dashboard test
 set -euo pipefail
 
 SUDO=""
@@ -23,6 +25,8 @@ command -v curl >/dev/null || need+=(curl)
 command -v haproxy >/dev/null || need+=(haproxy)
 command -v pebble >/dev/null || need+=(pebble)
 /usr/bin/python3 -c 'import grpc' 2>/dev/null || need+=(python3-grpcio)
+command -v prometheus >/dev/null || need+=(prometheus)
+command -v chromium >/dev/null || need+=(chromium)
 
 bullseye_source() {
   # The machine's own Debian source tells us the mirror and keyring to reuse.

@@ -26,12 +26,18 @@ use crate::{
     control::store::{self, Store, StoreSpec},
     control::watcher::Watcher,
     data::access_log::AccessLog,
+    data::metrics::Metrics,
     data::plane::Plane,
+    data::proxy::internal::Internal,
     data::proxy::Proxy,
     data::server::{BindError, Server},
     data::tls::{self, CertStore},
     data::upstream::{RootCaError, Upstream},
     logging::Logging,
+    observe::{
+        control::ControlMetrics,
+        prometheus::{Endpoints, Exposition},
+    },
     setup::{self, SetupError},
 };
 
@@ -104,6 +110,13 @@ pub async fn run(cli: &Cli, logging: &Logging, shutdown: CancellationToken) -> R
     // Cancelled after the drain: the table keeps following the store while requests finish.
     let control = CancellationToken::new();
     let events = Bus::default();
+    let control_metrics = Arc::new(ControlMetrics::default());
+    tasks.spawn(control_metrics.clone().run(
+        events.subscribe(),
+        store.clone(),
+        target.keys.static_root(),
+        control.child_token(),
+    ));
 
     // 5. Dynamic configuration.
     let parts = (plane.clone(), certs.clone());
@@ -125,7 +138,8 @@ pub async fn run(cli: &Cli, logging: &Logging, shutdown: CancellationToken) -> R
     // 6. Listen, then order: a validation request must find the entrypoints bound.
     let server = Server::bind(config.clone()).await?;
     if let Some(acme) = &config.acme {
-        let manager = acme_manager(acme, &store, &target.keys, (&certs, &plane), wanted, events.clone())?;
+        let refused = control_metrics.on_demand_refused.clone();
+        let manager = acme_manager(acme, &store, &target.keys, (&certs, &plane), wanted, (events.clone(), refused))?;
         let manager = acme::Manager { grace: config.lifecycle.grace_timeout, ..manager };
         tasks.spawn(manager.run(shutdown.child_token()));
     }
@@ -154,6 +168,15 @@ pub async fn run(cli: &Cli, logging: &Logging, shutdown: CancellationToken) -> R
         env!("CARGO_PKG_VERSION")
     );
     let access_log = access_log.map(Arc::new);
+    // The request metrics live as long as the process: each request's meter holds a plain
+    // reference, so that counting costs no reference count on a shared cache line.
+    let metrics: Option<&'static Metrics> =
+        config.metrics.as_ref().map(|m| &*Box::leak(Box::new(Metrics::new(m.settings.clone()))));
+    let internal: Option<Arc<dyn Internal>> = config.metrics.as_ref().map(|_| {
+        let exposition =
+            Exposition { metrics, plane: plane.clone(), provider: target.spec.provider(), control: control_metrics };
+        Arc::new(Endpoints::new(exposition)) as Arc<dyn Internal>
+    });
     let proxy = Arc::new(Proxy {
         plane,
         upstream,
@@ -161,6 +184,8 @@ pub async fn run(cli: &Cli, logging: &Logging, shutdown: CancellationToken) -> R
         access_log,
         acme_http01: config.acme.is_some(),
         tasks: TaskTracker::new(),
+        metrics,
+        internal,
     });
     server.serve(proxy, shutdown).await;
     control.cancel();
@@ -180,13 +205,14 @@ fn acme_manager(
     keys: &crate::control::store::keys::Keys,
     (certs, plane): (&Arc<CertStore>, &Arc<Plane>),
     wanted: tokio::sync::watch::Receiver<Vec<config::model::Domain>>,
-    events: Bus,
+    (events, refused): (Bus, Arc<std::sync::atomic::AtomicU64>),
 ) -> Result<acme::Manager, RunError> {
     let keyring = acme::keyring(acme).map_err(RunError::Certificate)?;
     let (demand, demands) = tokio::sync::mpsc::unbounded_channel();
     if acme.on_demand {
-        let on_demand = acme::on_demand::OnDemand::new(acme.on_demand_policy.clone(), demand)
+        let mut on_demand = acme::on_demand::OnDemand::new(acme.on_demand_policy.clone(), demand)
             .map_err(|e| RunError::Certificate(format!("acme.onDemandPolicy: {e}")))?;
+        on_demand.refused = refused;
         plane.set_on_demand(Arc::new(on_demand));
     }
     Ok(acme::Manager {

@@ -5,6 +5,7 @@
 
 pub mod access_log;
 pub mod balancer;
+pub mod metrics;
 pub mod middleware;
 pub mod plane;
 pub mod proxy;

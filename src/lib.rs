@@ -19,6 +19,7 @@
 //! - [`data::tls`]: certificates and their index, TLS options and the configuration each
 //!   handshake gets, the handshake.
 //! - [`data::access_log`]: the access log.
+//! - [`data::metrics`]: request metrics, per worker thread, summed at scrape time.
 //!
 //! **Control plane** ([`control`]), in the background on the main thread's runtime:
 //! - [`control::store`]: the store facade, its backends (embedded, etcd with per-member
@@ -28,6 +29,10 @@
 //!   replica).
 //! - [`control::events`]: the event bus (certificates, configuration) to the log and its
 //!   subscribers.
+//!
+//! **Observability** ([`observe`]), between the planes: the control plane's numbers from the
+//! event bus ([`observe::control`]) and the `/metrics` exposition ([`observe::prometheus`]);
+//! the data plane's request metrics are [`data::metrics`].
 //!
 //! **Configuration, start-up and commands**:
 //! - [`cli`]: the command line, Traefik v1.7's flags and dotted overrides.
@@ -53,5 +58,6 @@ pub mod der;
 pub mod dynamic;
 pub mod limits;
 pub mod logging;
+pub mod observe;
 pub mod setup;
 pub mod storeconfig;

@@ -254,6 +254,8 @@ pub struct RawPing {
 #[derive(Debug, Default, Deserialize)]
 pub struct RawMetrics {
     pub prometheus: Option<RawPrometheus>,
+    #[serde(default, deserialize_with = "lenient::bool")]
+    pub addinternals: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -261,6 +263,15 @@ pub struct RawPrometheus {
     pub entrypoint: Option<String>,
     #[serde(default, deserialize_with = "lenient::floats")]
     pub buckets: Option<Vec<f64>>,
+    #[serde(default, deserialize_with = "lenient::bool")]
+    pub addentrypointslabels: Option<bool>,
+    #[serde(default, deserialize_with = "lenient::bool")]
+    pub addrouterslabels: Option<bool>,
+    #[serde(default, deserialize_with = "lenient::bool")]
+    pub addserviceslabels: Option<bool>,
+    #[serde(default, deserialize_with = "lenient::bool")]
+    pub manualrouting: Option<bool>,
+    pub headerlabels: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

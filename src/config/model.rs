@@ -142,7 +142,8 @@ pub struct Api {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Prometheus {
     pub entry_point: String,
-    pub buckets: Vec<f64>,
+    /// What is counted, and the histograms' buckets.
+    pub settings: crate::data::metrics::Settings,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -302,7 +303,7 @@ pub(super) fn build(raw: RawConfig, c: &mut Checker) -> Option<StaticConfig> {
     };
     let metrics = raw.metrics.as_ref().and_then(|m| m.prometheus.as_ref()).map(|p| Prometheus {
         entry_point: internal(p.entrypoint.as_ref()),
-        buckets: p.buckets.clone().unwrap_or_else(|| vec![0.1, 0.3, 1.2, 5.0]),
+        settings: super::unhonoured::prometheus(p, c),
     });
     if wants_internal && !entry_points.contains_key(INTERNAL_ENTRYPOINT) {
         let address = parse_address(":8080").expect("a valid literal");

@@ -28,8 +28,8 @@ pub(super) fn warn(raw: &RawConfig, c: &mut Checker) {
             "the API and the dashboard are not served yet: [web] gives the internal entrypoint and /ping only",
         );
     }
-    if raw.metrics.as_ref().is_some_and(|m| m.prometheus.is_some()) {
-        c.warn("metrics.prometheus", "Prometheus metrics are not served yet: /metrics answers 404");
+    if raw.metrics.as_ref().is_some_and(|m| m.addinternals == Some(true)) {
+        c.warn("metrics.addinternals", "ignored: requests to /ping and /metrics are never counted");
     }
     if raw.web.as_ref().is_some_and(|w| w.readonly.is_some()) {
         c.warn("web.readonly", "ignored: Pylon serves no API that changes anything");
@@ -41,5 +41,56 @@ pub(super) fn warn(raw: &RawConfig, c: &mut Checker) {
         if on == Some(true) {
             c.warn(key, "ignored: Pylon never contacts anything but its store, its CA and its upstreams");
         }
+    }
+}
+
+/// `metrics.prometheus`'s settings, with Traefik's defaults; the keys Pylon cannot honour are
+/// located warnings and bad buckets an error.
+pub(super) fn prometheus(p: &super::file::RawPrometheus, c: &mut Checker) -> crate::data::metrics::Settings {
+    let buckets = p.buckets.clone().unwrap_or_else(|| vec![0.1, 0.3, 1.2, 5.0]);
+    if buckets.is_empty() || buckets.iter().any(|b| !b.is_finite()) || buckets.windows(2).any(|w| w[0] >= w[1]) {
+        c.error("metrics.prometheus.buckets", "buckets must be finite numbers in ascending order");
+    }
+    if p.manualrouting == Some(true) {
+        c.warn(
+            "metrics.prometheus.manualrouting",
+            "not supported yet: /metrics is served on metrics.prometheus.entryPoint, not through a router to prometheus@internal",
+        );
+    }
+    if p.headerlabels.as_ref().is_some_and(|h| !h.is_empty()) {
+        c.warn("metrics.prometheus.headerlabels", "not supported yet: no header becomes a label");
+    }
+    crate::data::metrics::Settings {
+        entry_points: p.addentrypointslabels.unwrap_or(true),
+        routers: p.addrouterslabels.unwrap_or(false),
+        services: p.addserviceslabels.unwrap_or(true),
+        buckets: buckets.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{load, tree::Node, tree::STATIC_NAMES};
+
+    #[test]
+    fn prometheus_takes_traefiks_defaults_and_refuses_bad_buckets_at_their_key() {
+        let file = "[metrics.prometheus]\nentryPoint = \"traefik\"\n";
+        let metrics = load(Node::from_toml("t.toml", file, STATIC_NAMES).unwrap()).unwrap().config.metrics.unwrap();
+        assert_eq!(metrics.entry_point, "traefik");
+        let s = metrics.settings;
+        assert!(s.entry_points && !s.routers && s.services, "Traefik's label defaults");
+        assert_eq!(&s.buckets[..], &[0.1, 0.3, 1.2, 5.0]);
+
+        let file = "[metrics.prometheus]\naddRoutersLabels = true\naddServicesLabels = false\nbuckets = [0.5, 2.0]\n";
+        let s = load(Node::from_toml("t.toml", file, STATIC_NAMES).unwrap()).unwrap().config.metrics.unwrap().settings;
+        assert!(s.routers && !s.services);
+        assert_eq!(&s.buckets[..], &[0.5, 2.0]);
+
+        let file = "[metrics.prometheus]\nbuckets = [1.0, 0.5]\n";
+        let errors = load(Node::from_toml("t.toml", file, STATIC_NAMES).unwrap()).unwrap_err();
+        assert!(errors.0.iter().any(|e| e.to_string().starts_with("t.toml:2:")), "{:?}", errors.0);
+        let file = "[metrics.prometheus]\nheaderLabels = { tenant = \"X-Tenant\" }\n";
+        let loaded = load(Node::from_toml("t.toml", file, STATIC_NAMES).unwrap()).unwrap();
+        assert!(loaded.warnings.iter().any(|w| w.to_string().starts_with("t.toml:2:")), "a located warning");
     }
 }

@@ -12,13 +12,16 @@ const BACKLOG: usize = 256;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
+    /// `took`: from the order's start (lock taken) to the certificate stored.
     Issued {
         domain: String,
         not_after: i64,
+        took: Duration,
     },
     Renewed {
         domain: String,
         not_after: i64,
+        took: Duration,
     },
     /// An order failed or could not start; `problem` is the ACME problem type when the CA sent
     /// one. The name is retried in `retry_in`.
@@ -44,9 +47,11 @@ pub enum Event {
         domain: String,
         error: String,
     },
-    /// A dynamic configuration was applied.
+    /// A dynamic configuration was applied; `delay` runs from the first store change it
+    /// holds reaching this replica to the table that serves it being published.
     ConfigApplied {
         revision: u64,
+        delay: Duration,
         routers: usize,
         services: usize,
         certificates: usize,
@@ -101,11 +106,11 @@ impl Bus {
 fn log(event: &Event) {
     let kind = event.kind();
     match event {
-        Event::Issued { domain, not_after } => {
-            tracing::info!(event = kind, domain, not_after, "certificate issued and stored")
+        Event::Issued { domain, not_after, took } => {
+            tracing::info!(event = kind, domain, not_after, ?took, "certificate issued and stored")
         }
-        Event::Renewed { domain, not_after } => {
-            tracing::info!(event = kind, domain, not_after, "certificate renewed and stored")
+        Event::Renewed { domain, not_after, took } => {
+            tracing::info!(event = kind, domain, not_after, ?took, "certificate renewed and stored")
         }
         Event::Failed { domain, problem, error, retry_in } => {
             tracing::warn!(event = kind, domain, problem, ?retry_in, "certificate order failed: {error}")
@@ -119,10 +124,11 @@ fn log(event: &Event) {
         Event::CleanupFailed { domain, error } => {
             tracing::warn!(event = kind, domain, "certificate stored; releasing its lock failed: {error}")
         }
-        Event::ConfigApplied { revision, routers, services, certificates, rejected } => {
+        Event::ConfigApplied { revision, delay, routers, services, certificates, rejected } => {
             tracing::info!(
                 event = kind,
                 revision,
+                delay_ms = delay.as_millis() as u64,
                 routers,
                 services,
                 certificates,

@@ -169,6 +169,7 @@ impl Watcher {
                 _ = shutdown.cancelled() => return,
                 listed = self.store.list(&prefix) => listed,
             };
+            let listed_at = Instant::now();
             let listing = match listed {
                 Ok(listing) => listing,
                 Err(err) => {
@@ -200,7 +201,7 @@ impl Watcher {
             for kv in listing.kvs {
                 self.put(kv);
             }
-            self.apply(listing.revision, &shutdown);
+            self.apply(listing.revision, listed_at, &shutdown);
             let watch = match watch {
                 Ok(watch) => watch,
                 Err(err) => {
@@ -230,7 +231,8 @@ impl Watcher {
             };
             let mut revision = 0;
             let mut pending = event;
-            let burst = Instant::now() + MAX_BURST;
+            let arrived = Instant::now();
+            let burst = arrived + MAX_BURST;
             loop {
                 match pending {
                     None => return Next::Relist,
@@ -256,14 +258,15 @@ impl Watcher {
                 }
             }
             if !self.mirror.dirty.is_empty() {
-                self.apply(revision, shutdown);
+                self.apply(revision, arrived, shutdown);
             }
         }
     }
 
     /// Decodes the owners changed since the last rebuild, then builds and swaps in the table
     /// and certificates.
-    fn apply(&mut self, revision: Revision, shutdown: &CancellationToken) {
+    /// `since`: when the first change it applies reached this replica.
+    fn apply(&mut self, revision: Revision, since: Instant, shutdown: &CancellationToken) {
         let started = Instant::now();
         let certificates_changed = self.mirror.dirty.contains(&Owner::Rest);
         for owner in std::mem::take(&mut self.mirror.dirty) {
@@ -330,6 +333,7 @@ impl Watcher {
         tracing::debug!(revision, took_ms = started.elapsed().as_millis() as u64, "table built");
         self.events.emit(Event::ConfigApplied {
             revision,
+            delay: since.elapsed(),
             routers,
             services: config.services.len(),
             certificates,

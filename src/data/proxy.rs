@@ -6,6 +6,7 @@
 //!    characters decoded; an encoded `/`, `\`, NUL, `;`, `%`, `?` or `#` is 400 unless the
 //!    entrypoint allows it. Everything after sees, and the upstream receives, that path.
 //! 1. **ping**: `GET /ping` on the ping entrypoint answers `OK`, or 503 once draining.
+//!    **metrics**: `/metrics` on the metrics entrypoint answers the Prometheus exposition.
 //! 2. **redirect**: on an entrypoint with `redirect.entryPoint`, every request gets 301/308
 //!    (302/307 when not permanent) to the same host, path and query on the target entrypoint.
 //! 3. **route**: the current routing table picks the highest-priority matching router; none
@@ -24,6 +25,7 @@ pub mod body;
 pub mod error;
 pub mod forward;
 pub mod head;
+pub mod internal;
 pub mod path;
 pub mod reply;
 mod service;
@@ -45,6 +47,7 @@ pub use error::{Fault, ProxyError};
 use crate::{
     config::model::ForwardedTrust,
     data::access_log::{AccessLog, Entry as LogEntry},
+    data::metrics::{meter::Meter, Metrics, Name},
     data::plane::{Plane, HTTP01_PREFIX},
     data::routing::{RequestView, Route},
     data::upstream::Upstream,
@@ -68,6 +71,10 @@ pub struct Proxy {
     /// Tunnels (upgraded connections) and mirrored requests, which outlive the request that
     /// started them; shutdown waits for them within the grace time.
     pub tasks: tokio_util::task::TaskTracker,
+    /// The request metrics, when `metrics.prometheus` is on.
+    pub metrics: Option<&'static Metrics>,
+    /// Pylon's own endpoints (`/metrics`), where an entrypoint serves them.
+    pub internal: Option<Arc<dyn internal::Internal>>,
 }
 
 impl Proxy {
@@ -85,6 +92,8 @@ pub struct EntryPoint {
     pub port: u16,
     /// Whether it answers `/ping`.
     pub ping: bool,
+    /// Whether it answers `/metrics` (`metrics.prometheus.entryPoint`).
+    pub metrics: bool,
     pub redirect: Option<RedirectTo>,
     pub trust: ForwardedTrust,
     pub path: path::PathPolicy,
@@ -92,6 +101,8 @@ pub struct EntryPoint {
     pub read_timeout: std::time::Duration,
     /// The `Upgrade` protocols tunnelled (`http.allowedUpgrades`).
     pub upgrades: Vec<String>,
+    /// The entrypoint's name, as the metrics count it.
+    pub metric: Name,
 }
 
 pub struct RedirectTo {
@@ -105,6 +116,8 @@ pub struct RedirectTo {
 pub struct Connection {
     pub peer: SocketAddr,
     pub tls: bool,
+    /// The TLS version and cipher suite negotiated, on a TLS connection.
+    pub suite: Option<(u16, u16)>,
 }
 
 /// What the access log needs from the routing decision.
@@ -113,21 +126,25 @@ pub(crate) struct Served {
     route: Option<Arc<Route>>,
     /// The server's URL, recorded only when the access log is on.
     server: Option<String>,
+    /// The request's metrics, when they are on.
+    meter: Option<Meter>,
 }
 
 impl Proxy {
-    /// Runs one request through the pipeline.
-    /// `session` is what a TLS connection's handshake chose.
+    /// Runs one request through the pipeline. `session` is what a TLS connection's handshake
+    /// chose. The meter, when metrics are on, goes with the response body and counts the
+    /// request when that body is sent.
     pub async fn handle(
         &self,
         req: Request<Incoming>,
         ep: &EntryPoint,
         conn: Connection,
         session: Option<&crate::data::tls::Session>,
-    ) -> Response<ProxyBody> {
+    ) -> (Response<ProxyBody>, Option<Meter>) {
         let started = Instant::now();
         let entry = self.access_log.as_ref().map(|_| LogEntry::begin(&req, conn.peer.ip()));
-        let mut served = Served::default();
+        let meter = self.metrics.map(|metrics| Meter::begin(metrics, ep.metric, &req, conn.suite));
+        let mut served = Served { meter, ..Served::default() };
         let response = match self.serve(req, ep, conn, session, &mut served).await {
             Ok(response) => response,
             Err(err) => {
@@ -140,7 +157,11 @@ impl Proxy {
         if let (Some(log), Some(entry)) = (&self.access_log, entry) {
             log.record(entry.finish(&response, served.route.map(|r| r.name.clone()), served.server, started.elapsed()));
         }
-        response
+        let mut meter = served.meter;
+        if let Some(meter) = &mut meter {
+            meter.respond(response.status().as_u16(), response.headers());
+        }
+        (response, meter)
     }
 
     async fn serve(
@@ -162,11 +183,23 @@ impl Proxy {
 
         // 1. ping
         if ep.ping && req.uri().path() == "/ping" {
+            if let Some(meter) = served.meter.take() {
+                meter.discard();
+            }
             return Ok(if self.draining.load(Ordering::Relaxed) {
                 error::text(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n")
             } else {
                 error::text(StatusCode::OK, "OK")
             });
+        }
+        // 1a. Prometheus metrics, on their entrypoint
+        if ep.metrics && req.uri().path().starts_with("/metrics") {
+            if let Some(internal) = &self.internal {
+                if let Some(meter) = served.meter.take() {
+                    meter.discard();
+                }
+                return Ok(internal.metrics());
+            }
         }
         // 1b. ACME HTTP-01, before the redirect: the CA validates over plain HTTP.
         let snapshot = self.plane.load();
@@ -203,6 +236,9 @@ impl Proxy {
         };
         let route = table.route(&ep.name, conn.tls, &view).ok_or(ProxyError::NoRoute)?.clone();
         drop(snapshot);
+        if let Some(meter) = &mut served.meter {
+            meter.router(route.metric, route.service_metric);
+        }
         served.route = Some(route.clone());
 
         // 3b. middlewares, then 4. pick and 5. forward
@@ -214,7 +250,8 @@ impl Proxy {
             read_timeout: ep.read_timeout,
             upgrades: &ep.upgrades,
         };
-        let mut service = service::ToService { proxy: self, route: &route, client, served, entry_point: &ep.name };
+        let mut service =
+            service::ToService { proxy: self, route: &route, client, served, entry_point: &ep.name, calls: 0 };
         let req = req.map(body::RequestBody::Client);
         Ok(match route.chain.is_empty() {
             true => service.forward(req).await,

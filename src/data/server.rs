@@ -108,11 +108,13 @@ impl Server {
                     name: name.clone(),
                     port: addrs.get(&name).map_or(0, |a| a.port()),
                     ping: config.ping.as_deref() == Some(name.as_str()),
+                    metrics: config.metrics.as_ref().is_some_and(|m| m.entry_point == name),
                     redirect,
                     trust: ep.forwarded_trust.clone(),
                     path: ep.path,
                     read_timeout: transport.header_read_timeout,
                     upgrades: ep.upgrades.clone(),
+                    metric: crate::data::metrics::intern(crate::data::metrics::names::Kind::EntryPoint, &name),
                 }),
                 tls_only: ep.tls.is_some(),
                 proxy_protocol: ep.proxy_protocol.clone(),
@@ -278,6 +280,7 @@ async fn connection(
     admitted: Option<Arc<admission::Conn>>,
 ) {
     let t = &shared.transport;
+    let _open = proxy.metrics.map(|metrics| metrics.open(shared.ep.metric));
     // Chosen to make room at maxConnections: a connection between requests closes (gracefully
     // once it speaks HTTP), one still starting is dropped.
     let evicted = {
@@ -314,34 +317,34 @@ async fn connection(
             _ = evicted.as_mut() => return,
         }
     };
-    let conn = Connection { peer, tls };
     let ep = shared.ep.clone();
     // On h2 the socket keeps moving (pings) while a stream's window is shut: responses are
     // watched for a client that stopped taking them.
     let stall = t.write_stall_timeout.unwrap_or(t.idle_timeout);
     // Each request of a connection whose client showed a certificate carries its chain.
-    let service = move |client: Option<tls::ClientCertificates>, session: Option<Arc<tls::Session>>| {
-        service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-            let (proxy, ep, session) = (proxy.clone(), ep.clone(), session.clone());
-            let in_flight = admitted.as_ref().map(|c| c.begin());
-            let h2 = req.version() == hyper::Version::HTTP_2;
-            if let Some(client) = &client {
-                req.extensions_mut().insert(client.clone());
-            }
-            async move {
-                let response = proxy.handle(req, &ep, conn, session.as_deref()).await;
-                Ok::<_, Infallible>(response.map(|body| match h2 {
-                    // Every h2 response, streamed or not: one held behind a shut window must not
-                    // keep its connection's place under maxConnections either.
-                    true if !hyper::body::Body::is_end_stream(&body) => {
-                        let body = Either::Right(stall::Watched::new(body, in_flight, stall));
-                        response::Tracked { body, in_flight: None }
-                    }
-                    _ => response::Tracked { body: Either::Left(body), in_flight },
-                }))
-            }
-        })
-    };
+    let service =
+        move |client: Option<tls::ClientCertificates>, session: Option<Arc<tls::Session>>, conn: Connection| {
+            service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                let (proxy, ep, session) = (proxy.clone(), ep.clone(), session.clone());
+                let in_flight = admitted.as_ref().map(|c| c.begin());
+                let h2 = req.version() == hyper::Version::HTTP_2;
+                if let Some(client) = &client {
+                    req.extensions_mut().insert(client.clone());
+                }
+                async move {
+                    let (response, meter) = proxy.handle(req, &ep, conn, session.as_deref()).await;
+                    Ok::<_, Infallible>(response.map(|body| match h2 {
+                        // Every h2 response, streamed or not: one held behind a shut window must not
+                        // keep its connection's place under maxConnections either.
+                        true if !hyper::body::Body::is_end_stream(&body) => {
+                            let body = Either::Right(stall::Watched::new(body, in_flight, stall));
+                            response::Tracked { body, in_flight: None, meter }
+                        }
+                        _ => response::Tracked { body: Either::Left(body), in_flight, meter },
+                    }))
+                }
+            })
+        };
     if tls {
         let handshake =
             tokio::time::timeout_at(deadline, tls::accept(&shared.plane, &shared.ep.name, &shared.tls, stream));
@@ -363,11 +366,18 @@ async fn connection(
         // Options whose `alpnProtocols` leave h2 out get no h2 by prior knowledge either.
         let h2 = session.chosen.config.alpn_protocols.iter().any(|p| p == b"h2");
         let builder = if h2 { &shared.builder } else { &shared.builder_h1 };
+        let tls_state = stream.get_ref().1;
+        let suite = tls_state
+            .protocol_version()
+            .map(u16::from)
+            .zip(tls_state.negotiated_cipher_suite().map(|s| u16::from(s.suite())));
+        let conn = Connection { peer, tls, suite };
         let io = idle::IdleIo::new(stream, t.idle_timeout, t.write_stall_timeout);
-        serve_http(builder, io, service(client, Some(Arc::new(session))), &drain, evicted).await;
+        serve_http(builder, io, service(client, Some(Arc::new(session)), conn), &drain, evicted).await;
     } else {
         let io = idle::IdleIo::new(stream, t.idle_timeout, t.write_stall_timeout);
-        serve_http(&shared.builder, io, service(None, None), &drain, evicted).await;
+        serve_http(&shared.builder, io, service(None, None, Connection { peer, tls, suite: None }), &drain, evicted)
+            .await;
     }
 }
 

@@ -147,6 +147,17 @@ impl Index {
         Index { exact: HashMap::new(), wildcard: HashMap::new(), default }
     }
 
+    /// Every certificate served by name, each once (not the default).
+    pub fn certificates(&self) -> Vec<Arc<CertifiedKey>> {
+        let mut all: Vec<Arc<CertifiedKey>> = Vec::new();
+        for key in self.exact.values().chain(self.wildcard.values()) {
+            if !all.iter().any(|k| Arc::ptr_eq(k, key)) {
+                all.push(key.clone());
+            }
+        }
+        all
+    }
+
     /// The certificate for `server_name`, if one covers it exactly or by wildcard.
     pub fn lookup(&self, server_name: &str) -> Option<Arc<CertifiedKey>> {
         let name = server_name.trim_end_matches('.').to_ascii_lowercase();

@@ -369,6 +369,7 @@ pub mod fixture;
 pub mod gate;
 pub mod grpc;
 pub mod pebble;
+pub mod prometheus;
 pub mod relay;
 pub mod replica;
 pub mod tls;

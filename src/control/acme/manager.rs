@@ -77,7 +77,8 @@ struct Schedule {
     lease: Option<Arc<Lease>>,
 }
 
-type Job = (String, bool, Result<Outcome, AcmeError>);
+/// A finished order: its name, whether it renewed, its outcome and how long it took.
+type Job = (String, bool, Result<Outcome, AcmeError>, Duration);
 
 impl Manager {
     pub async fn run(mut self, shutdown: CancellationToken) {
@@ -157,8 +158,9 @@ impl Manager {
                         plane: Some(&plane),
                         lease: &lease,
                     };
+                    let started = Instant::now();
                     let outcome = order::obtain(&ctx, &names, mode, replacing).await;
-                    (names[0].clone(), replacing.is_some(), outcome)
+                    (names[0].clone(), replacing.is_some(), outcome, started.elapsed())
                 });
                 s.tasks.insert(task.id(), domain.main.clone());
             }
@@ -169,16 +171,16 @@ impl Manager {
                 Some(domain) = demands.recv() => drop(s.demanded.insert(domain.main.clone(), domain)),
                 _ = tokio::time::sleep(TICK) => {}
                 Some(joined) = running.join_next_with_id() => match joined {
-                    Ok((id, (domain, renewal, outcome))) => {
+                    Ok((id, (domain, renewal, outcome, took))) => {
                         s.tasks.remove(&id);
                         s.in_flight.remove(&domain);
-                        self.settle(&domain, renewal, outcome, &mut s);
+                        self.settle(&domain, (renewal, took), outcome, &mut s);
                     }
                     // A panic is a bug, but it must not keep the name in flight until restart.
                     Err(err) => if let Some(domain) = s.tasks.remove(&err.id()) {
                         s.in_flight.remove(&domain);
                         let error = AcmeError::Setup(format!("the order task stopped: {err}"));
-                        self.settle(&domain, false, Err(error), &mut s);
+                        self.settle(&domain, (false, Duration::ZERO), Err(error), &mut s);
                     },
                 }
             }
@@ -195,9 +197,9 @@ impl Manager {
         }
         let finished = tokio::time::timeout(self.grace, async {
             while let Some(joined) = running.join_next_with_id().await {
-                if let Ok((id, (domain, renewal, outcome))) = joined {
+                if let Ok((id, (domain, renewal, outcome, took))) = joined {
                     s.tasks.remove(&id);
-                    self.settle(&domain, renewal, outcome, &mut s);
+                    self.settle(&domain, (renewal, took), outcome, &mut s);
                 }
             }
         });
@@ -292,7 +294,13 @@ impl Manager {
         }
     }
 
-    fn settle(&self, domain: &str, renewal: bool, outcome: Result<Outcome, AcmeError>, s: &mut Schedule) {
+    fn settle(
+        &self,
+        domain: &str,
+        (renewal, took): (bool, Duration),
+        outcome: Result<Outcome, AcmeError>,
+        s: &mut Schedule,
+    ) {
         let emit = |event: Event| self.events.emit(event);
         let domain_s = domain.to_string();
         match outcome {
@@ -303,8 +311,8 @@ impl Manager {
                 }
                 let not_after = record.not_after;
                 emit(match renewal {
-                    true => Event::Renewed { domain: domain_s.clone(), not_after },
-                    false => Event::Issued { domain: domain_s.clone(), not_after },
+                    true => Event::Renewed { domain: domain_s.clone(), not_after, took },
+                    false => Event::Issued { domain: domain_s.clone(), not_after, took },
                 });
                 if let Some(error) = cleanup {
                     emit(Event::CleanupFailed { domain: domain_s, error });

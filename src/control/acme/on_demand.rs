@@ -9,7 +9,10 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::Mutex,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 
@@ -31,6 +34,8 @@ pub struct OnDemand {
     requests: mpsc::UnboundedSender<Domain>,
     ask_client: Option<Upstream>,
     state: Mutex<State>,
+    /// Names refused (by the policy, `ask` or the rate), for `pylon_acme_on_demand_refused_total`.
+    pub refused: Arc<AtomicU64>,
 }
 
 #[derive(Default)]
@@ -48,7 +53,7 @@ impl OnDemand {
             Some(_) => Some(Upstream::new(&Default::default()).map_err(|e| e.to_string())?),
             None => None,
         };
-        Ok(OnDemand { policy, requests, ask_client, state: Mutex::default() })
+        Ok(OnDemand { policy, requests, ask_client, state: Mutex::default(), refused: Arc::default() })
     }
 
     fn allowed_by_list(&self, name: &str) -> bool {
@@ -129,6 +134,7 @@ impl OnDemand {
 
     async fn wait(&self, plane: &Plane, name: &str) {
         if !self.admit(name).await {
+            self.refused.fetch_add(1, Ordering::Relaxed);
             return;
         }
         if !plane.wait_until(self.policy.timeout, |snapshot| snapshot.certs.lookup(name).is_some()).await {

@@ -19,6 +19,16 @@ pub enum StoreSpec {
 }
 
 impl StoreSpec {
+    /// The provider Traefik would name for this store, which qualifies names in metrics and
+    /// the API (`app@etcd`); the embedded store is `embedded`.
+    pub fn provider(&self) -> &'static str {
+        match self {
+            StoreSpec::Embedded { .. } => "embedded",
+            StoreSpec::Etcd(_) => "etcd",
+            StoreSpec::Consul { .. } => "consul",
+        }
+    }
+
     /// For messages: "etcd at 127.0.0.1:2379".
     pub fn describe(&self) -> String {
         match self {

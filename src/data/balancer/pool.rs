@@ -29,6 +29,8 @@ pub struct Upstream {
 
 pub struct Pool {
     pub service: String,
+    /// The service's name, as the metrics count it.
+    pub metric: crate::data::metrics::Name,
     /// The configuration this pool was built from; a reload reuses the pool when it is equal.
     pub spec: LoadBalancer,
     pub servers: Vec<Upstream>,
@@ -51,7 +53,8 @@ impl Pool {
             })
             .collect();
         let schedule = Schedule::new(&servers.iter().map(|s| s.weight).collect::<Vec<_>>());
-        Pool { service: service.to_string(), spec, servers, schedule, epoch: Instant::now() }
+        let metric = crate::data::metrics::intern(crate::data::metrics::names::Kind::Service, service);
+        Pool { service: service.to_string(), metric, spec, servers, schedule, epoch: Instant::now() }
     }
 
     fn now_ms(&self) -> u64 {
@@ -66,6 +69,11 @@ impl Pool {
     fn up_at(&self, i: usize, now_ms: u64) -> bool {
         let s = &self.servers[i];
         s.weight > 0 && s.healthy.load(Ordering::Relaxed) && s.down_until.load(Ordering::Relaxed) <= now_ms
+    }
+
+    /// Whether server `i` passes its active health check (true without one).
+    pub fn is_healthy(&self, i: usize) -> bool {
+        self.servers[i].healthy.load(Ordering::Relaxed)
     }
 
     pub fn has_up(&self) -> bool {

@@ -24,6 +24,8 @@ pub(super) struct ToService<'a> {
     pub client: forward::Client<'a>,
     pub served: &'a mut Served,
     pub entry_point: &'a str,
+    /// How many times the chain reached the service: more than once under `retry`.
+    pub calls: u32,
 }
 
 impl middleware::End for ToService<'_> {
@@ -35,6 +37,10 @@ impl middleware::End for ToService<'_> {
 impl ToService<'_> {
     /// 4. pick, 5. forward, 6. respond; a failure becomes its response here.
     pub(super) async fn forward(&mut self, req: middleware::Req) -> Response<ProxyBody> {
+        self.calls += 1;
+        if let (Some(meter), true) = (&mut self.served.meter, self.calls > 1) {
+            meter.retry();
+        }
         let service = self.route.service.clone();
         let forwarded = match service.pick(req.headers()) {
             None => Err(ProxyError::NoServer { router: self.route.name.clone() }),
@@ -77,6 +83,9 @@ impl Proxy {
             let server = &pick.pool.servers[pick.server].url;
             if self.access_log.is_some() {
                 served.server = Some(server.to_string());
+            }
+            if let Some(meter) = &mut served.meter {
+                meter.attempt(pick.pool.metric);
             }
             let request =
                 forward::request(&head, server, pick.pool.spec.pass_host_header, client).map(|()| payload.attempt());

@@ -4,12 +4,16 @@
 //! table of 10,000 host routers costs one hash lookup. Built off the request path from a
 //! [`DynamicConfig`], never changed afterwards: a reload builds a new table.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use super::rule::{RequestView, Rule};
 use crate::{
     config::StaticConfig,
     data::balancer::{Service, Services},
+    data::metrics::{names::Kind, Name},
     data::middleware::{Chain, Instances, With},
     dynamic::{self, DynamicConfig},
 };
@@ -23,6 +27,9 @@ pub struct Route {
     pub chain: Chain,
     /// Position in the table's global order (priority, then name): lower wins.
     rank: u32,
+    /// The router's and its service's names, as the metrics count them.
+    pub metric: Name,
+    pub service_metric: Name,
 }
 
 /// Routers that can answer one kind of connection (TLS or plain) on one entrypoint.
@@ -49,6 +56,11 @@ pub struct Table {
     /// names (and `default` where the host has routers under it too): what the control plane
     /// builds the handshake configurations from (and takes out before publishing).
     pub tls_wanted: crate::data::tls::handshakes::WantedOptions,
+    /// The routers and services this table serves, as the metrics name them: series of others
+    /// are dropped at the next scrape.
+    pub live: HashSet<Name>,
+    /// Every load balancer the table's services use (for `traefik_service_server_up`).
+    pub pools: Vec<Arc<crate::data::balancer::Pool>>,
 }
 
 impl Table {
@@ -94,7 +106,10 @@ impl Table {
                 service,
                 chain,
                 rank: rank as u32,
+                metric: crate::data::metrics::intern(Kind::Router, name),
+                service_metric: crate::data::metrics::intern(Kind::Service, dynamic::unqualified(&router.service)),
             });
+            table.live.insert(route.metric);
             let hosts = route.rule.required_hosts();
             let attach =
                 if router.entry_points.is_empty() { &statics.default_entry_points } else { &router.entry_points };
@@ -153,6 +168,8 @@ impl Table {
         }
         table.mark_default_options(&mut tls_wanted, config, statics);
         table.tls_wanted = tls_wanted;
+        table.live.extend(services.by_name.keys().map(|name| crate::data::metrics::intern(Kind::Service, name)));
+        table.pools = services.pools.values().cloned().collect();
         (table, warnings)
     }
 }

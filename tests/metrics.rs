@@ -1,0 +1,186 @@
+//! Prometheus metrics end to end: two replicas on real etcd, scraped by a real Prometheus,
+//! judged by Flagger's own queries; the counters checked against what the client sent.
+
+mod support;
+
+use std::{
+    convert::Infallible,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{service::service_fn, Response};
+use hyper_util::rt::TokioIo;
+use pylon::control::store::{self, Op, Txn};
+use support::{get, prometheus::Prometheus, replica::Replica, upstream::Upstream, Etcd};
+
+/// A canary that answers 500 to every tenth request and takes 200 ms over another tenth,
+/// counting its own requests: any run of ten in a row holds one of each.
+struct Canary {
+    url: String,
+    hits: Arc<AtomicU64>,
+}
+
+impl Canary {
+    async fn start() -> Canary {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let hits = Arc::new(AtomicU64::new(0));
+        let counted = hits.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let counted = counted.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |_req| {
+                        let n = counted.fetch_add(1, Ordering::SeqCst);
+                        async move {
+                            let mut response = Response::new(Full::new(Bytes::from_static(b"canary")));
+                            match n % 10 {
+                                0 => *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR,
+                                1 => tokio::time::sleep(Duration::from_millis(200)).await,
+                                _ => {}
+                            }
+                            Ok::<_, Infallible>(response)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Canary { url, hits }
+    }
+}
+
+/// The sum of the samples of `family` whose labels contain every one of `labels`, from an
+/// exposition.
+fn sum(exposition: &str, family: &str, labels: &[&str]) -> f64 {
+    exposition
+        .lines()
+        .filter(|line| line.starts_with(&format!("{family}{{")) || line.starts_with(&format!("{family} ")))
+        .filter(|line| labels.iter().all(|l| line.contains(l)))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn scrape(replica: &Replica) -> String {
+    let (status, body) = get(&format!("http://127.0.0.1:{}/metrics", replica.admin)).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+/// Flagger's request-success-rate and request-duration queries, as it renders them for a
+/// canary named `podinfo` in namespace `default` (interval 1m), with the `@etcd` provider.
+const SUCCESS_RATE: &str = r#"sum( rate( traefik_service_request_duration_seconds_bucket{ service=~"default-podinfo-canary-[0-9a-zA-Z-]+@etcd", code!~"5..", le="+Inf" }[1m] ) ) / sum( rate( traefik_service_request_duration_seconds_bucket{ service=~"default-podinfo-canary-[0-9a-zA-Z-]+@etcd", le="+Inf" }[1m] ) ) * 100"#;
+const DURATION_P99: &str = r#"histogram_quantile( 0.99, sum( rate( traefik_service_request_duration_seconds_bucket{ service=~"default-podinfo-canary-[0-9a-zA-Z-]+@etcd" }[1m] ) ) by (le) ) * 1000"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flaggers_queries_judge_a_canary_from_two_replicas() {
+    let etcd = Etcd::start().await;
+    let kv = store::open(&etcd.spec()).await.unwrap();
+    let extra = "[metrics.prometheus]\nentryPoint = \"traefik\"\naddRoutersLabels = true\n";
+    let replicas = [Replica::start(&etcd.flags(), extra).await, Replica::start(&etcd.flags(), extra).await];
+    let primary = Upstream::start("primary").await;
+    let canary = Canary::start().await;
+    let pairs = [
+        ("http/routers/podinfo/rule", "PathPrefix(`/`)".to_string()),
+        ("http/routers/podinfo/entryPoints/0", "web".into()),
+        ("http/routers/podinfo/service", "podinfo".into()),
+        ("http/services/podinfo/weighted/services/0/name", "default-podinfo-primary-80".into()),
+        ("http/services/podinfo/weighted/services/0/weight", "1".into()),
+        ("http/services/podinfo/weighted/services/1/name", "default-podinfo-canary-80".into()),
+        ("http/services/podinfo/weighted/services/1/weight", "1".into()),
+        ("http/services/default-podinfo-primary-80/loadBalancer/servers/0/url", primary.url()),
+        ("http/services/default-podinfo-canary-80/loadBalancer/servers/0/url", canary.url.clone()),
+    ];
+    let ops = pairs.iter().map(|(k, v)| Op::put(format!("traefik/{k}"), v.as_bytes())).collect();
+    kv.txn(Txn { compares: vec![], ops }).await.unwrap();
+    let mut sent = 0u64;
+    for replica in &replicas {
+        support::eventually("the replica routes to the service", Duration::from_secs(10), || {
+            sent += 1;
+            let url = replica.web("/");
+            async move { matches!(get(&url).await, Ok((200, _))) }
+        })
+        .await;
+    }
+    let targets: Vec<String> = replicas.iter().map(|r| format!("127.0.0.1:{}", r.admin)).collect();
+    let prometheus = Prometheus::start(&targets).await;
+
+    // Warm-up: every series exists and has been scraped once before the measured traffic, so
+    // that no increase is lost to a series' first sample.
+    let request = |i: u64| {
+        let url = replicas[(i % 2) as usize].web(&format!("/item/{i}"));
+        async move { get(&url).await.map(|(status, _)| status) }
+    };
+    for i in 0..40 {
+        request(i).await.unwrap();
+    }
+    sent += 40;
+    prometheus.scraped_after(unix_now(), Duration::from_secs(10)).await;
+
+    let (before, mut failures) = (canary.hits.load(Ordering::SeqCst), 0);
+    for i in 0..400 {
+        if request(i).await.unwrap() == 500 {
+            failures += 1;
+        }
+    }
+    sent += 400;
+    assert_eq!(canary.hits.load(Ordering::SeqCst) - before, 200, "each replica's weights split its requests evenly");
+    assert_eq!(failures, 20, "one canary request in ten failed");
+    prometheus.scraped_after(unix_now(), Duration::from_secs(10)).await;
+
+    let success = prometheus.query(SUCCESS_RATE).await;
+    assert_eq!(success.len(), 1, "Flagger's success rate has one value: {success:?}");
+    assert!((success[0] - 90.0).abs() <= 2.0, "success rate {} is 90 ± 2", success[0]);
+    let p99 = prometheus.query(DURATION_P99).await;
+    assert_eq!(p99.len(), 1, "Flagger's p99 has one value: {p99:?}");
+    assert!(p99[0] > 100.0 && p99[0] <= 300.0, "p99 {} ms lies in the (0.1 s, 0.3 s] bucket that holds 200 ms", p99[0]);
+
+    // Straight from the replicas: the counters add up to what the client sent.
+    let expositions = [scrape(&replicas[0]).await, scrape(&replicas[1]).await];
+    let total = |family: &str, labels: &[&str]| expositions.iter().map(|e| sum(e, family, labels)).sum::<f64>();
+    assert_eq!(total("traefik_entrypoint_requests_total", &["entrypoint=\"web\""]), sent as f64);
+    // Requests before the first table got 404 from the entrypoint, and reached no router.
+    let routed = sent as f64 - total("traefik_entrypoint_requests_total", &["entrypoint=\"web\"", "code=\"404\""]);
+    assert!(routed >= 440.0, "warm-up and measured traffic were routed");
+    assert_eq!(
+        total("traefik_router_requests_total", &["router=\"podinfo@etcd\"", "service=\"podinfo@etcd\""]),
+        routed
+    );
+    let per_service = total("traefik_service_requests_total", &["service=\"default-podinfo-primary-80@etcd\""])
+        + total("traefik_service_requests_total", &["service=\"default-podinfo-canary-80@etcd\""]);
+    assert_eq!(per_service, routed, "each routed request was one upstream attempt");
+    assert_eq!(
+        total("traefik_service_requests_total", &["service=\"default-podinfo-canary-80@etcd\"", "code=\"500\""]),
+        (canary.hits.load(Ordering::SeqCst).div_ceil(10)) as f64,
+        "the canary's 500s, labelled with their code"
+    );
+    let bucket = total(
+        "traefik_entrypoint_request_duration_seconds_bucket",
+        &["entrypoint=\"web\"", "le=\"+Inf\"", "method=\"GET\"", "protocol=\"http\""],
+    );
+    assert_eq!(bucket, sent as f64, "the +Inf bucket holds every request");
+    assert!(total("traefik_entrypoint_responses_bytes_total", &["entrypoint=\"web\""]) > 0.0);
+    assert!(total("traefik_config_reloads_total", &[]) >= 2.0, "each replica applied the configuration");
+    assert!(!expositions[0].contains("/metrics"), "requests to /metrics itself are not counted");
+
+    // A router removed from the store: its series go at the next scrape.
+    kv.delete_prefix("traefik/http/routers/podinfo/").await.unwrap();
+    support::eventually("the removed router's series are dropped", Duration::from_secs(5), || async {
+        let exposition = scrape(&replicas[0]).await;
+        !exposition.contains("router=\"podinfo@etcd\"") && exposition.contains("entrypoint=\"web\"")
+    })
+    .await;
+}
