@@ -5,7 +5,8 @@
 # each proxy forwards to one fast upstream (nginx, keep-alive both ways). Then Pylon alone:
 # requests/s with 10 and with 10,000 routers, and the delay from a change written to etcd to
 # that change being served (p50/p99 over 100 changes), and the cost of a middleware chain
-# (headers + stripPrefix + basicAuth + rateLimit) and of a weighted service against the same route without one. Last, scripts/bench-acme.sh: time to a
+# (headers + stripPrefix + basicAuth + rateLimit) and of a weighted service against the same route without one, and the
+# cost of Prometheus metrics (a second Pylon with metrics.prometheus on, router labels included). Last, scripts/bench-acme.sh: time to a
 # certificate from Pebble for three replicas beside Caddy. Writes docs/benchmarks.md.
 #
 #   scripts/bench.sh            # full run (~6 minutes after the release build)
@@ -151,13 +152,23 @@ PY
 }
 routers 10
 "$PYLON" run --configfile "$WORK/pylon.toml" "${STORE[@]}" 2>"$WORK/pylon.log" & PID_OF[pylon]=$!; PIDS+=($!)
+# The same Pylon with Prometheus metrics on (every level counted), on ports of its own: the
+# metrics row compares it with the plain route above. Idle while the other is measured.
+METRICS_PLAIN=$(port); METRICS_TLS=$(port); METRICS_ADMIN=$(port)
+sed -e "s/127.0.0.1:${PLAIN[pylon]}\"/127.0.0.1:$METRICS_PLAIN\"/" -e "s/127.0.0.1:${TLS[pylon]}\"/127.0.0.1:$METRICS_TLS\"/" \
+  -e "s/127.0.0.1:$ADMIN\"/127.0.0.1:$METRICS_ADMIN\"/" "$WORK/pylon.toml" > "$WORK/pylon-metrics.toml"
+printf '[metrics.prometheus]\nentryPoint = "traefik"\naddRoutersLabels = true\n' >> "$WORK/pylon-metrics.toml"
+"$PYLON" run --configfile "$WORK/pylon-metrics.toml" "${STORE[@]}" --datadir "$WORK/metrics-data" 2>"$WORK/pylon-metrics.log" & PID_OF[metrics]=$!; PIDS+=($!)
 for p in nginx haproxy caddy pylon; do wait_port "${PLAIN[$p]}"; wait_port "${TLS[$p]}"; done
+wait_port "$METRICS_PLAIN"; wait_port "$METRICS_ADMIN"
 sleep 1
 # wrk counts any answer: every route measured must answer 200 first.
 for host in bench.local mw.bench.local wt.bench.local; do
   code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $host" -H "Authorization: Basic Ym9iOlUqVQ==" "http://127.0.0.1:${PLAIN[pylon]}/api/x")
   [ "$code" = 200 ] || { echo "bench: $host answers $code, not 200" >&2; cat "$WORK/pylon.log" >&2; exit 1; }
 done
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: bench.local" "http://127.0.0.1:$METRICS_PLAIN/api/x")
+[ "$code" = 200 ] || { echo "bench: Pylon with metrics answers $code, not 200" >&2; cat "$WORK/pylon-metrics.log" >&2; exit 1; }
 
 h1() { # h1 PORT [HOST [PATH [HEADER]]] -> "rps p50ms p99ms"
   local extra=(); [ -n "${4:-}" ] && extra=(-H "$4")
@@ -183,14 +194,16 @@ per_cpu() { # per_cpu RPS TICKS -> requests per proxy CPU-second
 AUTH="Authorization: Basic Ym9iOlUqVQ=="
 declare -A SUM
 for round in $(seq "$ROUNDS"); do
-  for route in plain chained weighted; do
-    before=$(cpu_ticks "${PID_OF[pylon]}")
+  for route in plain chained weighted metrics; do
+    pid=${PID_OF[pylon]}; [ "$route" = metrics ] && pid=${PID_OF[metrics]}
+    before=$(cpu_ticks "$pid")
     case $route in
       plain) read -r r a b < <(h1 "${PLAIN[pylon]}" bench.local /api/x) ;;
       chained) read -r r a b < <(h1 "${PLAIN[pylon]}" mw.bench.local /api/x "$AUTH") ;;
       weighted) read -r r a b < <(h1 "${PLAIN[pylon]}" wt.bench.local /api/x) ;;
+      metrics) read -r r a b < <(h1 "$METRICS_PLAIN" bench.local /api/x) ;;
     esac
-    ticks=$(( $(cpu_ticks "${PID_OF[pylon]}") - before ))
+    ticks=$(( $(cpu_ticks "$pid") - before ))
     SUM[$route,rps]+=" $r"; SUM[$route,p99]+=" $b"; SUM[$route,cpu]+=" $(per_cpu "$r" "$ticks")"
     echo "round $round pylon $route route: $r req/s p99 ${b}ms" >&2
   done
@@ -209,6 +222,11 @@ RSS[pylon]=$(peak_rss_mib "${PID_OF[pylon]}")
 RSS[haproxy]=$(peak_rss_mib "${PID_OF[haproxy]}")
 RSS[caddy]=$(peak_rss_mib "${PID_OF[caddy]}")
 RSS[nginx]=$(peak_rss_mib $(pgrep -f "nginx.*$WORK/nginx/" || true))
+
+# The metrics replica counted what it served: its entrypoint counter holds every measured request.
+COUNTED=$(curl -s "http://127.0.0.1:$METRICS_ADMIN/metrics" | awk '/^traefik_entrypoint_requests_total\{.*entrypoint="web"/ { s += $NF } END { printf "%d", s }')
+[ "${COUNTED:-0}" -gt 1000 ] || { echo "bench: the metrics replica counted ${COUNTED:-0} requests" >&2; exit 1; }
+kill "${PID_OF[metrics]}" 2>/dev/null || true
 
 # Scale: the same load with 10,000 routers in the table.
 ROUTERS10=$(echo "${SUM[pylon,h1,rps]}" | median)
@@ -291,6 +309,19 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf 
   echo
   echo "Chained to plain: $(ratio "$(echo "${SUM[chained,rps]}" | median)" "$(echo "${SUM[plain,rps]}" | median)") in req/s, $(ratio "$(echo "${SUM[chained,cpu]}" | median)" "$(echo "${SUM[plain,cpu]}" | median)") in req per CPU-second."
   echo "Weighted to plain: $(ratio "$(echo "${SUM[weighted,rps]}" | median)" "$(echo "${SUM[plain,rps]}" | median)") in req/s, $(ratio "$(echo "${SUM[weighted,cpu]}" | median)" "$(echo "${SUM[plain,cpu]}" | median)") in req per CPU-second."
+  echo
+  echo "## The cost of Prometheus metrics"
+  echo
+  echo "The plain route above against a second Pylon, identical but for \`[metrics.prometheus]\` with \`addRoutersLabels = true\`"
+  echo "(entrypoint, router and service series, histograms and bytes, per request), measured in the same rounds. It counted"
+  echo "$COUNTED requests on its entrypoint."
+  echo
+  echo "| metrics | req/s | p99 ms | req per Pylon CPU-second |"
+  echo "|---|---|---|---|"
+  echo "| off | $(echo "${SUM[plain,rps]}" | median) | $(echo "${SUM[plain,p99]}" | median) | $(echo "${SUM[plain,cpu]}" | median) |"
+  echo "| on | $(echo "${SUM[metrics,rps]}" | median) | $(echo "${SUM[metrics,p99]}" | median) | $(echo "${SUM[metrics,cpu]}" | median) |"
+  echo
+  echo "On to off: $(ratio "$(echo "${SUM[metrics,rps]}" | median)" "$(echo "${SUM[plain,rps]}" | median)") in req/s, $(ratio "$(echo "${SUM[metrics,cpu]}" | median)" "$(echo "${SUM[plain,cpu]}" | median)") in req per CPU-second."
   echo
   read -r P50 P99 <<<"$PROPAGATION"
   echo "Store change to served (a new router written to etcd until Pylon routes it), over 100 changes: p50 ${P50} ms, p99 ${P99} ms."
