@@ -35,8 +35,10 @@ use crate::{
     data::upstream::{RootCaError, Upstream},
     logging::Logging,
     observe::{
+        api::Api,
         control::ControlMetrics,
-        prometheus::{Endpoints, Exposition},
+        prometheus::{Exposition, Scrape},
+        Endpoints,
     },
     setup::{self, SetupError},
 };
@@ -129,6 +131,7 @@ pub async fn run(cli: &Cli, logging: &Logging, shutdown: CancellationToken) -> R
         (events.clone(), tasks.clone()),
     );
     let mut status = watcher.status.subscribe();
+    let api_status = watcher.status.subscribe();
     let wanted = watcher.acme_wanted.subscribe();
     tasks.spawn(watcher.run(control.child_token()));
     if tokio::time::timeout(FIRST_TABLE, status.changed()).await.is_err() {
@@ -172,11 +175,22 @@ pub async fn run(cli: &Cli, logging: &Logging, shutdown: CancellationToken) -> R
     // reference, so that counting costs no reference count on a shared cache line.
     let metrics: Option<&'static Metrics> =
         config.metrics.as_ref().map(|m| &*Box::leak(Box::new(Metrics::new(m.settings.clone()))));
-    let internal: Option<Arc<dyn Internal>> = config.metrics.as_ref().map(|_| {
-        let exposition =
-            Exposition { metrics, plane: plane.clone(), provider: target.spec.provider(), control: control_metrics };
-        Arc::new(Endpoints::new(exposition)) as Arc<dyn Internal>
+    let provider = target.spec.provider();
+    let scrape = config
+        .metrics
+        .as_ref()
+        .map(|_| Scrape::new(Exposition { metrics, plane: plane.clone(), provider, control: control_metrics.clone() }));
+    let api = config.api.as_ref().map(|_| Api {
+        status: api_status,
+        statics: config.clone(),
+        plane: plane.clone(),
+        provider,
+        started: crate::calendar::rfc3339(crate::calendar::unix_now()),
     });
+    let internal: Option<Arc<dyn Internal>> = match (scrape, api) {
+        (None, None) => None,
+        (metrics, api) => Some(Arc::new(Endpoints { metrics, api })),
+    };
     let proxy = Arc::new(Proxy {
         plane,
         upstream,

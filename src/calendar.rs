@@ -32,6 +32,17 @@ pub fn from_unix(unix: i64) -> (i64, i64, i64, i64, i64, i64) {
     (year, month, day, secs / 3600, secs % 3600 / 60, secs % 60)
 }
 
+/// Unix seconds as RFC 3339 in UTC: `2026-12-03T14:00:00Z`.
+pub fn rfc3339(unix: i64) -> String {
+    let (y, mo, d, h, mi, s) = from_unix(unix);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+}
+
+/// Now, in Unix seconds.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,5 +54,6 @@ mod tests {
         }
         assert_eq!(days_from_civil(2026, 3, 1) * 86_400, 1_772_323_200);
         assert_eq!(from_unix(2_569_104_000 + 3_661), (2051, 5, 31, 1, 1, 1));
+        assert_eq!(rfc3339(2_569_104_000 + 3_661), "2051-05-31T01:01:01Z");
     }
 }

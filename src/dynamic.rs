@@ -6,6 +6,7 @@
 
 pub mod file;
 mod parts;
+pub mod runtime;
 
 pub use parts::{Owner, Parts};
 
@@ -50,6 +51,8 @@ pub struct DynamicConfig {
     /// What was left out, and why: one diagnostic per rejected router or service.
     pub rejected: Vec<Diagnostic>,
     pub warnings: Vec<Diagnostic>,
+    /// Every router, service and middleware, served or not, with its status: the API's view.
+    pub runtime: runtime::Runtime,
 }
 
 #[derive(Debug, Clone)]

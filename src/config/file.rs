@@ -244,6 +244,11 @@ pub struct RawApi {
     pub entrypoint: Option<String>,
     #[serde(default, deserialize_with = "lenient::bool")]
     pub dashboard: Option<bool>,
+    #[serde(default, deserialize_with = "lenient::bool")]
+    pub insecure: Option<bool>,
+    #[serde(default, deserialize_with = "lenient::bool")]
+    pub debug: Option<bool>,
+    pub basepath: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

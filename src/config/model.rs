@@ -137,6 +137,9 @@ pub struct Lifecycle {
 pub struct Api {
     pub entry_point: String,
     pub dashboard: bool,
+    /// Served on `entry_point` itself (`api.insecure`, Traefik 1.x's `[api] entryPoint` and
+    /// `[web]`); otherwise only through a router to `api@internal`.
+    pub on_entry_point: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -295,10 +298,12 @@ pub(super) fn build(raw: RawConfig, c: &mut Checker) -> Option<StaticConfig> {
         (None, None) => None,
     };
     let api = match (&raw.api, &raw.web) {
-        (Some(a), _) => {
-            Some(Api { entry_point: internal(a.entrypoint.as_ref()), dashboard: a.dashboard.unwrap_or(true) })
-        }
-        (None, Some(_)) => Some(Api { entry_point: internal(None), dashboard: true }),
+        (Some(a), web) => Some(Api {
+            entry_point: internal(a.entrypoint.as_ref()),
+            dashboard: a.dashboard.unwrap_or(true),
+            on_entry_point: a.insecure == Some(true) || a.entrypoint.is_some() || web.is_some(),
+        }),
+        (None, Some(_)) => Some(Api { entry_point: internal(None), dashboard: true, on_entry_point: true }),
         (None, None) => None,
     };
     let metrics = raw.metrics.as_ref().and_then(|m| m.prometheus.as_ref()).map(|p| Prometheus {

@@ -20,13 +20,16 @@ pub(super) fn warn(raw: &RawConfig, c: &mut Checker) {
             );
         }
     }
-    if raw.api.is_some() {
-        c.warn("api", "the API and the dashboard are not served yet: /api and /dashboard/ answer 404");
-    } else if raw.web.is_some() {
-        c.warn(
-            "web",
-            "the API and the dashboard are not served yet: [web] gives the internal entrypoint and /ping only",
-        );
+    if let Some(api) = &raw.api {
+        if api.dashboard != Some(false) {
+            c.warn("api.dashboard", "the dashboard is not served yet: /dashboard/ answers 404 (the API is served)");
+        }
+        if api.debug == Some(true) {
+            c.warn("api.debug", "not supported: Pylon serves no /debug/ endpoints");
+        }
+        if api.basepath.as_deref().is_some_and(|p| p != "/") {
+            c.warn("api.basepath", "not supported yet: the API is served under /api");
+        }
     }
     if raw.metrics.as_ref().is_some_and(|m| m.addinternals == Some(true)) {
         c.warn("metrics.addinternals", "ignored: requests to /ping and /metrics are never counted");

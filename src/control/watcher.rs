@@ -41,6 +41,8 @@ pub struct Status {
     pub certificates: usize,
     /// Each rejected router, service or certificate, with the key that made it invalid.
     pub rejected: Vec<String>,
+    /// Every router, service and middleware with its status and errors (the API's view).
+    pub runtime: Arc<crate::dynamic::runtime::Runtime>,
 }
 
 pub struct Watcher {
@@ -283,6 +285,10 @@ impl Watcher {
         }
         let (mut table, warnings) =
             Table::build(&config, &services, &self.statics, &self.plane.load().table, &self.upstream);
+        let mut runtime = config.runtime.clone();
+        for warning in &warnings {
+            runtime.note_table_warning(warning);
+        }
         let mut rejected: Vec<String> = config.rejected.iter().map(ToString::to_string).collect();
         rejected.extend(warnings);
         let options = config.tls_options.iter().filter_map(|(n, p)| Some((n.clone(), p.clone()?))).collect();
@@ -339,7 +345,15 @@ impl Watcher {
             certificates,
             rejected: rejected.len(),
         });
-        self.status.send_replace(Status { revision, routers, services: config.services.len(), certificates, rejected });
+        let runtime = Arc::new(runtime);
+        self.status.send_replace(Status {
+            revision,
+            routers,
+            services: config.services.len(),
+            certificates,
+            rejected,
+            runtime,
+        });
     }
 
     /// Loads `tls/certificates` and the default certificate, counting them; a bad one is

@@ -27,7 +27,12 @@ pub enum Service {
     Pool(Arc<Pool>),
     Weighted(Weighted),
     Mirroring(Mirroring),
-    Failover { main: Arc<Service>, fallback: Arc<Service> },
+    Failover {
+        main: Arc<Service>,
+        fallback: Arc<Service>,
+    },
+    /// Pylon's own endpoint (`api@internal`): answered by the proxy, never forwarded.
+    Internal(crate::data::proxy::internal::Endpoint),
 }
 
 pub struct Weighted {
@@ -82,6 +87,7 @@ impl Service {
             Service::Weighted(w) => w.children.iter().any(|c| c.weight > 0 && c.service.is_available()),
             Service::Mirroring(m) => m.main.is_available(),
             Service::Failover { main, fallback } => main.is_available() || fallback.is_available(),
+            Service::Internal(_) => true,
         }
     }
 
@@ -107,6 +113,7 @@ impl Service {
                     fallback.pick(headers)
                 }
             }
+            Service::Internal(_) => None,
         }
     }
 }

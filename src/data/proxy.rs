@@ -6,7 +6,8 @@
 //!    characters decoded; an encoded `/`, `\`, NUL, `;`, `%`, `?` or `#` is 400 unless the
 //!    entrypoint allows it. Everything after sees, and the upstream receives, that path.
 //! 1. **ping**: `GET /ping` on the ping entrypoint answers `OK`, or 503 once draining.
-//!    **metrics**: `/metrics` on the metrics entrypoint answers the Prometheus exposition.
+//!    **internal**: `/metrics` on the metrics entrypoint answers the Prometheus exposition,
+//!    `/api` on an insecure API's entrypoint Traefik's API ([`internal`]).
 //! 2. **redirect**: on an entrypoint with `redirect.entryPoint`, every request gets 301/308
 //!    (302/307 when not permanent) to the same host, path and query on the target entrypoint.
 //! 3. **route**: the current routing table picks the highest-priority matching router; none
@@ -94,6 +95,8 @@ pub struct EntryPoint {
     pub ping: bool,
     /// Whether it answers `/metrics` (`metrics.prometheus.entryPoint`).
     pub metrics: bool,
+    /// Whether it answers `/api` itself (`api.insecure`, Traefik 1.x's `[api]` and `[web]`).
+    pub api: bool,
     pub redirect: Option<RedirectTo>,
     pub trust: ForwardedTrust,
     pub path: path::PathPolicy,
@@ -192,13 +195,19 @@ impl Proxy {
                 error::text(StatusCode::OK, "OK")
             });
         }
-        // 1a. Prometheus metrics, on their entrypoint
-        if ep.metrics && req.uri().path().starts_with("/metrics") {
-            if let Some(internal) = &self.internal {
+        // 1a. Prometheus metrics and the API, on their entrypoints
+        if let Some(internal) = &self.internal {
+            let path = req.uri().path();
+            let answer = match () {
+                _ if ep.metrics && path.starts_with("/metrics") => Some(internal.metrics()),
+                _ if ep.api && path.starts_with("/api") => Some(internal.api(req.method(), path, req.uri().query())),
+                _ => None,
+            };
+            if let Some(answer) = answer {
                 if let Some(meter) = served.meter.take() {
                     meter.discard();
                 }
-                return Ok(internal.metrics());
+                return Ok(answer);
             }
         }
         // 1b. ACME HTTP-01, before the redirect: the CA validates over plain HTTP.

@@ -11,6 +11,7 @@ use crate::{
 };
 
 use super::file::{RawCertificate, RawRouter, RawService, RawTlsStore};
+use super::runtime::{Info, Runtime};
 use super::{certificate, drop_broken_references, router, service, unqualified, DynamicConfig, Router, Service};
 use crate::{config::file::RawTls, data::tls::TlsPolicy};
 
@@ -56,6 +57,8 @@ struct Decoded<T> {
     origin: Origin,
     /// Where a router's `middlewares` list came from.
     middlewares_at: Origin,
+    /// Its keys as JSON, for the API; `Null` when they could not be read as a tree.
+    raw: serde_json::Value,
 }
 
 #[derive(Debug, Default)]
@@ -152,13 +155,15 @@ impl Parts {
                 let (at, origin) = (c.locate(&path), c.locate(&format!("{path}.service")));
                 let mut d = decoded(value, origin, c);
                 d.middlewares_at = c.locate(&format!("{path}.middlewares"));
+                d.raw = super::runtime::json_of(raw);
                 keep_last_good(&mut self.routers, name, d, "router", at);
             }
             Owner::Service(name) => {
                 let path = format!("http.services.{name}");
                 let value = c.deserialize::<RawService>(raw.clone(), &path).and_then(|raw| service(&raw, &path, c));
                 let origin = c.locate(&path);
-                keep_last_good(&mut self.services, name, decoded(value, origin.clone(), c), "service", origin);
+                let d = Decoded { raw: super::runtime::json_of(raw), ..decoded(value, origin.clone(), c) };
+                keep_last_good(&mut self.services, name, d, "service", origin);
             }
             Owner::Middleware(name) => {
                 let path = format!("http.middlewares.{name}");
@@ -180,7 +185,8 @@ impl Parts {
                     }
                 };
                 let origin = c.locate(&path);
-                keep_last_good(&mut self.middlewares, name, decoded(spec, origin.clone(), c), "middleware", origin);
+                let d = Decoded { raw: super::runtime::json_of(raw), ..decoded(spec, origin.clone(), c) };
+                keep_last_good(&mut self.middlewares, name, d, "middleware", origin);
             }
             Owner::TlsOptions(name) => {
                 let path = format!("tls.options.{name}");
@@ -232,7 +238,9 @@ impl Parts {
                     origin: d.origin.clone(),
                     message: format!("router {name:?} disabled: {why}; it is not served under weaker TLS"),
                 });
-            } else if !out.services.contains_key(unqualified(&router.service)) {
+            } else if !out.services.contains_key(unqualified(&router.service))
+                && crate::data::proxy::internal::Endpoint::named(&router.service).is_none()
+            {
                 out.rejected.push(Diagnostic {
                     origin: d.origin.clone(),
                     message: format!(
@@ -253,7 +261,44 @@ impl Parts {
             out.certificates = rest.certificates.clone();
             out.default_certificate = rest.default_certificate.clone();
         }
+        out.runtime = self.runtime(&out);
         out
+    }
+
+    /// Every owner with its status and errors, for the API: served or not, and why.
+    fn runtime(&self, out: &DynamicConfig) -> Runtime {
+        let errors = |what: &str, name: &str, d: &[Diagnostic]| -> Vec<String> {
+            let prefix = format!("{what} {name:?}");
+            let mut all: Vec<String> = d.iter().map(ToString::to_string).collect();
+            for rejected in out.rejected.iter().filter(|r| r.message.starts_with(&prefix)) {
+                let line = rejected.to_string();
+                if !all.contains(&line) {
+                    all.push(line);
+                }
+            }
+            all
+        };
+        let mut runtime = Runtime::default();
+        for (name, d) in &self.routers {
+            let served = out.routers.contains_key(name);
+            runtime.routers.insert(name.clone(), Info::new(d.raw.clone(), served, errors("router", name, &d.errors)));
+        }
+        for (name, d) in &self.services {
+            let served = out.services.contains_key(name);
+            runtime.services.insert(name.clone(), Info::new(d.raw.clone(), served, errors("service", name, &d.errors)));
+        }
+        for (name, d) in &self.middlewares {
+            let mut errors = errors("middleware", name, &d.errors);
+            let served = match &d.value {
+                Some(Spec::Unimplemented(kind)) => {
+                    errors.push(format!("{}: a {kind}, which Pylon does not implement yet", d.origin));
+                    false
+                }
+                value => value.is_some(),
+            };
+            runtime.middlewares.insert(name.clone(), Info::new(d.raw.clone(), served, errors));
+        }
+        runtime
     }
 }
 
@@ -315,7 +360,14 @@ impl<T> Decoded<T> {
     /// An owner whose keys could not be read, `diagnostic` saying why.
     fn failed(diagnostic: Diagnostic) -> Decoded<T> {
         let origin = diagnostic.origin.clone();
-        Decoded { value: None, errors: vec![diagnostic], warnings: Vec::new(), middlewares_at: origin.clone(), origin }
+        Decoded {
+            value: None,
+            errors: vec![diagnostic],
+            warnings: Vec::new(),
+            middlewares_at: origin.clone(),
+            origin,
+            raw: serde_json::Value::Null,
+        }
     }
 
     fn diagnostics(&self) -> (&[Diagnostic], &[Diagnostic]) {
@@ -325,7 +377,7 @@ impl<T> Decoded<T> {
 
 fn decoded<T>(value: Option<T>, origin: Origin, c: &mut Checker) -> Decoded<T> {
     let (errors, warnings) = c.take();
-    Decoded { value, errors, warnings, middlewares_at: origin.clone(), origin }
+    Decoded { value, errors, warnings, middlewares_at: origin.clone(), origin, raw: serde_json::Value::Null }
 }
 
 /// `tls/certificates` and `tls/stores/default` (`tls/options` are owners of their own).

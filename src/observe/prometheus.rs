@@ -17,7 +17,7 @@ use super::control::{ControlMetrics, Histogram};
 use crate::data::{
     metrics::{Key, Level, Metrics, Name, Totals, METHODS, PROTOCOLS},
     plane::Plane,
-    proxy::{internal::Internal, ProxyBody},
+    proxy::ProxyBody,
 };
 
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -37,16 +37,16 @@ impl fmt::Debug for Exposition {
     }
 }
 
-/// The internal endpoints' answers.
-pub struct Endpoints {
+/// The registry a scrape encodes: the exposition, as one collector.
+pub struct Scrape {
     registry: Registry,
 }
 
-impl Endpoints {
-    pub fn new(exposition: Exposition) -> Endpoints {
+impl Scrape {
+    pub fn new(exposition: Exposition) -> Scrape {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(exposition));
-        Endpoints { registry }
+        Scrape { registry }
     }
 
     pub fn render(&self) -> Result<String, fmt::Error> {
@@ -54,10 +54,9 @@ impl Endpoints {
         prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
         Ok(text)
     }
-}
 
-impl Internal for Endpoints {
-    fn metrics(&self) -> Response<ProxyBody> {
+    /// The `/metrics` answer.
+    pub fn response(&self) -> Response<ProxyBody> {
         let (status, body) = match self.render() {
             Ok(text) => (StatusCode::OK, text),
             Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "the metrics could not be written\n".to_string()),

@@ -13,6 +13,7 @@ use super::{body, forward, Fault, Proxy, ProxyBody, ProxyError, Served};
 use crate::{
     data::balancer::{Mirroring, Pick, Service},
     data::middleware,
+    data::proxy::internal::Endpoint,
     data::routing::Route,
     data::upstream::{self, Upstream},
 };
@@ -42,6 +43,9 @@ impl ToService<'_> {
             meter.retry();
         }
         let service = self.route.service.clone();
+        if let Service::Internal(endpoint) = *service {
+            return self.proxy.internal_answer(endpoint, &req);
+        }
         let forwarded = match service.pick(req.headers()) {
             None => Err(ProxyError::NoServer { router: self.route.name.clone() }),
             Some(pick) => self.proxy.forward(req, &service, pick, &self.client, self.served).await,
@@ -61,6 +65,19 @@ impl ToService<'_> {
 }
 
 impl Proxy {
+    /// A router's internal service: the API, the metrics or `/ping`, after its middlewares.
+    fn internal_answer(&self, endpoint: Endpoint, req: &middleware::Req) -> Response<ProxyBody> {
+        match (endpoint, &self.internal) {
+            (Endpoint::Ping, _) => match self.draining.load(std::sync::atomic::Ordering::Relaxed) {
+                true => super::error::text(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n"),
+                false => super::error::text(StatusCode::OK, "OK"),
+            },
+            (Endpoint::Prometheus, Some(internal)) => internal.metrics(),
+            (Endpoint::Api, Some(internal)) => internal.api(req.method(), req.uri().path(), req.uri().query()),
+            (_, None) => super::error::text(StatusCode::NOT_FOUND, "Not Found\n"),
+        }
+    }
+
     async fn forward(
         &self,
         mut req: middleware::Req,

@@ -15,6 +15,7 @@ use crate::{
     data::balancer::{Service, Services},
     data::metrics::{names::Kind, Name},
     data::middleware::{Chain, Instances, With},
+    data::proxy::internal::Endpoint,
     dynamic::{self, DynamicConfig},
 };
 
@@ -63,6 +64,15 @@ pub struct Table {
     pub pools: Vec<Arc<crate::data::balancer::Pool>>,
 }
 
+/// Whether the static configuration turns on what an internal service serves.
+fn internal_enabled(endpoint: Endpoint, statics: &StaticConfig) -> bool {
+    match endpoint {
+        Endpoint::Api => statics.api.is_some(),
+        Endpoint::Prometheus => statics.metrics.is_some(),
+        Endpoint::Ping => statics.ping.is_some(),
+    }
+}
+
 impl Table {
     /// Builds the table of `config`'s routers over the built `services`, carrying over the
     /// middlewares of `previous` whose spec did not change. Routers without entrypoints attach
@@ -79,6 +89,16 @@ impl Table {
         let mut warnings = Vec::new();
         let mut routers: Vec<(&String, &dynamic::Router, Arc<Service>)> = Vec::new();
         for (name, router) in &config.routers {
+            if let Some(endpoint) = Endpoint::named(&router.service) {
+                match internal_enabled(endpoint, statics) {
+                    true => routers.push((name, router, Arc::new(Service::Internal(endpoint)))),
+                    false => warnings.push(format!(
+                        "router {name:?} disabled: {} is not enabled in the static configuration",
+                        router.service
+                    )),
+                }
+                continue;
+            }
             match services.by_name.get(dynamic::unqualified(&router.service)) {
                 Some(service) => routers.push((name, router, service.clone())),
                 None => warnings.push(format!("router {name:?}: service {:?} is not available", router.service)),

@@ -1,0 +1,218 @@
+//! Traefik's API end to end: a replica on real etcd, a configuration with an enabled router, a
+//! disabled one (its middleware is missing), one with a warning (an entrypoint that does not
+//! exist), a weighted service and a health-checked one; each endpoint's JSON pinned, then
+//! paging, filters and sorting, and the API behind a router to `api@internal`.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::{fixture::on_etcd, send, upstream::Upstream};
+
+const SHA_SECRET: &str = "sha:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=";
+/// `sha:secret`.
+const SHA_CREDENTIALS: &str = "Basic c2hhOnNlY3JldA==";
+
+async fn api(f: &support::fixture::Fixture, path: &str) -> (u16, Value, Option<String>) {
+    let url = format!("http://127.0.0.1:{}{path}", f.replica.admin);
+    let reply = send("GET", &url, &[]).await.unwrap();
+    let next = reply.headers.get("x-next-page").map(|v| v.to_str().unwrap().to_string());
+    let body = serde_json::from_str(&reply.body).unwrap_or_else(|e| panic!("{path}: {e}: {}", reply.body));
+    (reply.status, body, next)
+}
+
+fn names(list: &Value) -> Vec<&str> {
+    list.as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_shows_routers_services_and_middlewares_with_their_status() {
+    let f = on_etcd("[api]\ninsecure = true\n").await;
+    let (v1, v2) = (Upstream::start("v1").await, Upstream::start("v2").await);
+    let pairs: Vec<(&str, String)> = vec![
+        ("http/routers/app/rule", "Host(`app.example`)".into()),
+        ("http/routers/app/service", "app".into()),
+        ("http/routers/app/middlewares/0", "auth".into()),
+        ("http/routers/broken/rule", "Host(`broken.example`)".into()),
+        ("http/routers/broken/service", "v1".into()),
+        ("http/routers/broken/middlewares/0", "missing".into()),
+        ("http/routers/odd/rule", "Host(`odd.example`)".into()),
+        ("http/routers/odd/service", "v1".into()),
+        ("http/routers/odd/priority", "7".into()),
+        ("http/routers/odd/entryPoints/0", "web".into()),
+        ("http/routers/odd/entryPoints/1", "nope".into()),
+        ("http/services/app/weighted/services/0/name", "v1".into()),
+        ("http/services/app/weighted/services/0/weight", "3".into()),
+        ("http/services/app/weighted/services/1/name", "v2".into()),
+        ("http/services/app/weighted/services/1/weight", "1".into()),
+        ("http/services/v1/loadBalancer/servers/0/url", v1.url()),
+        ("http/services/v1/loadBalancer/healthCheck/path", "/health".into()),
+        ("http/services/v1/loadBalancer/healthCheck/interval", "100ms".into()),
+        ("http/services/v2/loadBalancer/servers/0/url", v2.url()),
+        ("http/middlewares/auth/basicAuth/users/0", SHA_SECRET.into()),
+    ];
+    f.write(&pairs).await;
+    support::eventually("the API shows the three routers", Duration::from_secs(10), || async {
+        api(&f, "/api/http/routers").await.1.as_array().is_some_and(|a| a.len() == 3)
+    })
+    .await;
+
+    let (status, routers, next) = api(&f, "/api/http/routers").await;
+    assert_eq!((status, next.as_deref()), (200, Some("1")));
+    let broken_error = routers[1]["error"][0].as_str().unwrap().to_string();
+    assert!(
+        broken_error.contains("router \"broken\" disabled: its middleware \"missing\" does not exist"),
+        "{broken_error}"
+    );
+    assert_eq!(
+        routers,
+        json!([
+            {
+                "rule": "Host(`app.example`)", "service": "app", "middlewares": ["auth@etcd"],
+                "status": "enabled", "using": ["web", "websecure"],
+                "name": "app@etcd", "provider": "etcd", "priorityStr": "0"
+            },
+            {
+                "rule": "Host(`broken.example`)", "service": "v1", "middlewares": ["missing@etcd"],
+                "error": [broken_error], "status": "disabled", "using": ["web", "websecure"],
+                "name": "broken@etcd", "provider": "etcd", "priorityStr": "0"
+            },
+            {
+                "rule": "Host(`odd.example`)", "service": "v1", "priority": "7", "entryPoints": ["web", "nope"],
+                "error": ["router \"odd\": entrypoint \"nope\" does not exist"], "status": "warning", "using": ["web"],
+                "name": "odd@etcd", "provider": "etcd", "priorityStr": "7"
+            }
+        ])
+    );
+
+    let v1_url = format!("{}/", v1.url());
+    let (_, services, _) = api(&f, "/api/http/services").await;
+    assert_eq!(
+        services,
+        json!([
+            {
+                "weighted": { "services": [{ "name": "v1", "weight": "3" }, { "name": "v2", "weight": "1" }] },
+                "status": "enabled", "name": "app@etcd", "provider": "etcd", "type": "weighted", "usedBy": ["app@etcd"]
+            },
+            {
+                "loadBalancer": { "servers": [{ "url": v1.url() }], "healthCheck": { "path": "/health", "interval": "100ms" } },
+                "status": "enabled", "name": "v1@etcd", "provider": "etcd", "type": "loadbalancer",
+                "usedBy": ["broken@etcd", "odd@etcd"], "serverStatus": { v1_url.clone(): "UP" }
+            },
+            {
+                "loadBalancer": { "servers": [{ "url": v2.url() }] },
+                "status": "enabled", "name": "v2@etcd", "provider": "etcd", "type": "loadbalancer"
+            }
+        ])
+    );
+    let (_, middlewares, _) = api(&f, "/api/http/middlewares").await;
+    assert_eq!(
+        middlewares,
+        json!([{
+            "basicAuth": { "users": [SHA_SECRET] }, "status": "enabled", "usedBy": ["app@etcd"],
+            "name": "auth@etcd", "provider": "etcd", "type": "basicauth"
+        }])
+    );
+    let (_, overview, _) = api(&f, "/api/overview").await;
+    assert_eq!(
+        overview["http"],
+        json!({
+            "routers": { "total": 3, "warnings": 1, "errors": 1 },
+            "services": { "total": 3, "warnings": 0, "errors": 0 },
+            "middlewares": { "total": 1, "warnings": 0, "errors": 0 }
+        })
+    );
+    assert_eq!(overview["providers"], json!(["Etcd"]));
+    assert_eq!(overview["features"]["metrics"], "");
+    let (status, one, _) = api(&f, "/api/http/routers/odd@etcd").await;
+    assert_eq!((status, &one), (200, &routers[2]));
+    let (status, missing, _) = api(&f, "/api/http/routers/odd").await;
+    assert_eq!((status, missing), (404, json!({ "message": "router not found: odd" })));
+    let (status, version, _) = api(&f, "/api/version").await;
+    assert_eq!((status, version["Version"].as_str()), (200, Some(env!("CARGO_PKG_VERSION"))));
+    let (_, raw, _) = api(&f, "/api/rawdata").await;
+    assert_eq!(raw["routers"]["app@etcd"], routers[0]);
+    assert_eq!(raw["services"]["v2@etcd"], services[2]);
+    let (_, entrypoints, _) = api(&f, "/api/entrypoints").await;
+    assert_eq!(names(&entrypoints), ["redir", "traefik", "web", "websecure"]);
+    assert_eq!(entrypoints[0]["http"]["redirections"]["entryPoint"]["to"], "websecure");
+
+    // Paging, filters, sorting.
+    let (_, page, next) = api(&f, "/api/http/routers?per_page=2").await;
+    assert_eq!((names(&page), next.as_deref()), (vec!["app@etcd", "broken@etcd"], Some("2")));
+    let (_, page, next) = api(&f, "/api/http/routers?per_page=2&page=2").await;
+    assert_eq!((names(&page), next.as_deref()), (vec!["odd@etcd"], Some("1")));
+    let (status, past, _) = api(&f, "/api/http/routers?per_page=2&page=3").await;
+    assert_eq!((status, past), (400, json!({ "message": "invalid request: page: 3, per_page: 2" })));
+    assert_eq!(api(&f, "/api/http/routers?page=0").await.0, 400);
+    for (query, expected) in [
+        ("status=disabled", vec!["broken@etcd"]),
+        ("status=WARNING", vec!["odd@etcd"]),
+        ("search=ODD", vec!["odd@etcd"]),
+        ("search=broken.example", vec!["broken@etcd"]),
+        ("serviceName=v1@etcd", vec!["broken@etcd", "odd@etcd"]),
+        ("serviceName=app", vec!["app@etcd"]),
+        ("middlewareName=auth@etcd", vec!["app@etcd"]),
+        ("sortBy=priority&direction=desc", vec!["odd@etcd", "broken@etcd", "app@etcd"]),
+        ("sortBy=status", vec!["broken@etcd", "app@etcd", "odd@etcd"]),
+    ] {
+        let (_, list, _) = api(&f, &format!("/api/http/routers?{query}")).await;
+        assert_eq!(names(&list), expected, "{query}");
+    }
+    let (_, list, _) = api(&f, "/api/http/services?sortBy=type&direction=desc").await;
+    assert_eq!(names(&list), ["app@etcd", "v2@etcd", "v1@etcd"], "ties in descending order by name, as Traefik");
+    let post = send("POST", &format!("http://127.0.0.1:{}/api/overview", f.replica.admin), &[]).await.unwrap();
+    assert_eq!(post.status, 405, "GET only");
+
+    // A server failing its health check shows DOWN.
+    v1.set_health(500);
+    support::eventually("v1's server shows DOWN", Duration::from_secs(5), || async {
+        let (_, service, _) = api(&f, "/api/http/services/v1@etcd").await;
+        service["serverStatus"][&v1_url] == "DOWN"
+    })
+    .await;
+
+    // The API behind a router to api@internal, with basicAuth in front.
+    let pairs: Vec<(&str, String)> = vec![
+        ("http/routers/dash/rule", "Host(`ops.example`) && PathPrefix(`/api`)".into()),
+        ("http/routers/dash/service", "api@internal".into()),
+        ("http/routers/dash/middlewares/0", "auth".into()),
+    ];
+    f.write(&pairs).await;
+    let url = f.replica.web("/api/version");
+    support::eventually("api@internal answers behind basicAuth", Duration::from_secs(5), || async {
+        send("GET", &url, &[("host", "ops.example"), ("authorization", SHA_CREDENTIALS)])
+            .await
+            .is_ok_and(|r| r.status == 200)
+    })
+    .await;
+    let anonymous = send("GET", &url, &[("host", "ops.example")]).await.unwrap();
+    assert_eq!(anonymous.status, 401, "the middleware in front of api@internal is enforced");
+    let authed = send(
+        "GET",
+        &f.replica.web("/api/http/routers/dash@etcd"),
+        &[("host", "ops.example"), ("authorization", SHA_CREDENTIALS)],
+    )
+    .await
+    .unwrap();
+    let dash: Value = serde_json::from_str(&authed.body).unwrap();
+    assert_eq!((dash["service"].as_str(), dash["status"].as_str()), (Some("api@internal"), Some("enabled")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_insecure_the_api_is_only_served_through_a_router() {
+    let f = on_etcd("[api]\ndashboard = false\n").await;
+    let direct = send("GET", &format!("http://127.0.0.1:{}/api/version", f.replica.admin), &[]).await.unwrap();
+    assert_eq!(direct.status, 404, "not on the traefik entrypoint: {}", direct.body);
+    f.write(&[
+        ("http/routers/api/rule", "PathPrefix(`/api`)".into()),
+        ("http/routers/api/service", "api@internal".into()),
+    ])
+    .await;
+    let url = f.replica.web("/api/version");
+    support::eventually("api@internal answers", Duration::from_secs(5), || async {
+        send("GET", &url, &[]).await.is_ok_and(|r| r.status == 200 && r.body.contains("\"Codename\":\"pylon\""))
+    })
+    .await;
+}
