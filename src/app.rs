@@ -23,6 +23,7 @@ use crate::{
     config::{self, Loaded},
     control::acme,
     control::events::Bus,
+    control::replicas::ReplicaRecord,
     control::store::{self, Store, StoreSpec},
     control::watcher::Watcher,
     data::access_log::AccessLog,
@@ -36,6 +37,7 @@ use crate::{
     logging::Logging,
     observe::{
         api::Api,
+        cluster::Cluster,
         control::ControlMetrics,
         prometheus::{Exposition, Scrape},
         Endpoints,
@@ -81,6 +83,22 @@ pub async fn acme_command(cli: &Cli, action: &acme::admin::Action) -> Result<(),
         return Err(RunError::Certificate("the static configuration has no [acme] section".into()));
     };
     acme::admin::run(&store, &target.keys, acme, action, &mut std::io::stdout()).await?;
+    Ok(())
+}
+
+/// `pylon cluster`: the replicas' records and the certificates, read from the store.
+pub async fn cluster_command(cli: &Cli) -> Result<(), RunError> {
+    let file = match setup::file_tree(&cli.global, &cli.overrides)? {
+        Some(tree) => Some(config::load(tree).map_err(SetupError::from)?),
+        None => None,
+    };
+    let target = setup::target(&cli.global, file.as_ref().and_then(|l| l.store.as_ref()))?;
+    let store = store::open(&target.spec).await.map_err(SetupError::from)?;
+    let replicas = crate::control::replicas::list(&store, &target.keys).await.map_err(acme::AcmeError::from)?;
+    let mut out = std::io::stdout();
+    let _ = crate::control::replicas::table(&replicas, crate::calendar::unix_now(), &mut out);
+    let _ = std::io::Write::write_all(&mut out, b"\n");
+    acme::admin::list(&store, &target.keys, &mut out).await?;
     Ok(())
 }
 
@@ -132,20 +150,46 @@ pub async fn run(cli: &Cli, logging: &Logging, shutdown: CancellationToken) -> R
     );
     let mut status = watcher.status.subscribe();
     let api_status = watcher.status.subscribe();
+    let record_status = watcher.status.subscribe();
     let wanted = watcher.acme_wanted.subscribe();
     tasks.spawn(watcher.run(control.child_token()));
     if tokio::time::timeout(FIRST_TABLE, status.changed()).await.is_err() {
         tracing::warn!("no dynamic configuration after {FIRST_TABLE:?}; serving without routers until it arrives");
     }
 
-    // 6. Listen, then order: a validation request must find the entrypoints bound.
+    // 6. Listen, register, then order: a validation request must find the entrypoints bound.
     let server = Server::bind(config.clone()).await?;
+    let (stored, acme_state) = tokio::sync::watch::channel(Arc::default());
     if let Some(acme) = &config.acme {
         let refused = control_metrics.on_demand_refused.clone();
         let manager = acme_manager(acme, &store, &target.keys, (&certs, &plane), wanted, (events.clone(), refused))?;
-        let manager = acme::Manager { grace: config.lifecycle.grace_timeout, ..manager };
+        let manager = acme::Manager { grace: config.lifecycle.grace_timeout, stored, ..manager };
         tasks.spawn(manager.run(shutdown.child_token()));
     }
+    let (replicas_tx, replicas) = tokio::sync::watch::channel(Arc::default());
+    tasks.spawn(crate::control::replicas::follow(
+        store.clone(),
+        target.keys.clone(),
+        replicas_tx,
+        control.child_token(),
+    ));
+    let host = host_name();
+    let me = ReplicaRecord {
+        id: crate::control::replicas::id(&host),
+        holder: holder(),
+        name: host,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        addresses: server.local_addrs().into_iter().map(|(ep, a)| (ep, a.to_string())).collect(),
+        started: crate::calendar::unix_now(),
+        ..ReplicaRecord::default()
+    };
+    tasks.spawn(crate::control::replicas::register(
+        store.clone(),
+        target.keys.clone(),
+        me,
+        record_status,
+        control.child_token(),
+    ));
     for (name, addr) in server.local_addrs() {
         let ep = &config.entry_points[&name];
         let mut roles = Vec::new();
@@ -180,7 +224,9 @@ pub async fn run(cli: &Cli, logging: &Logging, shutdown: CancellationToken) -> R
         .metrics
         .as_ref()
         .map(|_| Scrape::new(Exposition { metrics, plane: plane.clone(), provider, control: control_metrics.clone() }));
+    let cluster = Cluster { replicas, acme: config.acme.as_ref().map(|_| acme_state) };
     let api = config.api.as_ref().map(|_| Api {
+        cluster,
         status: api_status,
         statics: config.clone(),
         plane: plane.clone(),
@@ -241,13 +287,18 @@ fn acme_manager(
         demands,
         events,
         grace: Duration::ZERO,
+        stored: tokio::sync::watch::channel(Arc::default()).0,
     })
 }
 
-/// This replica's name in lock keys: host name (the pod's name on Kubernetes) and process id.
+/// The host name (the pod's name on Kubernetes).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string()
+}
+
+/// This replica's name in lock keys: host name and process id.
 fn holder() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    format!("{}/{}", host.trim(), std::process::id())
+    format!("{}/{}", host_name(), std::process::id())
 }
 
 /// The certificates of `[[entryPoints.<name>.tls.certificates]]`: file paths or PEM contents.

@@ -48,6 +48,9 @@ pub enum Command {
         #[command(subcommand)]
         action: crate::control::acme::admin::Action,
     },
+    /// Show the cluster from the store: every replica (version, configuration revision, last
+    /// heartbeat), then every certificate with its lock holder, order in progress and failures
+    Cluster,
     /// Print the version
     Version,
 }

@@ -4,5 +4,6 @@
 
 pub mod acme;
 pub mod events;
+pub mod replicas;
 pub mod store;
 pub mod watcher;

@@ -27,11 +27,14 @@
 //! - [`control::watcher`]: the dynamic configuration followed live and published on the plane.
 //! - [`control::acme`]: distributed ACME (orders under a lock, answers published for every
 //!   replica).
+//! - [`control::replicas`]: each replica's record in the store, under its lease, and the
+//!   cluster's records followed.
 //! - [`control::events`]: the event bus (certificates, configuration) to the log and its
 //!   subscribers.
 //!
 //! **Observability** ([`observe`]), between the planes: the control plane's numbers from the
-//! event bus ([`observe::control`]) and the `/metrics` exposition ([`observe::prometheus`]);
+//! event bus ([`observe::control`]), the `/metrics` exposition ([`observe::prometheus`]),
+//! Traefik's API ([`observe::api`]) and the cluster view ([`observe::cluster`]);
 //! the data plane's request metrics are [`data::metrics`].
 //!
 //! **Configuration, start-up and commands**:

@@ -48,6 +48,7 @@ fn main() -> ExitCode {
                     .map_err(RunError::from)
             }
             Some(Command::Acme { action }) => app::acme_command(&cli, action).await,
+            Some(Command::Cluster) => app::cluster_command(&cli).await,
             Some(Command::Run) | None => {
                 let shutdown = CancellationToken::new();
                 tokio::spawn(cancel_on_signal(shutdown.clone()));

@@ -4,8 +4,10 @@
 //! - [`control`]: the control plane's numbers (reloads, orders, the store), fed by the event bus.
 //! - [`prometheus`]: the `/metrics` exposition, Traefik's families and Pylon's own.
 //! - [`api`]: Traefik's API (`/api/...`).
+//! - [`cluster`]: every replica, certificate and lock, from any replica (`/api/pylon/cluster`).
 
 pub mod api;
+pub mod cluster;
 pub mod control;
 pub mod prometheus;
 

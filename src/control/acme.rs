@@ -23,7 +23,7 @@ pub mod account;
 pub mod admin;
 mod ari;
 pub mod challenge;
-mod follow;
+pub mod follow;
 mod manager;
 pub mod on_demand;
 pub mod order;

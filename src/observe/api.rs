@@ -30,6 +30,8 @@ pub struct Api {
     pub provider: &'static str,
     /// When this replica started, RFC 3339.
     pub started: String,
+    /// The cluster's replicas and ACME state, for `/api/pylon/cluster`.
+    pub cluster: super::cluster::Cluster,
 }
 
 /// A JSON answer, with `X-Next-Page` on lists.
@@ -71,6 +73,7 @@ impl Api {
             ),
             ["api", "overview"] => answer(StatusCode::OK, &self.overview(&sources), None),
             ["api", "rawdata"] => answer(StatusCode::OK, &rawdata(&sources), None),
+            ["api", "pylon", "cluster"] => answer(StatusCode::OK, &self.cluster.view(), None),
             ["api", "entrypoints"] => {
                 let all: Vec<Value> = self.statics.entry_points.keys().map(|n| self.entry_point(n)).collect();
                 list(all, &query)

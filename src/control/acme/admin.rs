@@ -42,7 +42,8 @@ pub async fn run(
     }
 }
 
-async fn list(store: &Store, keys: &Keys, out: &mut dyn Write) -> Result<(), AcmeError> {
+/// Every stored certificate, with its lock holder, order in progress and failures: a table.
+pub async fn list(store: &Store, keys: &Keys, out: &mut dyn Write) -> Result<(), AcmeError> {
     let listing = store.list(&keys.acme_root()).await?;
     let (mut certs, mut locks, mut failures, mut orders) =
         (BTreeMap::new(), BTreeMap::new(), BTreeMap::new(), BTreeMap::new());

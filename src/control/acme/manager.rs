@@ -57,6 +57,8 @@ pub struct Manager {
     pub events: Bus,
     /// After shutdown, how long an order in flight may still finish (`graceTimeOut`).
     pub grace: Duration,
+    /// Where the follower publishes the cluster's ACME state (the API's cluster view reads it).
+    pub stored: watch::Sender<Arc<Stored>>,
 }
 
 /// The scheduler's memory between passes.
@@ -82,12 +84,12 @@ type Job = (String, bool, Result<Outcome, AcmeError>, Duration);
 
 impl Manager {
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let (stored_tx, stored) = watch::channel(Arc::<Stored>::default());
+        let stored = self.stored.subscribe();
         let sinks = Sinks {
             keyring: self.keyring.clone(),
             certs: self.certs.clone(),
             plane: self.plane.clone(),
-            stored: stored_tx,
+            stored: self.stored.clone(),
         };
         let follow = follow::follow(self.store.clone(), self.keys.clone(), sinks);
         // The scheduler borrows `self`; it owns the receiving end of the handshakes' requests.

@@ -136,13 +136,13 @@ pub async fn obtain(
     if let Some(previous) = &took_over {
         tracing::warn!(domain = %main, previous, "taking over an order whose holder stopped (its lease expired)");
     }
-    let marker = OrderMarker { holder: ctx.holder.to_string(), started: super::now() };
+    let marker = OrderMarker { holder: ctx.holder.to_string(), started: super::now(), stage: "ordering".into() };
     if !guard.fenced(vec![Op::put(order_key.clone(), progress::encode(&marker))]).await?.succeeded {
         return Ok(Outcome::LockLost);
     }
 
     let mut responses = Vec::new();
-    let (ordered, acme_order) = order(ctx, names, &mut responses).await;
+    let (ordered, acme_order) = order(ctx, names, &mut responses, &marker).await;
     let written = responses.clone();
     let settled = async {
         let outcome = match ordered {
@@ -234,11 +234,12 @@ async fn order(
     ctx: &Context<'_>,
     names: &[String],
     responses: &mut Vec<String>,
+    marker: &OrderMarker,
 ) -> (Result<CertRecord, AcmeError>, Option<instant_acme::Order>) {
     let identifiers: Vec<Identifier> = names.iter().map(|n| Identifier::Dns(n.clone())).collect();
     let order = patiently!(ctx.account.new_order(&NewOrder::new(&identifiers)).await);
     match order {
-        Ok(mut order) => (complete(ctx, names, responses, &mut order).await, Some(order)),
+        Ok(mut order) => (complete(ctx, names, responses, &mut order, marker).await, Some(order)),
         Err(err) => (Err(AcmeError::from_acme(&names[0], err)), None),
     }
 }
@@ -250,8 +251,10 @@ async fn complete(
     names: &[String],
     responses: &mut Vec<String>,
     order: &mut instant_acme::Order,
+    marker: &OrderMarker,
 ) -> Result<CertRecord, AcmeError> {
     let main = &names[0];
+    advance(ctx, main, marker, "validating").await;
     let problem = |e| AcmeError::from_acme(main, e);
     let kind = if ctx.acme.http_challenge.is_some() { ChallengeType::Http01 } else { ChallengeType::TlsAlpn01 };
     let mut answered = std::collections::HashSet::new();
@@ -306,6 +309,7 @@ async fn complete(
         let detail = failure_detail(order).await.unwrap_or_else(|| format!("order {status:?}"));
         return Err(AcmeError::Order { domain: main.clone(), detail });
     }
+    advance(ctx, main, marker, "finalizing").await;
     let (csr, key_pem) = csr(names, &ctx.acme.key_type)?;
     patiently!(order.finalize_csr(&csr).await).map_err(problem)?;
     let chain = patiently!(order.poll_certificate(&patience).await).map_err(problem)?;
@@ -316,6 +320,16 @@ async fn complete(
             detail: "the CA sent an unreadable certificate".into(),
         })?;
     Ok(record)
+}
+
+/// Records the order's stage in its marker, for the cluster view. Not fenced: a stale write by
+/// a holder that lost its lock shows a wrong stage until the new holder's next one.
+async fn advance(ctx: &Context<'_>, main: &str, marker: &OrderMarker, stage: &str) {
+    let marker = OrderMarker { stage: stage.to_string(), ..marker.clone() };
+    let key = ctx.keys.acme_order(main);
+    if let Err(err) = ctx.store.put(&key, progress::encode(&marker)).await {
+        tracing::debug!(key, "recording the order's stage: {err}");
+    }
 }
 
 /// Waits until the challenge answer just written is served: by this replica's own snapshot

@@ -19,6 +19,11 @@ pub struct OrderMarker {
     pub holder: String,
     /// Unix seconds.
     pub started: i64,
+    /// Where the order is: `ordering` (the CA is asked for an order), `validating` (the
+    /// challenges are answered and the CA validates), `finalizing` (the certificate is being
+    /// issued). Informational, for the cluster view.
+    #[serde(default)]
+    pub stage: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

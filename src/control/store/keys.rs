@@ -135,6 +135,16 @@ impl Keys {
     pub fn acme_lock(&self, name: &str) -> String {
         format!("{}/acme/locks/{name}", self.prefix)
     }
+
+    /// The replicas' records, with a trailing slash.
+    pub fn replicas(&self) -> String {
+        format!("{}/replicas/", self.prefix)
+    }
+
+    /// One replica's record, bound to its lease.
+    pub fn replica(&self, id: &str) -> String {
+        format!("{}{id}", self.replicas())
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,101 @@
+//! The cluster seen from any replica: three replicas on real etcd register themselves under
+//! their leases; during an order (held at validation by a gate in front of Pebble's HTTP-01
+//! connection) `/api/pylon/cluster` and `pylon cluster` name the lock's holder and the order's
+//! stage; a replica SIGKILLed drops out within the lease's TTL.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{
+    eventually,
+    gate::Gate,
+    get,
+    pebble::{Options, Pebble},
+    pylon_output,
+    replica::Replica,
+    Etcd,
+};
+
+const NAME: &str = "cluster.pylon.test";
+
+async fn cluster(replica: &Replica) -> Value {
+    let (status, body) = get(&format!("http://127.0.0.1:{}/api/pylon/cluster", replica.admin)).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn ids(view: &Value) -> Vec<String> {
+    view["replicas"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_replica_shows_the_cluster_and_a_dead_one_drops_out() {
+    let etcd = Etcd::start().await;
+    let gate = Gate::holding().await;
+    let pebble = Pebble::start(Options { http_port: gate.port, ..Options::default() }).await;
+    let extra =
+        format!("[api]\ninsecure = true\n{}", pebble.acme_section(&format!("[[acme.domains]]\nmain = \"{NAME}\"")));
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(Replica::start(&etcd.flags(), &extra).await);
+    }
+    for replica in &replicas {
+        eventually("every replica sees the three", Duration::from_secs(10), || async {
+            ids(&cluster(replica).await).len() == 3
+        })
+        .await;
+    }
+    let view = cluster(&replicas[0]).await;
+    for replica in &replicas {
+        let pid = replica.child.id();
+        let record = view["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"].as_str().unwrap().ends_with(&format!("-{pid}")));
+        let record = record.unwrap_or_else(|| panic!("replica {pid} is registered: {view}"));
+        assert_eq!(record["status"], "up");
+        assert_eq!(record["version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(record["addresses"]["web"], format!("127.0.0.1:{}", replica.web));
+    }
+
+    // The order waits at validation: the view names the lock's holder and the stage.
+    eventually("the order is shown validating under its lock", Duration::from_secs(30), || async {
+        let view = cluster(&replicas[1]).await;
+        let cert = view["certificates"].as_array().and_then(|c| c.iter().find(|c| c["main"] == NAME)).cloned();
+        cert.is_some_and(|c| c["lockedBy"].is_string() && c["order"]["stage"] == "validating")
+    })
+    .await;
+    let view = cluster(&replicas[2]).await;
+    let cert = view["certificates"].as_array().unwrap().iter().find(|c| c["main"] == NAME).unwrap().clone();
+    let holder = cert["lockedBy"].as_str().unwrap();
+    let holding = view["replicas"].as_array().unwrap().iter().find(|r| r["holder"] == holder);
+    assert!(holding.is_some(), "the lock's holder {holder} is one of the replicas: {view}");
+    assert_eq!(view["locks"][0]["holder"], holder);
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec!["cluster".to_string()];
+    args.extend(etcd.flags());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, out, err) = pylon_output(&args, dir.path());
+    assert_eq!(code, 0, "{err}");
+    for id in ids(&view) {
+        assert!(out.contains(&id), "pylon cluster lists {id}:\n{out}");
+    }
+    assert!(out.contains(&format!("locked by {holder}")), "pylon cluster names the holder:\n{out}");
+
+    // SIGKILL: no goodbye; the record goes with the lease.
+    let victim = replicas.iter().position(|r| !holder.ends_with(&format!("/{}", r.child.id()))).unwrap();
+    let gone = replicas[victim].child.id();
+    replicas[victim].child.kill().unwrap();
+    for (_, replica) in replicas.iter().enumerate().filter(|(i, _)| *i != victim) {
+        eventually("the killed replica drops out within the lease TTL", Duration::from_secs(15), || async {
+            let ids = ids(&cluster(replica).await);
+            ids.len() == 2 && !ids.iter().any(|id| id.ends_with(&format!("-{gone}")))
+        })
+        .await;
+    }
+    let (_, out, _) = pylon_output(&args, dir.path());
+    assert!(!out.contains(&format!("-{gone} ")), "pylon cluster no longer lists the killed replica:\n{out}");
+}
