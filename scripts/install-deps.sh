@@ -11,6 +11,7 @@
 #   python3-grpcio     a real gRPC server (Debian's /usr/bin/python3) for the gRPC and grpcWeb tests
 #   prometheus         a real Prometheus that scrapes replicas in the metrics test (Flagger's queries)
 #   chromium           headless Chromium that loads the dashboard in the dashboard test
+#   python3-websocket  the dashboard test's client of Chromium's DevTools protocol (Debian's /usr/bin/python3)
 set -euo pipefail
 
 SUDO=""
@@ -27,6 +28,7 @@ command -v pebble >/dev/null || need+=(pebble)
 /usr/bin/python3 -c 'import grpc' 2>/dev/null || need+=(python3-grpcio)
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v chromium >/dev/null || need+=(chromium)
+/usr/bin/python3 -c 'import websocket' 2>/dev/null || need+=(python3-websocket)
 
 bullseye_source() {
   # The machine's own Debian source tells us the mirror and keyring to reuse.

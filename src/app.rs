@@ -227,6 +227,7 @@ pub async fn run(cli: &Cli, logging: &Logging, shutdown: CancellationToken) -> R
     let cluster = Cluster { replicas, acme: config.acme.as_ref().map(|_| acme_state) };
     let api = config.api.as_ref().map(|_| Api {
         cluster,
+        control: control_metrics.clone(),
         status: api_status,
         statics: config.clone(),
         plane: plane.clone(),
@@ -235,7 +236,10 @@ pub async fn run(cli: &Cli, logging: &Logging, shutdown: CancellationToken) -> R
     });
     let internal: Option<Arc<dyn Internal>> = match (scrape, api) {
         (None, None) => None,
-        (metrics, api) => Some(Arc::new(Endpoints { metrics, api })),
+        (metrics, api) => {
+            let dashboard = config.api.as_ref().is_some_and(|a| a.dashboard);
+            Some(Arc::new(Endpoints { metrics, api, dashboard }))
+        }
     };
     let proxy = Arc::new(Proxy {
         plane,

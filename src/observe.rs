@@ -5,13 +5,15 @@
 //! - [`prometheus`]: the `/metrics` exposition, Traefik's families and Pylon's own.
 //! - [`api`]: Traefik's API (`/api/...`).
 //! - [`cluster`]: every replica, certificate and lock, from any replica (`/api/pylon/cluster`).
+//! - [`dashboard`]: the page at `/dashboard/`, built into the binary.
 
 pub mod api;
 pub mod cluster;
 pub mod control;
+pub mod dashboard;
 pub mod prometheus;
 
-use http::{Method, Response, StatusCode};
+use http::{HeaderMap, Method, Response, StatusCode};
 
 use crate::data::proxy::{internal::Internal, ProxyBody};
 
@@ -20,6 +22,8 @@ use crate::data::proxy::{internal::Internal, ProxyBody};
 pub struct Endpoints {
     pub metrics: Option<prometheus::Scrape>,
     pub api: Option<api::Api>,
+    /// `api.dashboard` (with the API on).
+    pub dashboard: bool,
 }
 
 fn not_found() -> Response<ProxyBody> {
@@ -35,5 +39,12 @@ impl Internal for Endpoints {
 
     fn api(&self, method: &Method, path: &str, query: Option<&str>) -> Response<ProxyBody> {
         self.api.as_ref().map_or_else(not_found, |api| api.answer(method, path, query))
+    }
+
+    fn dashboard(&self, path: &str, headers: &HeaderMap, permanent: bool) -> Option<Response<ProxyBody>> {
+        match self.dashboard && self.api.is_some() {
+            true => dashboard::serve(path, headers, permanent),
+            false => None,
+        }
     }
 }

@@ -21,9 +21,6 @@ pub(super) fn warn(raw: &RawConfig, c: &mut Checker) {
         }
     }
     if let Some(api) = &raw.api {
-        if api.dashboard != Some(false) {
-            c.warn("api.dashboard", "the dashboard is not served yet: /dashboard/ answers 404 (the API is served)");
-        }
         if api.debug == Some(true) {
             c.warn("api.debug", "not supported: Pylon serves no /debug/ endpoints");
         }

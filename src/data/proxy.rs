@@ -198,10 +198,14 @@ impl Proxy {
         // 1a. Prometheus metrics and the API, on their entrypoints
         if let Some(internal) = &self.internal {
             let path = req.uri().path();
-            let answer = match () {
-                _ if ep.metrics && path.starts_with("/metrics") => Some(internal.metrics()),
-                _ if ep.api && path.starts_with("/api") => Some(internal.api(req.method(), path, req.uri().query())),
-                _ => None,
+            let answer = if ep.metrics && path.starts_with("/metrics") {
+                Some(internal.metrics())
+            } else if ep.api && path.starts_with("/api") {
+                Some(internal.api(req.method(), path, req.uri().query()))
+            } else if ep.api {
+                internal.dashboard(path, req.headers(), true)
+            } else {
+                None
             };
             if let Some(answer) = answer {
                 if let Some(meter) = served.meter.take() {

@@ -32,6 +32,8 @@ pub struct Api {
     pub started: String,
     /// The cluster's replicas and ACME state, for `/api/pylon/cluster`.
     pub cluster: super::cluster::Cluster,
+    /// The control plane's numbers and recent events (`/api/pylon/events`).
+    pub control: Arc<super::control::ControlMetrics>,
 }
 
 /// A JSON answer, with `X-Next-Page` on lists.
@@ -74,6 +76,10 @@ impl Api {
             ["api", "overview"] => answer(StatusCode::OK, &self.overview(&sources), None),
             ["api", "rawdata"] => answer(StatusCode::OK, &rawdata(&sources), None),
             ["api", "pylon", "cluster"] => answer(StatusCode::OK, &self.cluster.view(), None),
+            ["api", "pylon", "events"] => {
+                let recent = self.control.recent.lock().unwrap_or_else(|e| e.into_inner());
+                answer(StatusCode::OK, &Value::Array(recent.iter().rev().cloned().collect()), None)
+            }
             ["api", "entrypoints"] => {
                 let all: Vec<Value> = self.statics.entry_points.keys().map(|n| self.entry_point(n)).collect();
                 list(all, &query)

@@ -21,6 +21,9 @@ use crate::control::{events::Event, store::Store};
 const PROBE_EVERY: Duration = Duration::from_secs(5);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How many recent events the API keeps.
+pub const RECENT: usize = 100;
+
 /// Bucket bounds for the control plane's histograms, in seconds.
 pub const ORDER_BUCKETS: [f64; 8] = [1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
 pub const APPLY_BUCKETS: [f64; 8] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
@@ -66,6 +69,8 @@ pub struct ControlMetrics {
     pub store_up: AtomicBool,
     /// Shared with the onDemand policy, which counts the names it refuses.
     pub on_demand_refused: Arc<AtomicU64>,
+    /// The last [`RECENT`] events, newest last, as the API shows them.
+    pub recent: Mutex<std::collections::VecDeque<serde_json::Value>>,
 }
 
 impl Default for ControlMetrics {
@@ -80,13 +85,20 @@ impl Default for ControlMetrics {
             order_duration: Mutex::new(Histogram::new(&ORDER_BUCKETS)),
             store_up: AtomicBool::new(false),
             on_demand_refused: Arc::default(),
+            recent: Mutex::default(),
         }
     }
 }
 
 impl ControlMetrics {
-    /// Counts one event.
+    /// Counts one event and keeps it among the recent ones.
     pub fn record(&self, event: &Event) {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() == RECENT {
+            recent.pop_front();
+        }
+        recent.push_back(described(event));
+        drop(recent);
         let order = |result: &'static str| {
             *self.orders.lock().unwrap_or_else(|e| e.into_inner()).entry(result).or_default() += 1;
         };
@@ -139,6 +151,28 @@ impl ControlMetrics {
     }
 }
 
+/// An event as the API lists it: when, its kind, and its fields.
+fn described(event: &Event) -> serde_json::Value {
+    use serde_json::json;
+    let fields = match event {
+        Event::Issued { domain, not_after, took } | Event::Renewed { domain, not_after, took } => {
+            json!({ "domain": domain, "notAfter": crate::calendar::rfc3339(*not_after), "tookSeconds": took.as_secs_f64() })
+        }
+        Event::Failed { domain, problem, error, retry_in } => {
+            json!({ "domain": domain, "problem": problem, "error": error, "retryInSeconds": retry_in.as_secs() })
+        }
+        Event::TakenOver { domain, from } => json!({ "domain": domain, "from": from }),
+        Event::LockLost { domain } => json!({ "domain": domain }),
+        Event::CleanupFailed { domain, error } => json!({ "domain": domain, "error": error }),
+        Event::ConfigApplied { revision, delay, routers, services, certificates, rejected } => json!({
+            "revision": revision, "delayMs": delay.as_millis() as u64, "routers": routers, "services": services,
+            "certificates": certificates, "rejected": rejected,
+        }),
+        Event::Rejected { what } => json!({ "what": what }),
+    };
+    json!({ "time": crate::calendar::rfc3339(crate::calendar::unix_now()), "kind": event.kind(), "fields": fields })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,5 +201,15 @@ mod tests {
         let orders = metrics.orders.lock().unwrap().clone();
         assert_eq!(orders, BTreeMap::from([("issued", 1), ("lock_lost", 1)]));
         assert_eq!(metrics.order_duration.lock().unwrap().buckets[..3], [0, 0, 1]);
+        let recent = metrics.recent.lock().unwrap().clone();
+        assert_eq!(recent.len(), 4);
+        assert_eq!(
+            (recent[2]["kind"].as_str(), recent[2]["fields"]["tookSeconds"].as_f64()),
+            (Some("certificate.issued"), Some(4.0))
+        );
+        for _ in 0..RECENT {
+            metrics.record(&Event::LockLost { domain: "b".into() });
+        }
+        assert_eq!(metrics.recent.lock().unwrap().len(), RECENT, "only the last ones are kept");
     }
 }

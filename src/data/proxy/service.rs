@@ -73,7 +73,12 @@ impl Proxy {
                 false => super::error::text(StatusCode::OK, "OK"),
             },
             (Endpoint::Prometheus, Some(internal)) => internal.metrics(),
-            (Endpoint::Api, Some(internal)) => internal.api(req.method(), req.uri().path(), req.uri().query()),
+            (Endpoint::Api, Some(internal)) => {
+                let path = req.uri().path();
+                internal
+                    .dashboard(path, req.headers(), false)
+                    .unwrap_or_else(|| internal.api(req.method(), path, req.uri().query()))
+            }
             (_, None) => super::error::text(StatusCode::NOT_FOUND, "Not Found\n"),
         }
     }
