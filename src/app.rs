@@ -220,10 +220,10 @@ pub async fn run(cli: &Cli, logging: &Logging, shutdown: CancellationToken) -> R
     let metrics: Option<&'static Metrics> =
         config.metrics.as_ref().map(|m| &*Box::leak(Box::new(Metrics::new(m.settings.clone()))));
     let provider = target.spec.provider();
-    let scrape = config
-        .metrics
-        .as_ref()
-        .map(|_| Scrape::new(Exposition { metrics, plane: plane.clone(), provider, control: control_metrics.clone() }));
+    let scrape = config.metrics.as_ref().map(|_| {
+        let locks = config.acme.as_ref().map(|_| (acme_state.clone(), holder()));
+        Scrape::new(Exposition { metrics, plane: plane.clone(), provider, control: control_metrics.clone(), locks })
+    });
     let cluster = Cluster { replicas, acme: config.acme.as_ref().map(|_| acme_state) };
     let api = config.api.as_ref().map(|_| Api {
         cluster,

@@ -35,8 +35,10 @@ async fn every_replica_shows_the_cluster_and_a_dead_one_drops_out() {
     let etcd = Etcd::start().await;
     let gate = Gate::holding().await;
     let pebble = Pebble::start(Options { http_port: gate.port, ..Options::default() }).await;
-    let extra =
-        format!("[api]\ninsecure = true\n{}", pebble.acme_section(&format!("[[acme.domains]]\nmain = \"{NAME}\"")));
+    let extra = format!(
+        "[api]\ninsecure = true\n[metrics.prometheus]\n{}",
+        pebble.acme_section(&format!("[[acme.domains]]\nmain = \"{NAME}\""))
+    );
     let mut replicas = Vec::new();
     for _ in 0..3 {
         replicas.push(Replica::start(&etcd.flags(), &extra).await);
@@ -74,6 +76,15 @@ async fn every_replica_shows_the_cluster_and_a_dead_one_drops_out() {
     let holding = view["replicas"].as_array().unwrap().iter().find(|r| r["holder"] == holder);
     assert!(holding.is_some(), "the lock's holder {holder} is one of the replicas: {view}");
     assert_eq!(view["locks"][0]["holder"], holder);
+    let mut held = Vec::new();
+    for replica in &replicas {
+        let (_, metrics) = get(&format!("http://127.0.0.1:{}/metrics", replica.admin)).await.unwrap();
+        let line =
+            metrics.lines().find(|l| l.starts_with("pylon_acme_locks_held ")).unwrap_or_else(|| panic!("{metrics}"));
+        held.push(line.rsplit(' ').next().unwrap().parse::<f64>().unwrap());
+    }
+    held.sort_by(f64::total_cmp);
+    assert_eq!(held, [0.0, 0.0, 1.0], "the holder, and only it, counts the lock in pylon_acme_locks_held");
     let dir = tempfile::tempdir().unwrap();
     let mut args = vec!["cluster".to_string()];
     args.extend(etcd.flags());

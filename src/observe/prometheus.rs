@@ -29,6 +29,9 @@ pub struct Exposition {
     /// The provider names are qualified with (`app@etcd`).
     pub provider: &'static str,
     pub control: Arc<ControlMetrics>,
+    /// The cluster's ACME state and this replica's name in lock keys, for
+    /// `pylon_acme_locks_held` (when ACME is on).
+    pub locks: Option<(tokio::sync::watch::Receiver<Arc<crate::control::acme::follow::Stored>>, String)>,
 }
 
 impl fmt::Debug for Exposition {
@@ -96,6 +99,18 @@ fn gauge(m: &mut MetricEncoder, labels: &Labels, value: f64) -> fmt::Result {
     m.encode_family(labels)?.encode_gauge(&value)
 }
 
+/// Per-bucket counts (the encoder accumulates them) from cumulative ones, `+Inf` last.
+fn per_bucket(bounds: &[f64], cumulative: &[u64], count: u64) -> Vec<(f64, u64)> {
+    let mut buckets = Vec::with_capacity(bounds.len() + 1);
+    let mut before = 0;
+    for (bound, &total) in bounds.iter().zip(cumulative) {
+        buckets.push((*bound, total - before));
+        before = total;
+    }
+    buckets.push((f64::MAX, count.saturating_sub(before)));
+    buckets
+}
+
 /// A histogram from cumulative counts per bound.
 fn histogram(
     m: &mut MetricEncoder,
@@ -105,13 +120,7 @@ fn histogram(
     count: u64,
     sum: f64,
 ) -> fmt::Result {
-    let mut buckets = Vec::with_capacity(bounds.len() + 1);
-    let mut before = 0;
-    for (bound, &total) in bounds.iter().zip(cumulative) {
-        buckets.push((*bound, total - before));
-        before = total;
-    }
-    buckets.push((f64::MAX, count.saturating_sub(before)));
+    let buckets = per_bucket(bounds, cumulative, count);
     m.encode_family(labels)?.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
 }
 
@@ -389,10 +398,21 @@ impl Collector for Exposition {
             MetricType::Counter,
         )?;
         m.encode_counter::<NoLabelSet, u64, u64>(&c.on_demand_refused.load(relaxed), None)?;
+        if let Some((stored, holder)) = &self.locks {
+            let held = stored.borrow().locked.values().filter(|(h, _)| h == holder).count();
+            let mut m = e.encode_descriptor(
+                "pylon_acme_locks_held",
+                "Certificate locks this replica holds",
+                None,
+                MetricType::Gauge,
+            )?;
+            m.encode_gauge(&(held as f64))?;
+        }
         Ok(())
     }
 }
 
+/// A histogram without labels.
 fn control_histogram(m: &mut MetricEncoder, h: &Histogram) -> fmt::Result {
-    histogram(m, &Vec::new(), h.bounds, &h.buckets, h.count, h.sum)
+    m.encode_histogram::<NoLabelSet>(h.sum, h.count, &per_bucket(h.bounds, &h.buckets, h.count), None)
 }
