@@ -28,7 +28,7 @@ fn names(list: &Value) -> Vec<&str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_shows_routers_services_and_middlewares_with_their_status() {
-    let f = on_etcd("[api]\ninsecure = true\n").await;
+    let f = on_etcd("[api]\ninsecure = true\n[metrics.prometheus]\n").await;
     let (v1, v2) = (Upstream::start("v1").await, Upstream::start("v2").await);
     let pairs: Vec<(&str, String)> = vec![
         ("http/routers/app/rule", "Host(`app.example`)".into()),
@@ -124,7 +124,7 @@ async fn the_api_shows_routers_services_and_middlewares_with_their_status() {
         })
     );
     assert_eq!(overview["providers"], json!(["Etcd"]));
-    assert_eq!(overview["features"]["metrics"], "");
+    assert_eq!(overview["features"]["metrics"], "Prometheus");
     let (status, one, _) = api(&f, "/api/http/routers/odd@etcd").await;
     assert_eq!((status, &one), (200, &routers[2]));
     let (status, missing, _) = api(&f, "/api/http/routers/odd").await;
@@ -165,13 +165,23 @@ async fn the_api_shows_routers_services_and_middlewares_with_their_status() {
     let post = send("POST", &format!("http://127.0.0.1:{}/api/overview", f.replica.admin), &[]).await.unwrap();
     assert_eq!(post.status, 405, "GET only");
 
-    // A server failing its health check shows DOWN.
+    // A server failing its health check shows DOWN, in the API and in the metrics.
+    let server_up = || async {
+        let (_, metrics) = support::get(&format!("http://127.0.0.1:{}/metrics", f.replica.admin)).await.unwrap();
+        let series = format!("traefik_service_server_up{{service=\"v1@etcd\",url=\"{v1_url}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&series).map(str::to_string))
+            .unwrap_or_else(|| panic!("{series}in\n{metrics}"))
+    };
+    assert_eq!(server_up().await, "1.0");
     v1.set_health(500);
     support::eventually("v1's server shows DOWN", Duration::from_secs(5), || async {
         let (_, service, _) = api(&f, "/api/http/services/v1@etcd").await;
         service["serverStatus"][&v1_url] == "DOWN"
     })
     .await;
+    assert_eq!(server_up().await, "0.0", "traefik_service_server_up follows the health check");
 
     // The API behind a router to api@internal, with basicAuth in front.
     let pairs: Vec<(&str, String)> = vec![

@@ -96,6 +96,7 @@ async fn flaggers_queries_judge_a_canary_from_two_replicas() {
     let pairs = [
         ("http/routers/podinfo/rule", "PathPrefix(`/`)".to_string()),
         ("http/routers/podinfo/entryPoints/0", "web".into()),
+        ("http/routers/podinfo/entryPoints/1", "websecure".into()),
         ("http/routers/podinfo/service", "podinfo".into()),
         ("http/services/podinfo/weighted/services/0/name", "default-podinfo-primary-80".into()),
         ("http/services/podinfo/weighted/services/0/weight", "1".into()),
@@ -175,6 +176,35 @@ async fn flaggers_queries_judge_a_canary_from_two_replicas() {
     assert!(total("traefik_entrypoint_responses_bytes_total", &["entrypoint=\"web\""]) > 0.0);
     assert!(total("traefik_config_reloads_total", &[]) >= 2.0, "each replica applied the configuration");
     assert!(!expositions[0].contains("/metrics"), "requests to /metrics itself are not counted");
+
+    // The scrape's own connection is open on the traefik entrypoint.
+    let open =
+        sum(&scrape(&replicas[0]).await, "traefik_open_connections", &["entrypoint=\"traefik\"", "protocol=\"TCP\""]);
+    assert!(open >= 1.0, "open connections: {open}");
+
+    // Over TLS (curl, TLS 1.3 to the websecure entrypoint's default certificate): the TLS
+    // counters name the version and Go's cipher name.
+    let url = format!("https://127.0.0.1:{}/tls", replicas[0].websecure);
+    let curl = std::process::Command::new("curl")
+        .args(["-sk", "--tlsv1.3", "-o", "/dev/null", "-w", "%{http_code}", &url])
+        .output()
+        .unwrap();
+    let code = String::from_utf8_lossy(&curl.stdout).to_string();
+    assert!(code == "200" || code == "500", "routed over TLS to the primary or the canary: {code}");
+    let exposition = scrape(&replicas[0]).await;
+    let tls =
+        sum(&exposition, "traefik_entrypoint_requests_tls_total", &["tls_version=\"1.3\"", "entrypoint=\"websecure\""]);
+    assert_eq!(tls, 1.0, "{exposition}");
+    assert!(
+        exposition
+            .lines()
+            .any(|l| l.starts_with("traefik_entrypoint_requests_tls_total{") && l.contains("tls_cipher=\"TLS_AES_")),
+        "{exposition}"
+    );
+    assert_eq!(
+        sum(&exposition, "traefik_router_requests_tls_total", &["router=\"podinfo@etcd\"", "tls_version=\"1.3\""]),
+        1.0
+    );
 
     // A router removed from the store: its series go at the next scrape.
     kv.delete_prefix("traefik/http/routers/podinfo/").await.unwrap();
