@@ -28,6 +28,11 @@ const NAME: &str = "dash.pylon.test";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_the_cluster_in_chromium_and_follows_the_store() {
     require("chromium");
+    let websocket = Command::new("/usr/bin/python3").args(["-c", "import websocket"]).status();
+    assert!(
+        websocket.is_ok_and(|s| s.success()),
+        "Debian's python3-websocket is missing: run scripts/install-deps.sh (as root)"
+    );
     let etcd = Etcd::start().await;
     let web = free_port();
     let pebble = Pebble::start(Options { http_port: web, ..Options::default() }).await;
