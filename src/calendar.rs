@@ -32,9 +32,10 @@ pub fn from_unix(unix: i64) -> (i64, i64, i64, i64, i64, i64) {
     (year, month, day, secs / 3600, secs % 3600 / 60, secs % 60)
 }
 
-/// Unix seconds as RFC 3339 in UTC: `2026-12-03T14:00:00Z`.
+/// Unix seconds as RFC 3339 in UTC: `2026-12-03T14:00:00Z`; clamped to the years 1 to 9999,
+/// since the value may come from the store (a replica's record) and be anything.
 pub fn rfc3339(unix: i64) -> String {
-    let (y, mo, d, h, mi, s) = from_unix(unix);
+    let (y, mo, d, h, mi, s) = from_unix(unix.clamp(-62_135_596_800, 253_402_300_799));
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
 }
 
@@ -55,5 +56,7 @@ mod tests {
         assert_eq!(days_from_civil(2026, 3, 1) * 86_400, 1_772_323_200);
         assert_eq!(from_unix(2_569_104_000 + 3_661), (2051, 5, 31, 1, 1, 1));
         assert_eq!(rfc3339(2_569_104_000 + 3_661), "2051-05-31T01:01:01Z");
+        assert_eq!(rfc3339(i64::MAX), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339(i64::MIN), "0001-01-01T00:00:00Z");
     }
 }

@@ -41,8 +41,14 @@ impl Internal for Endpoints {
         self.api.as_ref().map_or_else(not_found, |api| api.answer(method, path, query))
     }
 
-    fn dashboard(&self, path: &str, headers: &HeaderMap, permanent: bool) -> Option<Response<ProxyBody>> {
-        match self.dashboard && self.api.is_some() {
+    fn dashboard(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+        permanent: bool,
+    ) -> Option<Response<ProxyBody>> {
+        match self.dashboard && self.api.is_some() && method == Method::GET {
             true => dashboard::serve(path, headers, permanent),
             false => None,
         }

@@ -79,7 +79,7 @@ async fn the_api_shows_routers_services_and_middlewares_with_their_status() {
                 "name": "broken@etcd", "provider": "etcd", "priorityStr": "0"
             },
             {
-                "rule": "Host(`odd.example`)", "service": "v1", "priority": "7", "entryPoints": ["web", "nope"],
+                "rule": "Host(`odd.example`)", "service": "v1", "priority": 7, "entryPoints": ["web", "nope"],
                 "error": ["router \"odd\": entrypoint \"nope\" does not exist"], "status": "warning", "using": ["web"],
                 "name": "odd@etcd", "provider": "etcd", "priorityStr": "7"
             }
@@ -92,7 +92,7 @@ async fn the_api_shows_routers_services_and_middlewares_with_their_status() {
         services,
         json!([
             {
-                "weighted": { "services": [{ "name": "v1", "weight": "3" }, { "name": "v2", "weight": "1" }] },
+                "weighted": { "services": [{ "name": "v1", "weight": 3 }, { "name": "v2", "weight": 1 }] },
                 "status": "enabled", "name": "app@etcd", "provider": "etcd", "type": "weighted", "usedBy": ["app@etcd"]
             },
             {
@@ -223,6 +223,49 @@ async fn without_insecure_the_api_is_only_served_through_a_router() {
     let url = f.replica.web("/api/version");
     support::eventually("api@internal answers", Duration::from_secs(5), || async {
         send("GET", &url, &[]).await.is_ok_and(|r| r.status == 200 && r.body.contains("\"Codename\":\"pylon\""))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_endpoints_sit_behind_the_entrypoints_middlewares() {
+    // The insecure API, the dashboard and /metrics are routers on the traefik entrypoint: its
+    // middlewares run in front of them, as in Traefik.
+    let extra = "[api]\ninsecure = true\n[metrics.prometheus]\n[entryPoints.traefik.http]\nmiddlewares = [\"auth\"]\n";
+    let f = on_etcd(extra).await;
+    let admin = |path: &str| format!("http://127.0.0.1:{}{path}", f.replica.admin);
+    let before = send("GET", &admin("/api/version"), &[]).await.unwrap();
+    assert_eq!(before.status, 404, "the middleware does not exist yet: the internal routers are disabled, not open");
+    f.write(&[("http/middlewares/auth/basicAuth/users/0", SHA_SECRET.into())]).await;
+    support::eventually("the internal routers come up behind basicAuth", Duration::from_secs(5), || async {
+        send("GET", &admin("/api/version"), &[]).await.is_ok_and(|r| r.status == 401)
+    })
+    .await;
+    for path in ["/api/version", "/dashboard/", "/metrics"] {
+        let anonymous = send("GET", &admin(path), &[]).await.unwrap();
+        assert_eq!(anonymous.status, 401, "{path} needs the entrypoint's basicAuth");
+        let authed = send("GET", &admin(path), &[("authorization", SHA_CREDENTIALS)]).await.unwrap();
+        assert_eq!(authed.status, 200, "{path} with credentials");
+    }
+    let ping = send("GET", &admin("/ping"), &[]).await.unwrap();
+    assert_eq!(ping.status, 200, "/ping stays open for load balancers' health checks");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_manual_routing_metrics_are_served_only_by_the_users_router() {
+    let f = on_etcd("[metrics.prometheus]\nmanualRouting = true\n").await;
+    let direct = send("GET", &format!("http://127.0.0.1:{}/metrics", f.replica.admin), &[]).await.unwrap();
+    assert_eq!(direct.status, 404, "not on the metrics entrypoint");
+    f.write(&[
+        ("http/routers/metrics/rule", "Host(`ops.example`) && Path(`/metrics`)".into()),
+        ("http/routers/metrics/service", "prometheus@internal".into()),
+    ])
+    .await;
+    let url = f.replica.web("/metrics");
+    support::eventually("prometheus@internal answers", Duration::from_secs(5), || async {
+        send("GET", &url, &[("host", "ops.example")])
+            .await
+            .is_ok_and(|r| r.status == 200 && r.body.contains("traefik_config_reloads_total"))
     })
     .await;
 }

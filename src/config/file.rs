@@ -58,6 +58,10 @@ pub struct RawEntryPoint {
     pub proxyprotocol: Option<RawTrustedIps>,
     #[serde(default, deserialize_with = "lenient::bool")]
     pub compress: Option<bool>,
+    /// Traefik 1.x's `auth`, `whiteList` and `whitelistSourceRange`: read to be refused.
+    pub auth: Option<toml::Value>,
+    pub whitelist: Option<toml::Value>,
+    pub whitelistsourcerange: Option<toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -237,6 +241,10 @@ pub struct RawWeb {
     pub address: Option<String>,
     #[serde(default, deserialize_with = "lenient::bool")]
     pub readonly: Option<bool>,
+    /// `auth`, `certFile`, `keyFile`: read to be refused (the API is served without them).
+    pub auth: Option<toml::Value>,
+    pub certfile: Option<String>,
+    pub keyfile: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -147,6 +147,8 @@ pub struct Prometheus {
     pub entry_point: String,
     /// What is counted, and the histograms' buckets.
     pub settings: crate::data::metrics::Settings,
+    /// `manualRouting`: `/metrics` only through a router to `prometheus@internal`.
+    pub manual_routing: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -298,17 +300,22 @@ pub(super) fn build(raw: RawConfig, c: &mut Checker) -> Option<StaticConfig> {
         (None, None) => None,
     };
     let api = match (&raw.api, &raw.web) {
-        (Some(a), web) => Some(Api {
-            entry_point: internal(a.entrypoint.as_ref()),
-            dashboard: a.dashboard.unwrap_or(true),
-            on_entry_point: a.insecure == Some(true) || a.entrypoint.is_some() || web.is_some(),
-        }),
+        (Some(a), web) => {
+            // Only an API served on its entrypoint needs one (`traefik`, created on :8080).
+            let on_entry_point = a.insecure == Some(true) || a.entrypoint.is_some() || web.is_some();
+            let entry_point = match on_entry_point {
+                true => internal(a.entrypoint.as_ref()),
+                false => INTERNAL_ENTRYPOINT.to_string(),
+            };
+            Some(Api { entry_point, dashboard: a.dashboard.unwrap_or(true), on_entry_point })
+        }
         (None, Some(_)) => Some(Api { entry_point: internal(None), dashboard: true, on_entry_point: true }),
         (None, None) => None,
     };
     let metrics = raw.metrics.as_ref().and_then(|m| m.prometheus.as_ref()).map(|p| Prometheus {
         entry_point: internal(p.entrypoint.as_ref()),
         settings: super::unhonoured::prometheus(p, c),
+        manual_routing: p.manualrouting == Some(true),
     });
     if wants_internal && !entry_points.contains_key(INTERNAL_ENTRYPOINT) {
         let address = parse_address(":8080").expect("a valid literal");

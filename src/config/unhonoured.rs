@@ -25,11 +25,43 @@ pub(super) fn warn(raw: &RawConfig, c: &mut Checker) {
             c.warn("api.debug", "not supported: Pylon serves no /debug/ endpoints");
         }
         if api.basepath.as_deref().is_some_and(|p| p != "/") {
-            c.warn("api.basepath", "not supported yet: the API is served under /api");
+            match api.insecure == Some(true) {
+                true => c.error("api.basepath", "basePath cannot be used with insecure (as in Traefik)"),
+                false => c.warn("api.basepath", "not supported yet: the API is served under /api"),
+            }
         }
     }
     if raw.metrics.as_ref().is_some_and(|m| m.addinternals == Some(true)) {
         c.warn("metrics.addinternals", "ignored: requests to /ping and /metrics are never counted");
+    }
+    // Security settings of Traefik 1.x that Pylon cannot enforce: refused, never ignored.
+    for (name, ep) in &raw.entrypoints {
+        if ep.auth.is_some() {
+            c.error(
+                &format!("entrypoints.{name}.auth"),
+                "not supported: Pylon does not enforce Traefik 1.x's entrypoint auth; put a basicAuth, digestAuth or forwardAuth middleware in entryPoints.<name>.http.middlewares",
+            );
+        }
+        for (key, set) in
+            [("whitelist", ep.whitelist.is_some()), ("whitelistsourcerange", ep.whitelistsourcerange.is_some())]
+        {
+            if set {
+                c.error(
+                    &format!("entrypoints.{name}.{key}"),
+                    "not supported: Pylon does not enforce Traefik 1.x's entrypoint whitelist; put an ipAllowList middleware in entryPoints.<name>.http.middlewares",
+                );
+            }
+        }
+    }
+    if let Some(web) = &raw.web {
+        if web.auth.is_some() {
+            c.error("web.auth", "not supported: the API would be served without it; route api@internal behind a basicAuth middleware instead");
+        }
+        for (key, set) in [("web.certfile", web.certfile.is_some()), ("web.keyfile", web.keyfile.is_some())] {
+            if set {
+                c.error(key, "not supported: the API would be served without TLS; route api@internal on a TLS entrypoint instead");
+            }
+        }
     }
     if raw.web.as_ref().is_some_and(|w| w.readonly.is_some()) {
         c.warn("web.readonly", "ignored: Pylon serves no API that changes anything");
@@ -50,12 +82,6 @@ pub(super) fn prometheus(p: &super::file::RawPrometheus, c: &mut Checker) -> cra
     let buckets = p.buckets.clone().unwrap_or_else(|| vec![0.1, 0.3, 1.2, 5.0]);
     if buckets.is_empty() || buckets.iter().any(|b| !b.is_finite()) || buckets.windows(2).any(|w| w[0] >= w[1]) {
         c.error("metrics.prometheus.buckets", "buckets must be finite numbers in ascending order");
-    }
-    if p.manualrouting == Some(true) {
-        c.warn(
-            "metrics.prometheus.manualrouting",
-            "not supported yet: /metrics is served on metrics.prometheus.entryPoint, not through a router to prometheus@internal",
-        );
     }
     if p.headerlabels.as_ref().is_some_and(|h| !h.is_empty()) {
         c.warn("metrics.prometheus.headerlabels", "not supported yet: no header becomes a label");
@@ -92,5 +118,19 @@ mod tests {
         let file = "[metrics.prometheus]\nheaderLabels = { tenant = \"X-Tenant\" }\n";
         let loaded = load(Node::from_toml("t.toml", file, STATIC_NAMES).unwrap()).unwrap();
         assert!(loaded.warnings.iter().any(|w| w.to_string().starts_with("t.toml:2:")), "a located warning");
+    }
+
+    #[test]
+    fn traefik_1x_auth_and_whitelists_are_refused_at_their_line() {
+        for (file, at) in [
+            ("[entryPoints.web]\naddress = \":80\"\n[entryPoints.web.auth.basic]\nusers = [\"a:b\"]\n", "t.toml:3:"),
+            ("[entryPoints.web]\naddress = \":80\"\nwhiteList = [\"10.0.0.0/8\"]\n", "t.toml:3:"),
+            ("[web]\naddress = \":8080\"\n[web.auth.basic]\nusers = [\"a:b\"]\n", "t.toml:3:"),
+            ("[web]\naddress = \":8080\"\ncertFile = \"c.pem\"\n", "t.toml:3:"),
+            ("[api]\ninsecure = true\nbasePath = \"/ops\"\n", "t.toml:3:"),
+        ] {
+            let errors = load(Node::from_toml("t.toml", file, STATIC_NAMES).unwrap()).unwrap_err();
+            assert!(errors.0.iter().any(|e| e.to_string().starts_with(at)), "{file}: {:?}", errors.0);
+        }
     }
 }

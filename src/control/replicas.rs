@@ -62,7 +62,7 @@ pub fn table(replicas: &Replicas, now: i64, out: &mut dyn std::io::Write) -> std
     for r in replicas.values() {
         let addresses: Vec<String> = r.addresses.iter().map(|(ep, a)| format!("{ep}={a}")).collect();
         let started = crate::calendar::rfc3339(r.started).replace('T', " ").trim_end_matches('Z').to_string();
-        let age = format!("{}s ago", (now - r.heartbeat).max(0));
+        let age = format!("{}s ago", now.saturating_sub(r.heartbeat).max(0));
         writeln!(
             out,
             "{:<28} {:<9} {:>9} {:>10}  {:<20} {}",
@@ -118,7 +118,8 @@ pub async fn register(
         }
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = status.changed() => {}
+            // Once the watcher is gone its status never changes: heartbeats only.
+            Ok(()) = status.changed() => {}
             _ = tokio::time::sleep(HEARTBEAT) => {}
         }
     }

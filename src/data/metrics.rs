@@ -136,7 +136,9 @@ impl Metrics {
 
     fn counts(&self, level: Level) -> bool {
         match level {
-            Level::EntryPoint | Level::EntryPointTls | Level::OpenConnections => self.settings.entry_points,
+            // Traefik's open connections are counted whatever the labels settings say.
+            Level::OpenConnections => true,
+            Level::EntryPoint | Level::EntryPointTls => self.settings.entry_points,
             Level::Router | Level::RouterTls => self.settings.routers,
             Level::Service | Level::ServiceTls | Level::Retries => self.settings.services,
         }

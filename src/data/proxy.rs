@@ -6,12 +6,11 @@
 //!    characters decoded; an encoded `/`, `\`, NUL, `;`, `%`, `?` or `#` is 400 unless the
 //!    entrypoint allows it. Everything after sees, and the upstream receives, that path.
 //! 1. **ping**: `GET /ping` on the ping entrypoint answers `OK`, or 503 once draining.
-//!    **internal**: `/metrics` on the metrics entrypoint answers the Prometheus exposition,
-//!    `/api` on an insecure API's entrypoint Traefik's API ([`internal`]).
 //! 2. **redirect**: on an entrypoint with `redirect.entryPoint`, every request gets 301/308
 //!    (302/307 when not permanent) to the same host, path and query on the target entrypoint.
 //! 3. **route**: the current routing table picks the highest-priority matching router; none
-//!    matching is 404. Then the router's middlewares run ([`crate::data::middleware`]), outermost
+//!    matching is 404. Pylon's own endpoints are routers too (`api@internal`,
+//!    `prometheus@internal`, ... [`internal`]), behind the entrypoint's middlewares. Then the router's middlewares run ([`crate::data::middleware`]), outermost
 //!    first; any of them may answer instead (401, 403, a redirect) and none further in runs.
 //! 4. **pick**: the router's service picks a server (sticky cookie first); none up is 503.
 //! 5. **forward**: the request streams upstream; a connection that fails before anything was
@@ -93,10 +92,6 @@ pub struct EntryPoint {
     pub port: u16,
     /// Whether it answers `/ping`.
     pub ping: bool,
-    /// Whether it answers `/metrics` (`metrics.prometheus.entryPoint`).
-    pub metrics: bool,
-    /// Whether it answers `/api` itself (`api.insecure`, Traefik 1.x's `[api]` and `[web]`).
-    pub api: bool,
     pub redirect: Option<RedirectTo>,
     pub trust: ForwardedTrust,
     pub path: path::PathPolicy,
@@ -121,6 +116,16 @@ pub struct Connection {
     pub tls: bool,
     /// The TLS version and cipher suite negotiated, on a TLS connection.
     pub suite: Option<(u16, u16)>,
+}
+
+impl Served {
+    /// The request is one Pylon answers itself (`/ping`, a challenge, a redirect, an internal
+    /// service): it is not counted (Traefik's `metrics.addInternals = false`).
+    fn discard_meter(&mut self) {
+        if let Some(meter) = self.meter.take() {
+            meter.discard();
+        }
+    }
 }
 
 /// What the access log needs from the routing decision.
@@ -186,38 +191,18 @@ impl Proxy {
 
         // 1. ping
         if ep.ping && req.uri().path() == "/ping" {
-            if let Some(meter) = served.meter.take() {
-                meter.discard();
-            }
+            served.discard_meter();
             return Ok(if self.draining.load(Ordering::Relaxed) {
                 error::text(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n")
             } else {
                 error::text(StatusCode::OK, "OK")
             });
         }
-        // 1a. Prometheus metrics and the API, on their entrypoints
-        if let Some(internal) = &self.internal {
-            let path = req.uri().path();
-            let answer = if ep.metrics && path.starts_with("/metrics") {
-                Some(internal.metrics())
-            } else if ep.api && path.starts_with("/api") {
-                Some(internal.api(req.method(), path, req.uri().query()))
-            } else if ep.api {
-                internal.dashboard(path, req.headers(), true)
-            } else {
-                None
-            };
-            if let Some(answer) = answer {
-                if let Some(meter) = served.meter.take() {
-                    meter.discard();
-                }
-                return Ok(answer);
-            }
-        }
         // 1b. ACME HTTP-01, before the redirect: the CA validates over plain HTTP.
         let snapshot = self.plane.load();
         if self.acme_http01 && !conn.tls {
             if let Some(token) = req.uri().path().strip_prefix(HTTP01_PREFIX) {
+                served.discard_meter();
                 return Ok(match snapshot.answers.token(token) {
                     Some(key_authorization) => error::text(StatusCode::OK, key_authorization.to_string()),
                     None => error::text(StatusCode::NOT_FOUND, "Not Found\n"),
@@ -226,8 +211,9 @@ impl Proxy {
         }
         let host = host_of(&req).to_string();
 
-        // 2. redirect
+        // 2. redirect (Traefik's redirect router goes to `noop@internal`: not counted)
         if let Some(to) = &ep.redirect {
+            served.discard_meter();
             return Ok(redirect(&req, &host, to));
         }
 
@@ -249,7 +235,10 @@ impl Proxy {
         };
         let route = table.route(&ep.name, conn.tls, &view).ok_or(ProxyError::NoRoute)?.clone();
         drop(snapshot);
-        if let Some(meter) = &mut served.meter {
+        // Pylon's own endpoints (`api@internal`, ...) are not counted, as Traefik's internals.
+        if matches!(*route.service, crate::data::balancer::Service::Internal(_)) {
+            served.discard_meter();
+        } else if let Some(meter) = &mut served.meter {
             meter.router(route.metric, route.service_metric);
         }
         served.route = Some(route.clone());

@@ -108,8 +108,6 @@ impl Server {
                     name: name.clone(),
                     port: addrs.get(&name).map_or(0, |a| a.port()),
                     ping: config.ping.as_deref() == Some(name.as_str()),
-                    metrics: config.metrics.as_ref().is_some_and(|m| m.entry_point == name),
-                    api: config.api.as_ref().is_some_and(|a| a.on_entry_point && a.entry_point == name),
                     redirect,
                     trust: ep.forwarded_trust.clone(),
                     path: ep.path,

@@ -96,6 +96,38 @@ const TRAEFIK_KEYS: &str = "entryPoints middlewares service rule ruleSyntax prio
     autoDetect passTLSClientCert pem info notAfter notBefore subject commonName country province locality \
     organization organizationalUnit serialNumber domainComponent issuer grpcWeb allowOrigins";
 
+/// Traefik's keys whose values are numbers and booleans: the KV layout stores them as text,
+/// and the API shows them typed, as Traefik does.
+const NUMBERS: &str = "priority weight percent maxBodySize port depth burst average amount attempts stsSeconds \
+    accessControlMaxAge minResponseBodyBytes maxRequestBodyBytes memRequestBodyBytes maxResponseBodyBytes \
+    memResponseBodyBytes maxResponseBodySize responseCode status maxAge ipv6Subnet rejectStatusCode";
+const BOOLEANS: &str = "passHostHeader preservePath secure httpOnly insecureSkipVerify removeHeader \
+    trustForwardHeader addAuthCookiesToResponse preserveLocationHeader preserveRequestMethod forwardBody \
+    permanent forceSlash accessControlAllowCredentials addVaryHeader stsIncludeSubdomains stsPreload \
+    forceSTSHeader frameDeny contentTypeNosniff browserXssFilter isDevelopment autoDetect pem followRedirects \
+    mirrorBody notAfter notBefore sans commonName country province locality organization organizationalUnit \
+    serialNumber domainComponent";
+
+/// `value` of `key`, typed when the key is one of Traefik's numbers or booleans.
+fn typed(key: &str, value: &toml::Value) -> Value {
+    if let toml::Value::String(text) = value {
+        if NUMBERS.split_whitespace().any(|k| k == key) {
+            if let Ok(n) = text.trim().parse::<i64>() {
+                return Value::from(n);
+            }
+            if let Some(n) = text.trim().parse::<f64>().ok().and_then(serde_json::Number::from_f64) {
+                return Value::Number(n);
+            }
+        }
+        if BOOLEANS.split_whitespace().any(|k| k == key) {
+            if let Ok(b) = text.trim().to_ascii_lowercase().parse::<bool>() {
+                return Value::Bool(b);
+            }
+        }
+    }
+    json_of(value)
+}
+
 /// `key` in Traefik's case when it is one of Traefik's keys; as given otherwise (names).
 fn traefik_case(key: &str) -> String {
     TRAEFIK_KEYS.split_whitespace().find(|k| k.eq_ignore_ascii_case(key)).unwrap_or(key).to_string()
@@ -113,7 +145,16 @@ pub fn json_of(value: &toml::Value) -> Value {
                 keys.sort_by_key(|(i, _)| *i);
                 Value::Array(keys.into_iter().map(|(_, v)| json_of(v)).collect())
             } else {
-                Value::Object(table.iter().map(|(k, v)| (traefik_case(k), json_of(v))).collect())
+                Value::Object(
+                    table
+                        .iter()
+                        .map(|(k, v)| {
+                            let key = traefik_case(k);
+                            let value = typed(&key, v);
+                            (key, value)
+                        })
+                        .collect(),
+                )
             }
         }
         toml::Value::Array(items) => Value::Array(items.iter().map(json_of).collect()),
@@ -138,6 +179,12 @@ mod tests {
         let json = json_of(&tree);
         assert_eq!(json["loadBalancer"]["servers"][0]["url"], "http://a");
         assert_eq!(json["loadBalancer"]["servers"][1]["url"], "http://b");
+        let kv: toml::Value =
+            toml::from_str("[lb]\npasshostheader = \"false\"\n[[lb.servers]]\nweight = \"3\"\nurl = \"7\"\n").unwrap();
+        let typed = json_of(&kv);
+        assert_eq!(typed["lb"]["passHostHeader"], false, "KV text becomes Traefik's boolean");
+        assert_eq!(typed["lb"]["servers"][0]["weight"], 3);
+        assert_eq!(typed["lb"]["servers"][0]["url"], "7", "only known number keys are numbers");
         let info = Info::new(json.clone(), true, vec![]);
         assert_eq!((info.status, info.kind.as_str()), (Status::Enabled, "loadbalancer"));
         assert_eq!(Info::new(json.clone(), true, vec!["old keys kept".into()]).status, Status::Warning);

@@ -53,6 +53,7 @@ fn answer(status: StatusCode, body: &Value, next_page: Option<usize>) -> Respons
 fn error(status: StatusCode, message: &str) -> Response<ProxyBody> {
     let mut response = answer(status, &json!({ "message": message }), None);
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     response
 }
 
@@ -85,7 +86,7 @@ impl Api {
                 list(all, &query)
             }
             ["api", "entrypoints", name] => {
-                let name = query::decode(name);
+                let name = query::decode_path(name);
                 match self.statics.entry_points.contains_key(&name) {
                     true => answer(StatusCode::OK, &self.entry_point(&name), None),
                     false => error(StatusCode::NOT_FOUND, &format!("entry point not found: {name}")),
@@ -98,7 +99,7 @@ impl Api {
                 list(records.into_iter().map(|r| r.json).collect(), &query)
             }
             ["api", "http", kind @ ("routers" | "services" | "middlewares"), name] => {
-                let name = query::decode(name);
+                let name = query::decode_path(name);
                 let (_, records) = records_of(kind, &sources);
                 match records.into_iter().find(|r| r.name == name) {
                     Some(record) => answer(StatusCode::OK, &record.json, None),

@@ -36,7 +36,7 @@ pub fn view(replicas: &Replicas, stored: &Stored, now: i64) -> Value {
         .map(|r| {
             // A replica writes every HEARTBEAT; one that missed two is late (its record goes
             // when its lease runs out).
-            let late = now - r.heartbeat > 2 * HEARTBEAT.as_secs() as i64;
+            let late = now.saturating_sub(r.heartbeat) > 2 * HEARTBEAT.as_secs() as i64;
             json!({
                 "id": r.id, "name": r.name, "holder": r.holder, "version": r.version, "addresses": r.addresses,
                 "started": rfc3339(r.started), "revision": r.revision, "lastHeartbeat": rfc3339(r.heartbeat),
@@ -66,8 +66,8 @@ pub fn view(replicas: &Replicas, stored: &Stored, now: i64) -> Value {
                 "names": cert.map_or_else(Vec::new, |c| c.names.clone()),
                 "notBefore": cert.map(|c| rfc3339(c.not_before)),
                 "notAfter": cert.map(|c| rfc3339(c.not_after)),
-                "daysLeft": cert.map(|c| (c.not_after - now).div_euclid(86_400)),
-                "lifetimeDays": cert.map(|c| (c.not_after - c.not_before) / 86_400),
+                "daysLeft": cert.map(|c| c.not_after.saturating_sub(now).div_euclid(86_400)),
+                "lifetimeDays": cert.map(|c| c.not_after.saturating_sub(c.not_before) / 86_400),
                 "issuer": cert.map(|c| c.issuer.clone()),
                 "onDemand": cert.is_some_and(|c| c.on_demand),
                 "lockedBy": stored.locked.get(main).map(|(holder, _)| holder),

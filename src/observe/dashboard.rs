@@ -34,9 +34,15 @@ pub fn serve(path: &str, headers: &HeaderMap, permanent: bool) -> Option<Respons
     Some(response)
 }
 
+/// The redirect to the page. Through a router, `X-Forwarded-Prefix` (a stripPrefix in front)
+/// goes in front, when it is a plain path: `//evil.example` or `/\\evil` would send the browser
+/// to another host (Traefik's GHSA-6qq8-5wq3-86rp). On the entrypoint itself it is ignored.
 fn redirect(headers: &HeaderMap, permanent: bool) -> Response<ProxyBody> {
-    let prefix = headers.get("x-forwarded-prefix").and_then(|v| v.to_str().ok()).unwrap_or("");
-    let prefix = prefix.trim_end_matches('/');
+    let given = headers.get("x-forwarded-prefix").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let safe = given.starts_with('/')
+        && !given.contains("//")
+        && given.bytes().all(|b| b.is_ascii_alphanumeric() || b"/_.-~".contains(&b));
+    let prefix = if permanent || !safe { "" } else { given.trim_end_matches('/') };
     let location =
         HeaderValue::from_str(&format!("{prefix}/dashboard/")).unwrap_or(HeaderValue::from_static("/dashboard/"));
     let mut response = Response::new(ProxyBody::empty());

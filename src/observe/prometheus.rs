@@ -124,9 +124,32 @@ fn histogram(
     m.encode_family(labels)?.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
 }
 
+/// The family prefix of a level, and the label naming what it counts.
+fn family(level: Level) -> (&'static str, &'static str) {
+    match level {
+        Level::EntryPoint | Level::EntryPointTls | Level::OpenConnections => ("traefik_entrypoint", "entrypoint"),
+        Level::Router | Level::RouterTls => ("traefik_router", "router"),
+        Level::Service | Level::ServiceTls | Level::Retries => ("traefik_service", "service"),
+    }
+}
+
+/// The series of one level.
+fn of_level<'a>(totals: &[(&'a Key, &'a Totals)], level: Level) -> Vec<(&'a Key, &'a Totals)> {
+    totals.iter().filter(|(k, _)| k.level == level).copied().collect()
+}
+
 impl Exposition {
     fn qualified(&self, names: &HashMap<Name, Arc<str>>, name: Name) -> String {
         format!("{}@{}", names.get(&name).map_or("", |n| n), self.provider)
+    }
+
+    /// The name a series is labelled with: an entrypoint's as it is, a router's or service's
+    /// qualified with the provider.
+    fn label_name(&self, names: &HashMap<Name, Arc<str>>, level: Level, name: Name) -> String {
+        match family(level).1 {
+            "entrypoint" => names.get(&name).map_or(String::new(), |n| n.to_string()),
+            _ => self.qualified(names, name),
+        }
     }
 
     /// The request families of one level: requests, duration, request and response bytes.
@@ -137,27 +160,19 @@ impl Exposition {
         level: Level,
         names: &HashMap<Name, Arc<str>>,
     ) -> fmt::Result {
-        let (prefix, what) = match level {
-            Level::EntryPoint => ("traefik_entrypoint", "entrypoint"),
-            Level::Router => ("traefik_router", "router"),
-            _ => ("traefik_service", "service"),
-        };
-        let series: Vec<_> = totals.iter().filter(|(k, _)| k.level == level).collect();
+        let (prefix, what) = family(level);
+        let series = of_level(totals, level);
         if series.is_empty() {
             return Ok(());
         }
         let labelled: Vec<(Vec<String>, &Totals)> = series
             .iter()
             .map(|(key, totals)| {
-                let name = match level {
-                    Level::EntryPoint => names.get(&key.name).map_or(String::new(), |n| n.to_string()),
-                    _ => self.qualified(names, key.name),
-                };
                 let mut values = vec![
                     key.a.to_string(),
                     METHODS[usize::from(key.b >> 8).min(METHODS.len() - 1)].to_string(),
                     PROTOCOLS[usize::from(key.b & 0xff).min(PROTOCOLS.len() - 1)].to_string(),
-                    name,
+                    self.label_name(names, level, key.name),
                 ];
                 if level == Level::Router {
                     values.push(self.qualified(names, key.service));
@@ -199,22 +214,15 @@ impl Exposition {
         level: Level,
         names: &HashMap<Name, Arc<str>>,
     ) -> fmt::Result {
-        let (prefix, what) = match level {
-            Level::EntryPointTls => ("traefik_entrypoint", "entrypoint"),
-            Level::RouterTls => ("traefik_router", "router"),
-            _ => ("traefik_service", "service"),
-        };
-        let series: Vec<_> = totals.iter().filter(|(k, _)| k.level == level).collect();
+        let (prefix, what) = family(level);
+        let series = of_level(totals, level);
         if series.is_empty() {
             return Ok(());
         }
         let (name, help) = (format!("{prefix}_requests_tls"), format!("How many HTTPS requests the {what} processed"));
         let mut m = e.encode_descriptor(&name, &help, None, MetricType::Counter)?;
         for (key, t) in series {
-            let name = match level {
-                Level::EntryPointTls => names.get(&key.name).map_or(String::new(), |n| n.to_string()),
-                _ => self.qualified(names, key.name),
-            };
+            let name = self.label_name(names, level, key.name);
             let (version, cipher) = (tls_version(key.a), cipher_name(key.b));
             let service = self.qualified(names, key.service);
             let mut labels =
@@ -416,3 +424,6 @@ impl Collector for Exposition {
 fn control_histogram(m: &mut MetricEncoder, h: &Histogram) -> fmt::Result {
     m.encode_histogram::<NoLabelSet>(h.sum, h.count, &per_bucket(h.bounds, &h.buckets, h.count), None)
 }
+
+#[cfg(test)]
+mod tests;

@@ -21,8 +21,8 @@ pub struct Meter {
     request_bytes: u64,
     /// The router and its service, once a router matched.
     router: Option<(Name, Name)>,
-    /// The leaf service whose server answered, and when that attempt began.
-    service: Option<(Name, Instant)>,
+    /// The leaf service tried last, when that attempt began, and its status once it answered.
+    service: Option<(Name, Instant, Option<u16>)>,
     /// The TLS version and cipher suite, on a TLS connection.
     tls: Option<(u16, u16)>,
     code: u16,
@@ -64,11 +64,19 @@ impl Meter {
         self.router = Some((router, service));
     }
 
-    /// An attempt on `service`'s servers begins; an earlier one that failed is counted now.
+    /// An attempt on `service`'s servers begins; the one before it is counted now, with the
+    /// status it got (a retry on status), or 502 when it got none (a connection that failed).
     pub fn attempt(&mut self, service: Name) {
-        if let Some((failed, at)) = self.service.replace((service, Instant::now())) {
-            let sample = self.sample(502, at);
-            self.metrics.request(Level::Service, failed, Name::NONE, &sample);
+        if let Some((earlier, at, status)) = self.service.replace((service, Instant::now(), None)) {
+            let sample = Sample { response_bytes: 0, ..self.sample(status.unwrap_or(502), at) };
+            self.metrics.request(Level::Service, earlier, Name::NONE, &sample);
+        }
+    }
+
+    /// The attempt in flight got a response with `status`.
+    pub fn answered(&mut self, status: u16) {
+        if let Some((_, _, answered)) = &mut self.service {
+            *answered = Some(status);
         }
     }
 
@@ -127,7 +135,7 @@ impl Drop for Meter {
                 metrics.tls(Level::RouterTls, router, service, version, cipher);
             }
         }
-        if let Some((service, at)) = self.service {
+        if let Some((service, at, _)) = self.service {
             metrics.request(Level::Service, service, Name::NONE, &self.sample(self.code, at));
             if let Some((version, cipher)) = self.tls {
                 metrics.tls(Level::ServiceTls, service, Name::NONE, version, cipher);
@@ -138,4 +146,59 @@ impl Drop for Meter {
 
 fn grpc_status(headers: &HeaderMap) -> Option<u16> {
     headers.get("grpc-status")?.to_str().ok()?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::data::metrics::{intern, Kind, Settings};
+
+    fn metrics() -> &'static Metrics {
+        let settings = Settings { entry_points: true, routers: true, services: true, buckets: Arc::from([0.1]) };
+        Box::leak(Box::new(Metrics::new(settings)))
+    }
+
+    fn count(metrics: &Metrics, level: Level, name: Name, code: u16) -> u64 {
+        let totals = metrics.collect(|_| true);
+        totals.iter().filter(|(k, _)| k.level == level && k.name == name && k.a == code).map(|(_, t)| t.count).sum()
+    }
+
+    #[test]
+    fn each_attempt_counts_with_its_own_status_and_a_dropped_request_is_499() {
+        let metrics = metrics();
+        let (web, first, second) =
+            (intern(Kind::EntryPoint, "meter-web"), intern(Kind::Service, "meter-a"), intern(Kind::Service, "meter-b"));
+        let req = http::Request::get("/").body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap();
+        let mut meter = Meter::begin(metrics, web, &req, None);
+        meter.attempt(first);
+        meter.answered(503); // retried on its status
+        meter.attempt(second);
+        meter.answered(200);
+        meter.respond(200, &HeaderMap::new());
+        drop(meter);
+        assert_eq!(count(metrics, Level::Service, first, 503), 1, "the retried attempt keeps its 503");
+        assert_eq!(count(metrics, Level::Service, second, 200), 1);
+        assert_eq!(count(metrics, Level::EntryPoint, web, 200), 1);
+
+        let mut refused = Meter::begin(metrics, web, &req, None);
+        refused.attempt(first); // a connection that failed: no status
+        refused.attempt(second);
+        drop(refused); // the client left before the response
+        assert_eq!(count(metrics, Level::Service, first, 502), 1);
+        assert_eq!(count(metrics, Level::EntryPoint, web, 499), 1);
+
+        let grpc = http::Request::post("/s/M")
+            .header("content-type", "application/grpc")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let mut call = Meter::begin(metrics, web, &grpc, None);
+        call.respond(200, &HeaderMap::new());
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", "5".parse().unwrap());
+        call.sent(&http_body::Frame::trailers(trailers));
+        drop(call);
+        assert_eq!(count(metrics, Level::EntryPoint, web, 5), 1, "gRPC's code is the grpc-status of the trailers");
+    }
 }

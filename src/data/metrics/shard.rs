@@ -68,7 +68,8 @@ thread_local! {
 impl Metrics {
     /// Runs `f` on this thread's series for `key`, creating it on first use.
     pub(super) fn with_series(&self, key: Key, f: impl FnOnce(&Series)) {
-        LOCAL.with(|locals| {
+        // A meter dropped while its thread shuts down finds no thread-local: not counted.
+        let _ = LOCAL.try_with(|locals| {
             let mut locals = locals.borrow_mut();
             let index = match locals.iter().position(|l| l.metrics == self.id) {
                 Some(index) => index,
@@ -95,6 +96,6 @@ impl Metrics {
             };
             f(&series);
             local.cache.insert(key, series);
-        })
+        });
     }
 }

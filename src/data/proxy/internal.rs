@@ -1,9 +1,9 @@
-//! Pylon's own endpoints, answered before routing as Traefik's internal routers are
-//! (`prometheus@internal` at `/metrics`, `api@internal` at `/api` and the dashboard at
-//! `/dashboard/` with `api.insecure`), or as
-//! the service of a router that names them (`api@internal`, `prometheus@internal`,
-//! `ping@internal`). What they show is built outside the data plane, from its snapshot and the
-//! control plane's state; the data plane only asks.
+//! Pylon's own endpoints: the services `api@internal` (the API, and the dashboard under
+//! `/dashboard/`), `dashboard@internal`, `prometheus@internal` and `ping@internal`. A router
+//! names them, or the table adds Traefik's internal routers for them (`/metrics` on the metrics
+//! entrypoint; `/api` and `/` on an insecure API's), behind the entrypoint's middlewares. What
+//! they show is built outside the data plane, from its snapshot and the control plane's state;
+//! the data plane only asks.
 
 use http::{HeaderMap, Method, Response};
 
@@ -13,6 +13,7 @@ use super::ProxyBody;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Endpoint {
     Api,
+    Dashboard,
     Prometheus,
     Ping,
 }
@@ -22,6 +23,7 @@ impl Endpoint {
     pub fn named(name: &str) -> Option<Endpoint> {
         match name {
             "api@internal" => Some(Endpoint::Api),
+            "dashboard@internal" => Some(Endpoint::Dashboard),
             "prometheus@internal" => Some(Endpoint::Prometheus),
             "ping@internal" => Some(Endpoint::Ping),
             _ => None,
@@ -36,5 +38,12 @@ pub trait Internal: Send + Sync {
     fn api(&self, method: &Method, path: &str, query: Option<&str>) -> Response<ProxyBody>;
     /// The dashboard's page at `path` (`/dashboard/...`, or `/` redirected there, permanently
     /// on an insecure API's entrypoint); `None` when `path` is not the dashboard's or it is off.
-    fn dashboard(&self, path: &str, headers: &HeaderMap, permanent: bool) -> Option<Response<ProxyBody>>;
+    /// Only GET is answered.
+    fn dashboard(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+        permanent: bool,
+    ) -> Option<Response<ProxyBody>>;
 }

@@ -50,6 +50,9 @@ impl ToService<'_> {
             None => Err(ProxyError::NoServer { router: self.route.name.clone() }),
             Some(pick) => self.proxy.forward(req, &service, pick, &self.client, self.served).await,
         };
+        if let (Some(meter), Ok(response)) = (&mut self.served.meter, &forwarded) {
+            meter.answered(response.status().as_u16());
+        }
         forwarded.unwrap_or_else(|err| {
             if err.fault() == Fault::Upstream {
                 tracing::warn!(entrypoint = %self.entry_point, router = %self.route.name, "{err}");
@@ -76,9 +79,13 @@ impl Proxy {
             (Endpoint::Api, Some(internal)) => {
                 let path = req.uri().path();
                 internal
-                    .dashboard(path, req.headers(), false)
+                    .dashboard(req.method(), path, req.headers(), false)
                     .unwrap_or_else(|| internal.api(req.method(), path, req.uri().query()))
             }
+            // Traefik's `dashboard@internal`, on an insecure API's entrypoint: `/` moves for good.
+            (Endpoint::Dashboard, Some(internal)) => internal
+                .dashboard(req.method(), req.uri().path(), req.headers(), true)
+                .unwrap_or_else(|| super::error::text(StatusCode::NOT_FOUND, "404 page not found\n")),
             (_, None) => super::error::text(StatusCode::NOT_FOUND, "Not Found\n"),
         }
     }

@@ -68,9 +68,47 @@ pub struct Table {
 fn internal_enabled(endpoint: Endpoint, statics: &StaticConfig) -> bool {
     match endpoint {
         Endpoint::Api => statics.api.is_some(),
+        Endpoint::Dashboard => statics.api.as_ref().is_some_and(|a| a.dashboard),
         Endpoint::Prometheus => statics.metrics.is_some(),
         Endpoint::Ping => statics.ping.is_some(),
     }
+}
+
+/// Traefik's internal routers: `/metrics` on the metrics entrypoint (unless `manualRouting`),
+/// and with an insecure API `/api` and, for the dashboard, `/` on the API's entrypoint; above
+/// every user router, behind the entrypoint's middlewares like any router there.
+fn internal_routers(statics: &StaticConfig) -> Vec<(String, dynamic::Router, Endpoint)> {
+    let mut wanted = Vec::new();
+    if let Some(metrics) = statics.metrics.as_ref().filter(|m| !m.manual_routing) {
+        wanted.push((
+            "prometheus@internal",
+            "PathPrefix(`/metrics`)",
+            &metrics.entry_point,
+            u64::MAX - 1,
+            Endpoint::Prometheus,
+        ));
+    }
+    if let Some(api) = statics.api.as_ref().filter(|a| a.on_entry_point) {
+        wanted.push(("api@internal", "PathPrefix(`/api`)", &api.entry_point, u64::MAX - 1, Endpoint::Api));
+        if api.dashboard {
+            wanted.push(("dashboard@internal", "PathPrefix(`/`)", &api.entry_point, u64::MAX - 2, Endpoint::Dashboard));
+        }
+    }
+    wanted
+        .into_iter()
+        .filter_map(|(name, rule_text, entry_point, priority, endpoint)| {
+            let router = dynamic::Router {
+                rule: Rule::parse(rule_text).ok()?,
+                rule_text: rule_text.to_string(),
+                service: name.to_string(),
+                entry_points: vec![entry_point.clone()],
+                middlewares: Vec::new(),
+                priority,
+                tls: None,
+            };
+            Some((name.to_string(), router, endpoint))
+        })
+        .collect()
 }
 
 impl Table {
@@ -88,6 +126,10 @@ impl Table {
         let with = With { upstream, services };
         let mut warnings = Vec::new();
         let mut routers: Vec<(&String, &dynamic::Router, Arc<Service>)> = Vec::new();
+        let internal = internal_routers(statics);
+        for (name, router, endpoint) in &internal {
+            routers.push((name, router, Arc::new(Service::Internal(*endpoint))));
+        }
         for (name, router) in &config.routers {
             if let Some(endpoint) = Endpoint::named(&router.service) {
                 match internal_enabled(endpoint, statics) {

@@ -112,8 +112,17 @@ impl Query {
     }
 }
 
-/// Percent-decoding, `+` as a space.
+/// Percent-decoding of a query's part, `+` as a space.
 pub fn decode(text: &str) -> String {
+    unescape(text, true)
+}
+
+/// Percent-decoding of a path segment, where `+` is itself (Go's `url.PathUnescape`).
+pub fn decode_path(text: &str) -> String {
+    unescape(text, false)
+}
+
+fn unescape(text: &str, plus_is_space: bool) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -129,7 +138,7 @@ pub fn decode(text: &str) -> String {
                     None => out.push(b'%'),
                 }
             }
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b => out.push(b),
         }
         i += 1;
@@ -161,5 +170,6 @@ mod tests {
         assert!(q.descending && q.sort_by == "priority");
         assert_eq!(decode("100%"), "100%");
         assert_eq!(decode("a+b%2Fc"), "a b/c");
+        assert_eq!(decode_path("a+b%40etcd"), "a+b@etcd");
     }
 }

@@ -31,6 +31,25 @@ pub struct Record {
     pub json: Value,
 }
 
+impl Record {
+    /// A service's or middleware's record: only its name, status, provider and type sort it.
+    fn plain(name: &str, info: &Info, provider: &str, object: Map<String, Value>) -> Record {
+        Record {
+            name: qualify(name, provider),
+            status: info.status,
+            provider: provider.to_string(),
+            rule: String::new(),
+            service: String::new(),
+            middlewares: Vec::new(),
+            priority: 0,
+            entry_points: 0,
+            kind: info.kind.clone(),
+            servers: 0,
+            json: Value::Object(object),
+        }
+    }
+}
+
 /// What records are built from.
 pub struct Sources<'a> {
     pub runtime: &'a Runtime,
@@ -123,7 +142,8 @@ impl Sources<'_> {
                     service: text(field(config, "service")),
                     middlewares,
                     priority,
-                    entry_points: using.len(),
+                    // Traefik sorts by the entrypoints configured, not those in use.
+                    entry_points: strings(field(config, "entryPoints")).len(),
                     kind: String::new(),
                     servers: 0,
                     json: Value::Object(object),
@@ -176,19 +196,7 @@ impl Sources<'_> {
                         .collect();
                     object.insert("serverStatus".into(), Value::Object(status));
                 }
-                Record {
-                    name: qualify(name, self.provider),
-                    status: info.status,
-                    provider: self.provider.to_string(),
-                    rule: String::new(),
-                    service: String::new(),
-                    middlewares: Vec::new(),
-                    priority: 0,
-                    entry_points: 0,
-                    kind: info.kind.clone(),
-                    servers,
-                    json: Value::Object(object),
-                }
+                Record { servers, ..Record::plain(name, info, self.provider, object) }
             })
             .collect()
     }
@@ -204,19 +212,7 @@ impl Sources<'_> {
                 if let Some(used_by) = users.get(name) {
                     object.insert("usedBy".into(), json!(used_by));
                 }
-                Record {
-                    name: qualify(name, self.provider),
-                    status: info.status,
-                    provider: self.provider.to_string(),
-                    rule: String::new(),
-                    service: String::new(),
-                    middlewares: Vec::new(),
-                    priority: 0,
-                    entry_points: 0,
-                    kind: info.kind.clone(),
-                    servers: 0,
-                    json: Value::Object(object),
-                }
+                Record::plain(name, info, self.provider, object)
             })
             .collect()
     }
