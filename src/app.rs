@@ -151,6 +151,7 @@ pub async fn run(cli: &Cli, logging: &Logging, shutdown: CancellationToken) -> R
     let mut status = watcher.status.subscribe();
     let api_status = watcher.status.subscribe();
     let record_status = watcher.status.subscribe();
+    let metrics_status = watcher.status.subscribe();
     let wanted = watcher.acme_wanted.subscribe();
     tasks.spawn(watcher.run(control.child_token()));
     if tokio::time::timeout(FIRST_TABLE, status.changed()).await.is_err() {
@@ -222,7 +223,15 @@ pub async fn run(cli: &Cli, logging: &Logging, shutdown: CancellationToken) -> R
     let provider = target.spec.provider();
     let scrape = config.metrics.as_ref().map(|_| {
         let locks = config.acme.as_ref().map(|_| (acme_state.clone(), holder()));
-        Scrape::new(Exposition { metrics, plane: plane.clone(), provider, control: control_metrics.clone(), locks })
+        let status = metrics_status;
+        Scrape::new(Exposition {
+            metrics,
+            plane: plane.clone(),
+            provider,
+            control: control_metrics.clone(),
+            status,
+            locks,
+        })
     });
     let cluster = Cluster { replicas, acme: config.acme.as_ref().map(|_| acme_state) };
     let api = config.api.as_ref().map(|_| Api {

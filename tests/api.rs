@@ -175,6 +175,12 @@ async fn the_api_shows_routers_services_and_middlewares_with_their_status() {
             .unwrap_or_else(|| panic!("{series}in\n{metrics}"))
     };
     assert_eq!(server_up().await, "1.0");
+    let (_, metrics) = support::get(&format!("http://127.0.0.1:{}/metrics", f.replica.admin)).await.unwrap();
+    assert!(
+        metrics.contains("pylon_config_rejected{kind=\"router\"} 1.0"),
+        "the disabled router is counted:\n{metrics}"
+    );
+    assert!(metrics.contains("pylon_config_rejected{kind=\"middleware\"} 0.0"), "{metrics}");
     v1.set_health(500);
     support::eventually("v1's server shows DOWN", Duration::from_secs(5), || async {
         let (_, service, _) = api(&f, "/api/http/services/v1@etcd").await;

@@ -29,6 +29,8 @@ pub struct Exposition {
     /// The provider names are qualified with (`app@etcd`).
     pub provider: &'static str,
     pub control: Arc<ControlMetrics>,
+    /// The watcher's last status: what it rejected, by kind.
+    pub status: tokio::sync::watch::Receiver<crate::control::watcher::Status>,
     /// The cluster's ACME state and this replica's name in lock keys, for
     /// `pylon_acme_locks_held` (when ACME is on).
     pub locks: Option<(tokio::sync::watch::Receiver<Arc<crate::control::acme::follow::Stored>>, String)>,
@@ -361,11 +363,24 @@ impl Collector for Exposition {
         m.encode_gauge(&(c.revision.load(relaxed) as f64))?;
         let mut m = e.encode_descriptor(
             "pylon_config_rejected",
-            "Routers, services, middlewares and certificates rejected in the configuration served",
+            "What the configuration served leaves out, by kind: disabled routers, services and middlewares; other rejected objects",
             None,
             MetricType::Gauge,
         )?;
-        m.encode_gauge(&(c.rejected.load(relaxed) as f64))?;
+        let runtime = self.status.borrow().runtime.clone();
+        let disabled = |infos: &std::collections::BTreeMap<String, crate::dynamic::runtime::Info>| {
+            infos.values().filter(|i| i.status == crate::dynamic::runtime::Status::Disabled).count()
+        };
+        let kinds = [
+            ("router", disabled(&runtime.routers)),
+            ("service", disabled(&runtime.services)),
+            ("middleware", disabled(&runtime.middlewares)),
+        ];
+        let listed: usize = kinds.iter().map(|(_, n)| n).sum();
+        let other = (c.rejected.load(relaxed) as usize).saturating_sub(listed);
+        for (kind, n) in kinds.into_iter().chain([("other", other)]) {
+            gauge(&mut m, &vec![("kind", Escaped(kind))], n as f64)?;
+        }
         let delay = c.apply_delay.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let mut m = e.encode_descriptor(
             "pylon_config_apply_delay_seconds",

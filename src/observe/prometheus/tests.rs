@@ -27,12 +27,14 @@ fn label_values_are_escaped_and_tls_names_are_gos() {
     let mut table = crate::data::routing::Table::default();
     table.live.extend([router, service]);
     plane.publish(|s| s.table = Arc::new(table));
+    let status = tokio::sync::watch::channel(crate::control::watcher::Status::default()).1;
     let exposition =
-        Exposition { metrics: Some(metrics), plane, provider: "etcd", control: Arc::default(), locks: None };
+        Exposition { metrics: Some(metrics), plane, provider: "etcd", control: Arc::default(), status, locks: None };
     let text = Scrape::new(exposition).render().unwrap();
     let line = text.lines().find(|l| l.starts_with("traefik_router_requests_total{")).expect(&text);
     assert!(line.contains(r#"router="we\"ird\\name\nx@etcd""#), "escaped: {line}");
     assert!(line.contains(r#"service="svc@etcd""#) && line.ends_with(" 1"), "{line}");
     assert!(text.contains("traefik_router_request_duration_seconds_bucket{"), "{text}");
     assert!(text.ends_with("# EOF\n"), "OpenMetrics ends with EOF");
+    assert!(text.contains("pylon_config_rejected{kind=\"router\"} 0"), "{text}");
 }
