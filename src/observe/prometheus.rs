@@ -13,7 +13,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use super::control::{ControlMetrics, Histogram};
+use super::control::ControlMetrics;
 use crate::data::{
     metrics::{Key, Level, Metrics, Name, Totals, METHODS, PROTOCOLS},
     plane::Plane,
@@ -353,92 +353,11 @@ impl Collector for Exposition {
             }
         }
 
-        // Pylon's own.
-        let mut m = e.encode_descriptor(
-            "pylon_config_revision",
-            "The store revision of the dynamic configuration served",
-            None,
-            MetricType::Gauge,
-        )?;
-        m.encode_gauge(&(c.revision.load(relaxed) as f64))?;
-        let mut m = e.encode_descriptor(
-            "pylon_config_rejected",
-            "What the configuration served leaves out, by kind: disabled routers, services and middlewares; other rejected objects",
-            None,
-            MetricType::Gauge,
-        )?;
-        let runtime = self.status.borrow().runtime.clone();
-        let disabled = |infos: &std::collections::BTreeMap<String, crate::dynamic::runtime::Info>| {
-            infos.values().filter(|i| i.status == crate::dynamic::runtime::Status::Disabled).count()
-        };
-        let kinds = [
-            ("router", disabled(&runtime.routers)),
-            ("service", disabled(&runtime.services)),
-            ("middleware", disabled(&runtime.middlewares)),
-        ];
-        let listed: usize = kinds.iter().map(|(_, n)| n).sum();
-        let other = (c.rejected.load(relaxed) as usize).saturating_sub(listed);
-        for (kind, n) in kinds.into_iter().chain([("other", other)]) {
-            gauge(&mut m, &vec![("kind", Escaped(kind))], n as f64)?;
-        }
-        let delay = c.apply_delay.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let mut m = e.encode_descriptor(
-            "pylon_config_apply_delay_seconds",
-            "From a store change reaching this replica to the table that serves it",
-            None,
-            MetricType::Histogram,
-        )?;
-        control_histogram(&mut m, &delay)?;
-        let mut m = e.encode_descriptor(
-            "pylon_store_up",
-            "Whether the store answered the last probe",
-            None,
-            MetricType::Gauge,
-        )?;
-        m.encode_gauge(&(if c.store_up.load(relaxed) { 1.0 } else { 0.0 }))?;
-        let orders = c.orders.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let mut m = e.encode_descriptor(
-            "pylon_acme_orders",
-            "Certificate orders of this replica, by result",
-            None,
-            MetricType::Counter,
-        )?;
-        for result in ["issued", "renewed", "failed", "taken_over", "lock_lost"] {
-            counter(&mut m, &vec![("result", Escaped(result))], orders.get(result).copied().unwrap_or(0))?;
-        }
-        let took = c.order_duration.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let mut m = e.encode_descriptor(
-            "pylon_acme_order_duration_seconds",
-            "From an order's start to its certificate stored",
-            None,
-            MetricType::Histogram,
-        )?;
-        control_histogram(&mut m, &took)?;
-        let mut m = e.encode_descriptor(
-            "pylon_acme_on_demand_refused",
-            "Names onDemand refused to order (policy, ask, rate)",
-            None,
-            MetricType::Counter,
-        )?;
-        m.encode_counter::<NoLabelSet, u64, u64>(&c.on_demand_refused.load(relaxed), None)?;
-        if let Some((stored, holder)) = &self.locks {
-            let held = stored.borrow().locked.values().filter(|(h, _)| h == holder).count();
-            let mut m = e.encode_descriptor(
-                "pylon_acme_locks_held",
-                "Certificate locks this replica holds",
-                None,
-                MetricType::Gauge,
-            )?;
-            m.encode_gauge(&(held as f64))?;
-        }
-        Ok(())
+        self.pylon(&mut e)
     }
 }
 
-/// A histogram without labels.
-fn control_histogram(m: &mut MetricEncoder, h: &Histogram) -> fmt::Result {
-    m.encode_histogram::<NoLabelSet>(h.sum, h.count, &per_bucket(h.bounds, &h.buckets, h.count), None)
-}
+mod pylon;
 
 #[cfg(test)]
 mod tests;
