@@ -73,16 +73,18 @@ pub async fn acme_command(cli: &Cli, action: &acme::admin::Action) -> Result<(),
         Some(tree) => Some(config::load(tree).map_err(SetupError::from)?),
         None => None,
     };
-    let target = setup::target(&cli.global, file.as_ref().and_then(|l| l.store.as_ref()))?;
+    let target = setup::target(&cli.global, file.as_ref().and_then(|l| l.store.as_ref()), &cli.overrides)?;
     let store = store::open(&target.spec).await.map_err(SetupError::from)?;
     let loaded = match file {
         Some(loaded) => loaded,
         None => setup::stored_config(&store, &target.keys, &cli.overrides).await?,
     };
-    let Some(acme) = &loaded.config.acme else {
-        return Err(RunError::Certificate("the static configuration has no [acme] section".into()));
-    };
-    acme::admin::run(&store, &target.keys, acme, action, &mut std::io::stdout()).await?;
+    if loaded.config.resolvers.is_empty() {
+        return Err(RunError::Certificate(
+            "the static configuration has no certificate resolver ([acme] or certificatesResolvers)".into(),
+        ));
+    }
+    acme::admin::run(&store, &target.keys, &loaded.config.resolvers, action, &mut std::io::stdout()).await?;
     Ok(())
 }
 
@@ -92,7 +94,7 @@ pub async fn cluster_command(cli: &Cli) -> Result<(), RunError> {
         Some(tree) => Some(config::load(tree).map_err(SetupError::from)?),
         None => None,
     };
-    let target = setup::target(&cli.global, file.as_ref().and_then(|l| l.store.as_ref()))?;
+    let target = setup::target(&cli.global, file.as_ref().and_then(|l| l.store.as_ref()), &cli.overrides)?;
     let store = store::open(&target.spec).await.map_err(SetupError::from)?;
     let replicas = crate::control::replicas::list(&store, &target.keys).await.map_err(acme::AcmeError::from)?;
     let mut out = std::io::stdout();
@@ -109,7 +111,7 @@ pub async fn run(cli: &Cli, logging: &Logging, shutdown: CancellationToken) -> R
         None => None,
     };
     // 2. The store.
-    let target = setup::target(&cli.global, file.as_ref().and_then(|l| l.store.as_ref()))?;
+    let target = setup::target(&cli.global, file.as_ref().and_then(|l| l.store.as_ref()), &cli.overrides)?;
     let Some(store) = connect(&target.spec, &shutdown).await else { return Ok(()) };
     // 3. The static configuration.
     let loaded: Loaded = match file {
@@ -161,9 +163,10 @@ pub async fn run(cli: &Cli, logging: &Logging, shutdown: CancellationToken) -> R
     // 6. Listen, register, then order: a validation request must find the entrypoints bound.
     let server = Server::bind(config.clone()).await?;
     let (stored, acme_state) = tokio::sync::watch::channel(Arc::default());
-    if let Some(acme) = &config.acme {
+    if !config.resolvers.is_empty() {
         let refused = control_metrics.on_demand_refused.clone();
-        let manager = acme_manager(acme, &store, &target.keys, (&certs, &plane), wanted, (events.clone(), refused))?;
+        let manager =
+            acme_manager(&config.resolvers, &store, &target.keys, (&certs, &plane), wanted, (events.clone(), refused))?;
         let manager = acme::Manager { grace: config.lifecycle.grace_timeout, stored, ..manager };
         tasks.spawn(manager.run(shutdown.child_token()));
     }
@@ -211,7 +214,7 @@ pub async fn run(cli: &Cli, logging: &Logging, shutdown: CancellationToken) -> R
         source = if cli.global.configfile.is_some() { "file" } else { "store" },
         entrypoints = config.entry_points.len(),
         routers = status.borrow().routers,
-        acme = config.acme.is_some(),
+        resolvers = config.resolvers.len(),
         "pylon {} started",
         env!("CARGO_PKG_VERSION")
     );
@@ -222,7 +225,7 @@ pub async fn run(cli: &Cli, logging: &Logging, shutdown: CancellationToken) -> R
         config.metrics.as_ref().map(|m| &*Box::leak(Box::new(Metrics::new(m.settings.clone()))));
     let provider = target.spec.provider();
     let scrape = config.metrics.as_ref().map(|_| {
-        let locks = config.acme.as_ref().map(|_| (acme_state.clone(), holder()));
+        let locks = (!config.resolvers.is_empty()).then(|| (acme_state.clone(), holder()));
         let status = metrics_status;
         Scrape::new(Exposition {
             metrics,
@@ -233,7 +236,7 @@ pub async fn run(cli: &Cli, logging: &Logging, shutdown: CancellationToken) -> R
             locks,
         })
     });
-    let cluster = Cluster { replicas, acme: config.acme.as_ref().map(|_| acme_state) };
+    let cluster = Cluster { replicas, acme: (!config.resolvers.is_empty()).then_some(acme_state) };
     let api = config.api.as_ref().map(|_| Api {
         cluster,
         control: control_metrics.clone(),
@@ -255,7 +258,7 @@ pub async fn run(cli: &Cli, logging: &Logging, shutdown: CancellationToken) -> R
         upstream,
         draining: Arc::default(),
         access_log,
-        acme_http01: config.acme.is_some(),
+        acme_http01: !config.resolvers.is_empty(),
         tasks: TaskTracker::new(),
         metrics,
         internal,
@@ -273,16 +276,17 @@ pub async fn run(cli: &Cli, logging: &Logging, shutdown: CancellationToken) -> R
 
 /// This replica's ACME manager, and its part in handshakes (onDemand) set on the plane.
 fn acme_manager(
-    acme: &config::model::Acme,
+    resolvers: &[config::model::Acme],
     store: &Store,
     keys: &crate::control::store::keys::Keys,
     (certs, plane): (&Arc<CertStore>, &Arc<Plane>),
-    wanted: tokio::sync::watch::Receiver<Vec<config::model::Domain>>,
+    wanted: tokio::sync::watch::Receiver<acme::Wanted>,
     (events, refused): (Bus, Arc<std::sync::atomic::AtomicU64>),
 ) -> Result<acme::Manager, RunError> {
-    let keyring = acme::keyring(acme).map_err(RunError::Certificate)?;
+    // The resolvers share one storage key (the configuration checks it).
+    let keyring = acme::keyring(&resolvers[0]).map_err(RunError::Certificate)?;
     let (demand, demands) = tokio::sync::mpsc::unbounded_channel();
-    if acme.on_demand {
+    if let Some(acme) = resolvers.iter().find(|a| a.on_demand) {
         let mut on_demand = acme::on_demand::OnDemand::new(acme.on_demand_policy.clone(), demand)
             .map_err(|e| RunError::Certificate(format!("acme.onDemandPolicy: {e}")))?;
         on_demand.refused = refused;
@@ -291,7 +295,7 @@ fn acme_manager(
     Ok(acme::Manager {
         store: store.clone(),
         keys: keys.clone(),
-        acme: acme.clone(),
+        resolvers: resolvers.to_vec(),
         keyring: Arc::new(keyring),
         holder: holder(),
         certs: certs.clone(),

@@ -131,10 +131,74 @@ const NAMED: &[&str] = &[
     "version",
 ];
 
-/// Parses the command line: named flags through clap, the rest into overrides.
+/// Top-level static keys a `PYLON_*` variable may set (`PYLON_ENTRYPOINTS_WEB_ADDRESS`).
+const ENV_SECTIONS: &[&str] = &[
+    "entrypoints",
+    "providers",
+    "certificatesresolvers",
+    "api",
+    "ping",
+    "metrics",
+    "log",
+    "accesslog",
+    "serverstransport",
+    "lifecycle",
+    "global",
+    "acme",
+    "web",
+    "consul",
+    "etcd",
+    "file",
+    "defaultentrypoints",
+    "respondingtimeouts",
+    "forwardingtimeouts",
+    "limits",
+    "traefiklog",
+    "insecureskipverify",
+    "maxidleconnsperhost",
+    "rootcas",
+    "gracetimeout",
+];
+
+/// Static settings from `PYLON_*` variables, Traefik's `TRAEFIK_*` under Pylon's name: `_`
+/// separates the key's segments, which are lowercased (entrypoint and resolver names too, as
+/// Traefik does). Variables clap reads (`PYLON_CONSUL_ENDPOINT`, ...) and Kubernetes'
+/// service links (`PYLON_API_SERVICE_HOST`, `PYLON_PORT_80_TCP`) are not settings.
+pub fn env_overrides<I: IntoIterator<Item = (String, String)>>(vars: I) -> Vec<Override> {
+    let mut out: Vec<Override> = vars
+        .into_iter()
+        .filter_map(|(name, value)| {
+            let rest = name.strip_prefix("PYLON_")?;
+            let lower = rest.to_ascii_lowercase();
+            let path: Vec<String> = lower.split('_').map(String::from).collect();
+            let named = NAMED.contains(&lower.replace('_', ".").as_str()) || lower == "storage_key";
+            let link = lower.contains("_service_host")
+                || lower.contains("_service_port")
+                || lower.ends_with("_port")
+                || lower.split("_port_").nth(1).is_some_and(|tail| tail.starts_with(|c: char| c.is_ascii_digit()));
+            if named || link || !ENV_SECTIONS.contains(&path[0].as_str()) || path.iter().any(String::is_empty) {
+                return None;
+            }
+            Some(Override { path, value, origin: Origin::Env(name) })
+        })
+        .collect();
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out
+}
+
+/// Parses the command line: named flags through clap, the rest into overrides, after the
+/// `PYLON_*` variables' (flags win over variables, which win over the file).
 pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, clap::Error> {
+    parse_with_env(args, std::env::vars())
+}
+
+pub fn parse_with_env<I, E>(args: I, vars: E) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = String>,
+    E: IntoIterator<Item = (String, String)>,
+{
     let mut rest = Vec::new();
-    let mut overrides = Vec::new();
+    let mut overrides = env_overrides(vars);
     for arg in args {
         let Some(flag) = arg.strip_prefix("--") else {
             rest.push(arg);
@@ -239,6 +303,37 @@ mod tests {
         assert!(paths.contains(&("entrypoints.http.address".into(), ":80")));
         assert!(paths.contains(&("entrypoints.http.redirect.entrypoint".into(), "https")));
         assert!(paths.contains(&("entrypoints.https.tls".into(), "{}")));
+    }
+
+    #[test]
+    fn pylon_variables_are_traefiks_under_pylons_name_and_flags_win() {
+        let vars = [
+            ("PYLON_ENTRYPOINTS_WEB_ADDRESS", ":80"),
+            ("PYLON_PROVIDERS_ETCD_ENDPOINTS", "a:2379,b:2379"),
+            ("PYLON_CERTIFICATESRESOLVERS_LE_ACME_EMAIL", "ops@example.com"),
+            ("PYLON_CERTIFICATESRESOLVERS_LE_ACME_TLSCHALLENGE", "true"),
+            ("PYLON_CONSUL_ENDPOINT", "c:8500"),
+            ("PYLON_API_SERVICE_HOST", "10.0.0.1"),
+            ("PYLON_PORT_80_TCP_ADDR", "10.0.0.1"),
+            ("PYLON_STORAGE_KEY", "k1:AAAA"),
+            ("HOME", "/root"),
+        ];
+        let vars = vars.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        let cli = parse_with_env(args(&["--entryPoints.web.address=:8000"]), vars).unwrap();
+        let set: Vec<(String, &str)> = cli.overrides.iter().map(|o| (o.path.join("."), o.value.as_str())).collect();
+        assert_eq!(
+            set,
+            [
+                ("certificatesresolvers.le.acme.email".to_string(), "ops@example.com"),
+                ("certificatesresolvers.le.acme.tlschallenge".into(), "true"),
+                ("entrypoints.web.address".into(), ":80"),
+                ("providers.etcd.endpoints".into(), "a:2379,b:2379"),
+                ("entryPoints.web.address".into(), ":8000"),
+            ]
+        );
+        let tree = crate::setup::with_overrides(crate::config::Node::empty(), &cli.overrides).unwrap();
+        let loaded = crate::config::load(tree).unwrap();
+        assert_eq!(loaded.config.entry_points["web"].address.port(), 8000, "the flag wins over the variable");
     }
 
     #[test]

@@ -4,10 +4,12 @@
 //! a KV key. Unknown keys are warnings; wrong types and invalid values are errors.
 
 mod acme;
+pub mod dialect;
 mod entrypoint;
 pub mod file;
 pub(crate) mod lenient;
 pub mod model;
+pub mod providers;
 pub mod tls_options;
 pub mod transport;
 pub mod tree;
@@ -72,13 +74,22 @@ pub struct Loaded {
 /// Collects located errors and warnings while the configuration is checked.
 pub struct Checker {
     origins: BTreeMap<String, Origin>,
+    /// How keys folded from Traefik v3's vocabulary are named in messages.
+    aliases: dialect::Aliases,
+    pub dialect: dialect::Dialect,
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
 }
 
 impl Checker {
     pub fn new(origins: BTreeMap<String, Origin>) -> Checker {
-        Checker { origins, errors: Vec::new(), warnings: Vec::new() }
+        Checker {
+            origins,
+            aliases: dialect::Aliases::default(),
+            dialect: dialect::Dialect::V1,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+        }
     }
 
     /// The errors and warnings collected so far, leaving the checker empty.
@@ -99,7 +110,7 @@ impl Checker {
         let deserializer = serde_ignored::Deserializer::new(value, &mut on_ignored);
         let result: Result<T, _> = serde_path_to_error::deserialize(deserializer);
         for path in ignored {
-            let full = join(&path);
+            let full = self.aliases.shown(&join(&path));
             let top = full.split('.').next().unwrap_or_default();
             if base.is_empty() && path == top && file::FOREIGN_PROVIDERS.contains(&top) {
                 self.warn(&full, format!("[{top}] is a Traefik provider that Pylon does not implement; ignored (Pylon reads dynamic configuration from the KV store)"));
@@ -111,7 +122,8 @@ impl Checker {
             Ok(value) => Some(value),
             Err(err) => {
                 let path = join(&err.path().iter().map(segment).collect::<Vec<_>>().join("."));
-                let shown = if path.is_empty() { "config" } else { &path };
+                let written = self.aliases.shown(&path);
+                let shown = if path.is_empty() { "config" } else { &written };
                 let message = format!("{shown}: {}", err.inner().message());
                 self.error(&path, message);
                 None
@@ -158,8 +170,18 @@ pub fn read_file(path: &Path) -> Result<Node, ConfigError> {
 
 /// Reads a source tree into a validated configuration.
 pub fn load(tree: Node) -> Result<Loaded, ConfigError> {
-    let (value, origins) = tree.into_value();
+    let (mut value, mut origins) = tree.into_value();
+    dialect::enable_flagged_sections(&mut value);
+    let dialect = dialect::detect(&value, &origins).map_err(|d| ConfigError(vec![d]))?;
+    let (aliases, errors, warnings) = match dialect {
+        dialect::Dialect::V3 => dialect::fold_v3(&mut value, &mut origins),
+        dialect::Dialect::V1 => Default::default(),
+    };
     let mut checker = Checker::new(origins);
+    checker.aliases = aliases;
+    checker.dialect = dialect;
+    checker.errors.extend(errors);
+    checker.warnings.extend(warnings);
     let Some(raw) = checker.deserialize::<file::RawConfig>(value, "") else {
         let (errors, warnings) = checker.take();
         for warning in &warnings {
@@ -178,6 +200,26 @@ pub fn load(tree: Node) -> Result<Loaded, ConfigError> {
             Err(ConfigError(checker.errors))
         }
     }
+}
+
+/// The store that flags alone name (`--providers.etcd.endpoints=...`, `--consul.endpoint=...`
+/// as a dotted flag), for a command that reads its static configuration from that store.
+pub fn store_of(tree: Node) -> Result<Option<StoreSection>, ConfigError> {
+    #[derive(Default, serde::Deserialize)]
+    struct Stores {
+        etcd: Option<file::RawKvStore>,
+        consul: Option<file::RawKvStore>,
+    }
+    let (mut value, mut origins) = tree.into_value();
+    dialect::enable_flagged_sections(&mut value);
+    if dialect::detect(&value, &origins).map_err(|d| ConfigError(vec![d]))? == dialect::Dialect::V3 {
+        dialect::fold_v3(&mut value, &mut origins);
+    }
+    let mut checker = Checker::new(origins);
+    let stores = checker.deserialize::<Stores>(value, "");
+    let Some(Stores { etcd, consul }) = stores else { return Err(ConfigError(checker.take().0)) };
+    let raw = file::RawConfig { etcd, consul, ..Default::default() };
+    Ok(store_section(&raw))
 }
 
 fn store_section(raw: &file::RawConfig) -> Option<StoreSection> {
@@ -223,3 +265,6 @@ fn ignored_path(path: &serde_ignored::Path) -> String {
         format!("{parent}.{own}")
     }
 }
+
+#[cfg(test)]
+mod tests_v3;

@@ -47,8 +47,15 @@ pub fn with_overrides(tree: Node, overrides: &[Override]) -> Result<Node, Config
     Ok(tree.overlay(flags))
 }
 
-/// Chooses the store: flags first, then the file's `[etcd]`/`[consul]`, then the embedded one.
-pub fn target(global: &Global, file: Option<&StoreSection>) -> Result<Target, SetupError> {
+/// Chooses the store: named flags first (`--etcd.endpoint`), then the file's `[etcd]`/`[consul]`
+/// (v3: `providers.etcd`/`providers.consul`) with the dotted flags on it, or without a file the
+/// dotted flags alone (`--providers.etcd.endpoints=...`), then the embedded store.
+pub fn target(global: &Global, file: Option<&StoreSection>, overrides: &[Override]) -> Result<Target, SetupError> {
+    let flagged = match (file, global.configfile.is_some()) {
+        (None, false) => config::store_of(with_overrides(Node::empty(), overrides)?)?,
+        _ => None,
+    };
+    let file = file.or(flagged.as_ref());
     let from_file = |kind| file.filter(|s| s.kind == kind);
     if global.etcd || (!global.consul && from_file(StoreKind::Etcd).is_some()) {
         let section = from_file(StoreKind::Etcd);

@@ -45,7 +45,7 @@ pub async fn storeconfig(
         tracing::warn!("{warning}");
     }
     let dynamic_tree = dynamic_file.map(read_dynamic).transpose()?;
-    let target = setup::target(global, loaded.as_ref().and_then(|l| l.store.as_ref()))?;
+    let target = setup::target(global, loaded.as_ref().and_then(|l| l.store.as_ref()), overrides)?;
 
     let mut parts: Vec<Part> = Vec::new();
     if let Some(tree) = &static_tree {

@@ -38,6 +38,14 @@ pub struct RawConfig {
     pub accesslog: Option<RawAccessLog>,
     pub traefiklog: Option<RawTraefikLog>,
     pub acme: Option<RawAcme>,
+    /// Traefik v3: `certificatesResolvers.<name>.acme`.
+    #[serde(default)]
+    pub certificatesresolvers: BTreeMap<String, super::providers::RawResolver>,
+    /// Traefik v3's providers left after [`super::dialect::fold_v3`] took etcd, Consul and file.
+    pub providers: Option<toml::Table>,
+    /// The file provider: v1.7's `[file]`, v3's `providers.file`.
+    pub file: Option<super::providers::RawFileProvider>,
+    pub global: Option<super::providers::RawGlobal>,
     pub consul: Option<RawKvStore>,
     pub etcd: Option<RawKvStore>,
     // Accepted for compatibility with Traefik files; they change nothing in Pylon.
@@ -58,6 +66,9 @@ pub struct RawEntryPoint {
     pub proxyprotocol: Option<RawTrustedIps>,
     #[serde(default, deserialize_with = "lenient::bool")]
     pub compress: Option<bool>,
+    /// Traefik v3: routers that name no entrypoint use the `asDefault` ones.
+    #[serde(default, deserialize_with = "lenient::bool")]
+    pub asdefault: Option<bool>,
     /// Traefik 1.x's `auth`, `whiteList` and `whitelistSourceRange`: read to be refused.
     pub auth: Option<toml::Value>,
     pub whitelist: Option<toml::Value>,
@@ -325,6 +336,10 @@ pub struct RawAcme {
     #[serde(default, deserialize_with = "lenient::duration")]
     pub failurebackoff: Option<std::time::Duration>,
     pub eab: Option<RawEab>,
+    /// Traefik v3: the lifetime (hours) the CA gives; Pylon reads it off each certificate.
+    #[serde(default, deserialize_with = "lenient::u64")]
+    pub certificatesduration: Option<u64>,
+    pub preferredchain: Option<String>,
     pub ondemandpolicy: Option<RawOnDemandPolicy>,
 }
 
@@ -372,6 +387,8 @@ pub struct RawKvStore {
     pub password: Option<String>,
     #[serde(default, deserialize_with = "lenient::bool")]
     pub useapiv3: Option<bool>,
+    /// Read to be refused: Pylon speaks to the stores in plain text.
+    pub tls: Option<toml::Value>,
 }
 
 /// Sections of Traefik's other providers, which Pylon does not implement: a file that has them
@@ -379,7 +396,6 @@ pub struct RawKvStore {
 pub const FOREIGN_PROVIDERS: &[&str] = &[
     "kubernetes",
     "docker",
-    "file",
     "marathon",
     "rancher",
     "ecs",

@@ -35,7 +35,10 @@ pub struct StaticConfig {
     /// The entrypoint that serves Prometheus metrics at `/metrics`.
     pub metrics: Option<Prometheus>,
     pub access_log: Option<AccessLog>,
-    pub acme: Option<Acme>,
+    /// The certificate resolvers: v3's `certificatesResolvers`, or v1.7's one `[acme]`.
+    pub resolvers: Vec<Acme>,
+    /// The file provider, if the configuration names one.
+    pub file: Option<super::providers::FileProvider>,
     pub transport: Transport,
 }
 
@@ -62,6 +65,11 @@ pub struct EntryPoint {
 }
 
 impl StaticConfig {
+    /// The resolver a router's `tls.certResolver` names (v1.7's `[acme]` answers to any name).
+    pub fn resolver(&self, name: &str) -> Option<&Acme> {
+        self.resolvers.iter().find(|r| r.name == name || r.any_resolver)
+    }
+
     /// Each entrypoint's own TLS settings, which TLS options can only make stricter. A plain
     /// entrypoint terminates TLS for clients that start a handshake; it does so under every TLS
     /// entrypoint's settings, so that no TLS connection is weaker than one of them.
@@ -383,7 +391,15 @@ pub(super) fn build(raw: RawConfig, c: &mut Checker) -> Option<StaticConfig> {
             }
             list.clone()
         }
-        None => entry_points.keys().filter(|n| *n != INTERNAL_ENTRYPOINT).cloned().collect(),
+        None => {
+            // Traefik v3: the `asDefault` entrypoints, else every one but the internal one.
+            let chosen: Vec<String> =
+                raw.entrypoints.iter().filter(|(_, ep)| ep.asdefault == Some(true)).map(|(n, _)| n.clone()).collect();
+            match chosen.is_empty() {
+                true => entry_points.keys().filter(|n| *n != INTERNAL_ENTRYPOINT).cloned().collect(),
+                false => chosen,
+            }
+        }
     };
 
     let lifecycle = Lifecycle {
@@ -406,7 +422,9 @@ pub(super) fn build(raw: RawConfig, c: &mut Checker) -> Option<StaticConfig> {
             }
         },
     });
-    let acme = raw.acme.as_ref().map(|a| super::acme::acme(a, c, &entry_points));
+    let resolvers = super::acme::resolvers(&raw, c, &entry_points);
+    super::providers::check(&raw, c);
+    let file = super::providers::file_provider(&raw, c);
     let transport = super::transport::build(&raw, c);
     if !c.ok() {
         return None;
@@ -420,7 +438,8 @@ pub(super) fn build(raw: RawConfig, c: &mut Checker) -> Option<StaticConfig> {
         api,
         metrics,
         access_log,
-        acme,
+        resolvers,
+        file,
         transport,
     })
 }

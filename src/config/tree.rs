@@ -19,8 +19,14 @@ pub(super) fn too_deep() -> String {
 /// Where a value came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Origin {
-    File { path: String, line: usize, column: usize },
+    File {
+        path: String,
+        line: usize,
+        column: usize,
+    },
     Flag(String),
+    /// A `PYLON_*` environment variable.
+    Env(String),
     Store(String),
     Default,
 }
@@ -30,6 +36,7 @@ impl std::fmt::Display for Origin {
         match self {
             Origin::File { path, line, column } => write!(f, "{path}:{line}:{column}"),
             Origin::Flag(flag) => write!(f, "flag {flag}"),
+            Origin::Env(name) => write!(f, "environment variable {name}"),
             Origin::Store(key) => match crate::limits::prefix(key, crate::limits::SHOWN_KEY) {
                 (all, true) => write!(f, "KV key {all}"),
                 (start, false) => write!(f, "KV key {start}... ({} bytes)", key.len()),
@@ -50,8 +57,8 @@ pub enum Node {
 /// lowercased); `*` stands for any one segment.
 pub type NamedTables = &'static [&'static [&'static str]];
 
-/// In the static configuration: entrypoint names.
-pub const STATIC_NAMES: NamedTables = &[&["entrypoints"]];
+/// In the static configuration: entrypoint and certificate resolver names.
+pub const STATIC_NAMES: NamedTables = &[&["entrypoints"], &["certificatesresolvers"]];
 
 fn is_named(names: NamedTables, path: &[String]) -> bool {
     names
@@ -143,7 +150,14 @@ impl Node {
                 "[]" => Node::Array(Vec::new(), origin),
                 _ => Node::Value(toml::Value::String(value), origin),
             };
-            root.set(&path, leaf);
+            // Keys lowercased as they are set, so that a later pair replaces an earlier one
+            // whatever the case each was written in (`--entryPoints.web` after `PYLON_ENTRYPOINTS_WEB`).
+            let mut keys: Vec<String> = Vec::with_capacity(path.len());
+            for segment in path {
+                let named = is_named(names, &keys);
+                keys.push(if named { segment } else { segment.to_ascii_lowercase() });
+            }
+            root.set(&keys, leaf);
         }
         Ok(root.normalized(&[], names))
     }

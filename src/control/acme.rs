@@ -85,42 +85,67 @@ pub fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
+/// The certificates the dynamic configuration asks for, by resolver name.
+pub type Wanted = std::collections::BTreeMap<String, Vec<Domain>>;
+
 /// The certificates the dynamic configuration asks for: per TLS router that uses ACME (its
-/// `tls.certResolver` is set, or its entrypoint's `http.tls.certResolver`, or `onHostRule` is
-/// on), its `tls.domains`, else its entrypoint's `http.tls.domains`, else the hosts of its rule,
-/// as one certificate.
-pub fn wanted(config: &DynamicConfig, statics: &StaticConfig) -> Vec<Domain> {
-    let Some(acme) = &statics.acme else { return Vec::new() };
-    let mut out = Vec::new();
+/// `tls.certResolver` is set, or its entrypoint's `http.tls.certResolver`, or v1.7's
+/// `onHostRule` is on), its `tls.domains`, else its entrypoint's `http.tls.domains`, else the
+/// hosts of its rule, as one certificate, for the resolver it names. A router naming a resolver
+/// that does not exist gets none (and a warning from [`unknown_resolvers`]).
+pub fn wanted(config: &DynamicConfig, statics: &StaticConfig) -> Wanted {
+    let mut out = Wanted::new();
+    if statics.resolvers.is_empty() {
+        return out;
+    }
     for router in config.routers.values() {
         let entry_points =
             if router.entry_points.is_empty() { &statics.default_entry_points } else { &router.entry_points };
         let entry_points: Vec<_> = entry_points.iter().filter_map(|ep| statics.entry_points.get(ep)).collect();
         let on_tls_entry_point = entry_points.iter().any(|e| e.tls.is_some());
         let inherited = entry_points.iter().filter_map(|e| e.router_tls.as_ref());
-        let resolver = match &router.tls {
-            Some(tls) => tls.cert_resolver.is_some(),
-            None => inherited.clone().any(|t| t.cert_resolver.is_some()),
+        let named = match &router.tls {
+            Some(tls) => tls.cert_resolver.clone(),
+            None => inherited.clone().find_map(|t| t.cert_resolver.clone()),
         };
-        if !(resolver || (acme.on_host_rule && (router.tls.is_some() || on_tls_entry_point))) {
-            continue;
-        }
+        let host_rule = statics.resolvers.iter().find(|a| a.on_host_rule);
+        let resolver = match named {
+            Some(name) => statics.resolver(&name),
+            None => host_rule.filter(|_| router.tls.is_some() || on_tls_entry_point),
+        };
+        let Some(resolver) = resolver else { continue };
         let mut domains = router.tls.as_ref().map(|t| t.domains.as_slice()).filter(|d| !d.is_empty());
         if router.tls.is_none() {
             domains = inherited.map(|t| t.domains.as_slice()).find(|d| !d.is_empty());
         }
+        let list = out.entry(resolver.name.clone()).or_default();
         match domains {
-            Some(domains) => out.extend(domains.iter().cloned()),
+            Some(domains) => list.extend(domains.iter().cloned()),
             None => {
                 let mut hosts = router.rule.hosts().into_iter().filter(|h| valid_name(h));
                 if let Some(main) = hosts.next() {
-                    out.push(Domain { main, sans: hosts.collect() });
+                    list.push(Domain { main, sans: hosts.collect() });
                 }
             }
         }
     }
-    out.sort_by(|a, b| a.main.cmp(&b.main));
-    out.dedup_by(|a, b| a.main == b.main);
+    for list in out.values_mut() {
+        list.sort_by(|a, b| a.main.cmp(&b.main));
+        list.dedup_by(|a, b| a.main == b.main);
+    }
+    out
+}
+
+/// `router name → resolver name` for each router whose `tls.certResolver` (own or inherited)
+/// names no resolver of the static configuration.
+pub fn unknown_resolvers(config: &DynamicConfig, statics: &StaticConfig) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (name, router) in &config.routers {
+        let Some(resolver) = router.tls.as_ref().and_then(|t| t.cert_resolver.as_ref()) else { continue };
+        if statics.resolver(resolver).is_none() {
+            out.push((name.to_string(), resolver.clone()));
+        }
+    }
     out
 }
 
@@ -175,10 +200,47 @@ mod tests {
         "#;
         let config = dynamic::build(Node::from_toml("d.toml", routers, DYNAMIC_NAMES).unwrap());
         let wanted: Vec<(String, Vec<String>)> =
-            super::wanted(&config, &statics).into_iter().map(|d| (d.main, d.sans)).collect();
+            super::wanted(&config, &statics)["acme"].iter().map(|d| (d.main.clone(), d.sans.clone())).collect();
         assert_eq!(
             wanted,
             [("example.com".into(), vec!["*.example.com".to_string()]), ("own.example.org".into(), vec![])]
         );
+    }
+
+    #[test]
+    fn each_router_gets_its_certificate_from_the_resolver_it_names() {
+        let statics = r#"
+            entryPoints:
+              web: { address: ":80" }
+              websecure: { address: ":443", http: { tls: { certResolver: alpn } } }
+            certificatesResolvers:
+              http01: { acme: { email: ops@example.com, httpChallenge: { entryPoint: web } } }
+              alpn: { acme: { email: ops@example.com, tlsChallenge: {} } }
+        "#;
+        let statics = load(Node::from_yaml("s.yml", statics, STATIC_NAMES).unwrap()).unwrap().config;
+        let routers = r#"
+            [http.routers.a]
+            rule = "Host(`a.example.com`)"
+            service = "s"
+            tls = { certResolver = "http01" }
+            [http.routers.b]
+            rule = "Host(`b.example.com`)"
+            service = "s"
+            entryPoints = ["websecure"]
+            [http.routers.c]
+            rule = "Host(`c.example.com`)"
+            service = "s"
+            tls = { certResolver = "nope" }
+            [http.services.s.loadBalancer]
+            servers = [{ url = "http://127.0.0.1:9" }]
+        "#;
+        let config = dynamic::build(Node::from_toml("d.toml", routers, DYNAMIC_NAMES).unwrap());
+        let wanted = super::wanted(&config, &statics);
+        let mains = |r: &str| wanted[r].iter().map(|d| d.main.clone()).collect::<Vec<_>>();
+        assert_eq!(mains("http01"), ["a.example.com"]);
+        assert_eq!(mains("alpn"), ["b.example.com"], "b inherits its entrypoint's resolver");
+        assert_eq!(wanted.len(), 2, "no resolver is named nope");
+        let unknown = super::unknown_resolvers(&config, &statics);
+        assert_eq!(unknown, [("c".to_string(), "nope".to_string())]);
     }
 }

@@ -58,7 +58,7 @@ pub struct Watcher {
     pub upstream: Upstream,
     pub status: watch::Sender<Status>,
     /// The certificates the routers ask ACME for (when `[acme]` is configured).
-    pub acme_wanted: watch::Sender<Vec<crate::config::model::Domain>>,
+    pub acme_wanted: watch::Sender<crate::control::acme::Wanted>,
     /// The pools of the current table, reused by the next build when unchanged.
     pools: HashMap<String, Arc<Pool>>,
     /// Every owner's keys as stored, and decoded.
@@ -125,7 +125,7 @@ impl Watcher {
             tasks,
             upstream,
             status: watch::channel(Status::default()).0,
-            acme_wanted: watch::channel(Vec::new()).0,
+            acme_wanted: watch::channel(Default::default()).0,
             pools: HashMap::new(),
             mirror: Mirror::default(),
             parts: Parts::default(),
@@ -311,6 +311,11 @@ impl Watcher {
                     .map(|(key, why)| format!("{}: {why}; ignored", crate::config::Origin::Store(key.clone()))),
             )
             .chain(conflicts)
+            .chain(crate::control::acme::unknown_resolvers(&config, &self.statics).into_iter().map(
+                |(router, resolver)| {
+                    format!("router {router}: tls.certResolver {resolver:?} is not a certificate resolver of the static configuration; it gets no ACME certificate")
+                },
+            ))
             .collect();
         for warning in warnings.difference(&self.warned) {
             tracing::warn!("{warning}");
@@ -322,7 +327,7 @@ impl Watcher {
             snapshot.table = Arc::new(table);
             snapshot.handshakes = Arc::new(handshakes);
         });
-        if self.statics.acme.is_some() {
+        if !self.statics.resolvers.is_empty() {
             let wanted = crate::control::acme::wanted(&config, &self.statics);
             self.acme_wanted.send_if_modified(|current| {
                 let changed = *current != wanted;

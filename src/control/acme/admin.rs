@@ -31,14 +31,27 @@ pub enum Action {
 pub async fn run(
     store: &Store,
     keys: &Keys,
-    acme: &Acme,
+    resolvers: &[Acme],
     action: &Action,
     out: &mut dyn Write,
 ) -> Result<(), AcmeError> {
     match action {
         Action::List => list(store, keys, out).await,
-        Action::Renew { name } => renew(store, keys, acme, name, out).await,
-        Action::Revoke { name } => revoke(store, keys, acme, name, out).await,
+        Action::Renew { name } => renew(store, keys, resolvers, name, out).await,
+        Action::Revoke { name } => revoke(store, keys, resolvers, name, out).await,
+    }
+}
+
+/// The resolver whose CA issued `record`; for a renewal, else the first (the CA moved).
+fn issuer<'a>(resolvers: &'a [Acme], record: &CertRecord, renewing: bool) -> Result<&'a Acme, AcmeError> {
+    let by_ca = resolvers.iter().find(|a| a.ca_server == record.ca);
+    match (by_ca, resolvers.first()) {
+        (Some(acme), _) => Ok(acme),
+        (None, Some(first)) if renewing => Ok(first),
+        _ => Err(AcmeError::Setup(format!(
+            "{} was issued by {}, which no certificate resolver of this configuration uses",
+            record.main, record.ca
+        ))),
     }
 }
 
@@ -107,8 +120,15 @@ fn holder() -> String {
     format!("pylon-acme-cli/{}", std::process::id())
 }
 
-async fn renew(store: &Store, keys: &Keys, acme: &Acme, name: &str, out: &mut dyn Write) -> Result<(), AcmeError> {
+async fn renew(
+    store: &Store,
+    keys: &Keys,
+    resolvers: &[Acme],
+    name: &str,
+    out: &mut dyn Write,
+) -> Result<(), AcmeError> {
     let record = find(store, keys, name).await?;
+    let acme = issuer(resolvers, &record, true)?;
     let keyring = super::keyring(acme).map_err(AcmeError::Setup)?;
     let holder = holder();
     let account = account::account(store, keys, acme, &keyring, &holder).await?;
@@ -153,8 +173,15 @@ async fn renew(store: &Store, keys: &Keys, acme: &Acme, name: &str, out: &mut dy
     }
 }
 
-async fn revoke(store: &Store, keys: &Keys, acme: &Acme, name: &str, out: &mut dyn Write) -> Result<(), AcmeError> {
+async fn revoke(
+    store: &Store,
+    keys: &Keys,
+    resolvers: &[Acme],
+    name: &str,
+    out: &mut dyn Write,
+) -> Result<(), AcmeError> {
     let record = find(store, keys, name).await?;
+    let acme = issuer(resolvers, &record, false)?;
     let keyring = super::keyring(acme).map_err(AcmeError::Setup)?;
     let holder = holder();
     let account = account::account(store, keys, acme, &keyring, &holder).await?;

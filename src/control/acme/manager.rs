@@ -23,8 +23,9 @@ use super::{
     ari::Renewals,
     follow::{self, Sinks, Stored},
     order::{self, Mode, Outcome},
+    record::CertRecord,
     sealed::Keyring,
-    AcmeError,
+    AcmeError, Wanted,
 };
 use crate::{
     config::model::{Acme, Domain},
@@ -43,15 +44,16 @@ const TICK: Duration = Duration::from_secs(1);
 pub struct Manager {
     pub store: Store,
     pub keys: Keys,
-    pub acme: Acme,
+    /// The certificate resolvers (v3's `certificatesResolvers`, or v1.7's one `[acme]`).
+    pub resolvers: Vec<Acme>,
     pub keyring: Arc<Keyring>,
     /// This replica's name in lock keys.
     pub holder: String,
     pub certs: Arc<CertStore>,
     /// Where challenge answers are published; an order waits for its own to be served.
     pub plane: Arc<Plane>,
-    /// Certificates the dynamic configuration asks for (from the watcher).
-    pub wanted: watch::Receiver<Vec<Domain>>,
+    /// Certificates the dynamic configuration asks for, by resolver (from the watcher).
+    pub wanted: watch::Receiver<Wanted>,
     /// Names handshakes asked for (onDemand, already admitted by the policy).
     pub demands: mpsc::UnboundedReceiver<Domain>,
     pub events: Bus,
@@ -64,19 +66,27 @@ pub struct Manager {
 /// The scheduler's memory between passes.
 #[derive(Default)]
 struct Schedule {
-    account: Option<Arc<Account>>,
-    /// After failing to get the account: (failures, next attempt).
-    account_backoff: (u32, Option<Instant>),
+    /// Per resolver, in [`Manager::resolvers`]' order.
+    resolvers: Vec<Resolver>,
     /// Names whose order could not even start (store unreachable): local backoff.
     local_backoff: HashMap<String, Instant>,
     demanded: BTreeMap<String, Domain>,
     in_flight: HashSet<String>,
     /// The main domain of each running order task, to settle a task that panicked.
     tasks: HashMap<Id, String>,
-    renewals: Renewals,
     /// The replica's one lease (etcd's session pattern): every lock and challenge response of
     /// this replica is bound to it; granted again when lost.
     lease: Option<Arc<Lease>>,
+}
+
+/// What the scheduler keeps per resolver: its account (one per CA in the store) and the
+/// renewal times its CA suggests.
+#[derive(Default)]
+struct Resolver {
+    account: Option<Arc<Account>>,
+    /// After failing to get the account: (failures, next attempt).
+    account_backoff: (u32, Option<Instant>),
+    renewals: Renewals,
 }
 
 /// A finished order: its name, whether it renewed, its outcome and how long it took.
@@ -109,16 +119,20 @@ impl Manager {
     ) {
         let mut wanted = self.wanted.clone();
         let mut s = Schedule::default();
+        s.resolvers.resize_with(self.resolvers.len(), Resolver::default);
         let mut running: JoinSet<Job> = JoinSet::new();
         while !shutdown.is_cancelled() {
             let snapshot = stored.borrow_and_update().clone();
             let jobs = self.jobs(&snapshot, &wanted.borrow_and_update(), &s.demanded);
-            if !jobs.is_empty() || !snapshot.certs.is_empty() {
-                if let Some(account) = self.account(&mut s).await {
-                    s.renewals.refresh(&account, &snapshot.certs).await;
+            for r in 0..self.resolvers.len() {
+                let certs = self.certs_of(r, &snapshot.certs);
+                if jobs.iter().any(|(_, _, of)| *of == r) || !certs.is_empty() {
+                    if let Some(account) = self.account(r, &mut s).await {
+                        s.resolvers[r].renewals.refresh(&account, &certs).await;
+                    }
                 }
             }
-            for (domain, mode) in jobs {
+            for (domain, mode, r) in jobs {
                 if running.len() >= PARALLEL || shutdown.is_cancelled() {
                     break;
                 }
@@ -126,7 +140,7 @@ impl Manager {
                 let now = super::now();
                 let current = snapshot.certs.get(&domain.main);
                 let replacing = current.filter(|r| r.covers(&names, now)).map(|r| r.not_after);
-                if current.is_some_and(|r| r.covers(&names, now) && now < s.renewals.renew_at(r))
+                if current.is_some_and(|c| c.covers(&names, now) && now < s.resolvers[r].renewals.renew_at(c))
                     || s.in_flight.contains(&domain.main)
                     || snapshot.failures.get(&domain.main).is_some_and(|f| !f.wait().is_zero())
                     // Another live replica holds the lock: it is ordering (no store write to
@@ -138,13 +152,13 @@ impl Manager {
                 {
                     continue;
                 }
-                let Some(account) = s.account.clone() else { break };
+                let Some(account) = s.resolvers[r].account.clone() else { continue };
                 let Some(lease) = self.lease(&mut s).await else { break };
                 s.in_flight.insert(domain.main.clone());
                 let (store, keys, acme, keyring, holder, plane) = (
                     self.store.clone(),
                     self.keys.clone(),
-                    self.acme.clone(),
+                    self.resolvers[r].clone(),
                     self.keyring.clone(),
                     self.holder.clone(),
                     self.plane.clone(),
@@ -248,7 +262,9 @@ impl Manager {
         if let Some(lease) = s.lease.as_ref().filter(|lease| !lease.is_lost()) {
             return Some(lease.clone());
         }
-        match self.store.lease(self.acme.lease_ttl).await {
+        // One lease for every resolver: the shortest TTL any of them asks for.
+        let ttl = self.resolvers.iter().map(|a| a.lease_ttl).min().unwrap_or(Duration::from_secs(30));
+        match self.store.lease(ttl).await {
             Ok(lease) => Some(s.lease.insert(Arc::new(lease)).clone()),
             Err(err) => {
                 tracing::warn!("ACME: cannot get a lease from the store: {err}; retrying");
@@ -257,40 +273,69 @@ impl Manager {
         }
     }
 
-    /// Every certificate this replica should keep: static domains, the routers', onDemand names
-    /// asked for here and stored onDemand certificates (for renewal), by main domain.
-    fn jobs(&self, stored: &Stored, wanted: &[Domain], demanded: &BTreeMap<String, Domain>) -> Vec<(Domain, Mode)> {
-        let mut jobs: BTreeMap<String, (Domain, Mode)> = BTreeMap::new();
-        let on_demand = stored
-            .certs
-            .values()
-            .filter(|r| r.on_demand && self.acme.on_demand)
-            .map(|r| Domain { main: r.main.clone(), sans: r.names.iter().skip(1).cloned().collect() });
-        for domain in on_demand.chain(demanded.values().cloned()) {
-            jobs.insert(domain.main.clone(), (domain, Mode::OnDemand));
+    /// Every certificate this replica should keep, with the resolver that orders it: static
+    /// domains, the routers', onDemand names asked for here and stored onDemand certificates
+    /// (for renewal), by main domain. A name two resolvers want goes to the first in name order.
+    fn jobs(
+        &self,
+        stored: &Stored,
+        wanted: &Wanted,
+        demanded: &BTreeMap<String, Domain>,
+    ) -> Vec<(Domain, Mode, usize)> {
+        let mut jobs: BTreeMap<String, (Domain, Mode, usize)> = BTreeMap::new();
+        if let Some(r) = self.resolvers.iter().position(|a| a.on_demand) {
+            let on_demand = stored
+                .certs
+                .values()
+                .filter(|c| c.on_demand)
+                .map(|c| Domain { main: c.main.clone(), sans: c.names.iter().skip(1).cloned().collect() });
+            for domain in on_demand.chain(demanded.values().cloned()) {
+                jobs.insert(domain.main.clone(), (domain, Mode::OnDemand, r));
+            }
         }
-        for domain in self.acme.domains.iter().chain(wanted) {
-            jobs.insert(domain.main.clone(), (domain.clone(), Mode::Wanted));
+        for (r, acme) in self.resolvers.iter().enumerate() {
+            for domain in acme.domains.iter().chain(wanted.get(&acme.name).into_iter().flatten()) {
+                if matches!(jobs.get(&domain.main), Some((_, Mode::Wanted, first)) if *first != r) {
+                    continue;
+                }
+                jobs.insert(domain.main.clone(), (domain.clone(), Mode::Wanted, r));
+            }
         }
         jobs.into_values().collect()
     }
 
-    /// The cluster's account, once this replica has it; retried with backoff when the CA or
-    /// the store cannot be reached.
-    async fn account(&self, s: &mut Schedule) -> Option<Arc<Account>> {
-        if let Some(account) = &s.account {
+    /// The stored certificates resolver `r`'s CA issued (all of them when there is one resolver).
+    fn certs_of<'a>(
+        &self,
+        r: usize,
+        certs: &'a BTreeMap<String, CertRecord>,
+    ) -> std::borrow::Cow<'a, BTreeMap<String, CertRecord>> {
+        if self.resolvers.len() == 1 {
+            return std::borrow::Cow::Borrowed(certs);
+        }
+        let ca = &self.resolvers[r].ca_server;
+        std::borrow::Cow::Owned(
+            certs.iter().filter(|(_, c)| c.ca == *ca).map(|(k, c)| (k.clone(), c.clone())).collect(),
+        )
+    }
+
+    /// The cluster's account at resolver `r`'s CA, once this replica has it; retried with
+    /// backoff when the CA or the store cannot be reached.
+    async fn account(&self, r: usize, s: &mut Schedule) -> Option<Arc<Account>> {
+        let (acme, state) = (&self.resolvers[r], &mut s.resolvers[r]);
+        if let Some(account) = &state.account {
             return Some(account.clone());
         }
-        if s.account_backoff.1.is_some_and(|at| Instant::now() < at) {
+        if state.account_backoff.1.is_some_and(|at| Instant::now() < at) {
             return None;
         }
-        match account::account(&self.store, &self.keys, &self.acme, &self.keyring, &self.holder).await {
-            Ok(account) => Some(s.account.insert(Arc::new(account)).clone()),
+        match account::account(&self.store, &self.keys, acme, &self.keyring, &self.holder).await {
+            Ok(account) => Some(state.account.insert(Arc::new(account)).clone()),
             Err(err) => {
-                let failures = s.account_backoff.0 + 1;
+                let failures = state.account_backoff.0 + 1;
                 let retry_in = Duration::from_secs(5 << failures.min(6)).min(Duration::from_secs(300));
-                s.account_backoff = (failures, Some(Instant::now() + retry_in));
-                tracing::error!(ca = %self.acme.ca_server, ?retry_in, "ACME account: {err}");
+                state.account_backoff = (failures, Some(Instant::now() + retry_in));
+                tracing::error!(resolver = %acme.name, ca = %acme.ca_server, ?retry_in, "ACME account: {err}");
                 None
             }
         }

@@ -1,0 +1,310 @@
+//! Which Traefik a static configuration speaks, told by its keys: v1.7 (`[acme]`, `[consul]`,
+//! `defaultEntryPoints`, ...) or v3 (`providers`, `certificatesResolvers`, `log`, ...). A v3
+//! tree is folded into the vocabulary the serde types read (`providers.etcd.endpoints` becomes
+//! `etcd.endpoint`, `log.level` becomes `loglevel`, ...), origins kept, so that every later
+//! diagnostic still points at the line the user wrote; [`Aliases`] names keys back in v3 terms.
+
+use std::collections::BTreeMap;
+
+use toml::{Table, Value};
+
+use super::{Diagnostic, Origin};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    V1,
+    V3,
+}
+
+/// Top-level keys only Traefik v1.7 has (its providers' sections included).
+const V1_TOP: &[&str] = &[
+    "defaultentrypoints",
+    "loglevel",
+    "debug",
+    "traefiklog",
+    "acme",
+    "consul",
+    "etcd",
+    "file",
+    "web",
+    "respondingtimeouts",
+    "forwardingtimeouts",
+    "gracetimeout",
+    "insecureskipverify",
+    "maxidleconnsperhost",
+    "rootcas",
+    "kubernetes",
+    "docker",
+    "marathon",
+    "rancher",
+    "ecs",
+    "boltdb",
+    "zookeeper",
+    "consulcatalog",
+    "eureka",
+    "mesos",
+    "servicefabric",
+    "rest",
+    "dynamodb",
+];
+/// Entrypoint keys only Traefik v1.7 has.
+const V1_ENTRYPOINT: &[&str] = &["redirect", "tls", "compress", "auth", "whitelist", "whitelistsourcerange"];
+/// Top-level keys only Traefik v2/v3 has.
+const V3_TOP: &[&str] = &["providers", "certificatesresolvers", "log", "serverstransport", "global", "experimental"];
+/// Entrypoint keys only Traefik v2/v3 has.
+const V3_ENTRYPOINT: &[&str] = &["transport", "asdefault"];
+
+/// Traefik v3's providers that Pylon does not implement.
+pub const FOREIGN_V3_PROVIDERS: &[&str] = &[
+    "docker",
+    "swarm",
+    "kubernetescrd",
+    "kubernetesingress",
+    "kubernetesgateway",
+    "kubernetesingressnginx",
+    "consulcatalog",
+    "nomad",
+    "ecs",
+    "zookeeper",
+    "redis",
+    "http",
+    "plugin",
+    "rest",
+];
+
+/// How keys folded from v3 are named back (`etcd.endpoint` → `providers.etcd.endpoints`), for
+/// the messages about them.
+#[derive(Debug, Default)]
+pub struct Aliases(Vec<(String, String)>);
+
+impl Aliases {
+    /// `path` as the user wrote it.
+    pub fn shown(&self, path: &str) -> String {
+        let mut path = path.to_string();
+        // A key folded twice (`providers.etcd.endpoints` → `providers.etcd.endpoint` → `etcd.endpoint`)
+        // is named back in as many steps.
+        for _ in 0..=self.0.len() {
+            let Some(next) = self.step(&path) else { break };
+            path = next;
+        }
+        path
+    }
+
+    fn step(&self, path: &str) -> Option<String> {
+        self.0.iter().find_map(|(folded, written)| {
+            if path == folded {
+                return Some(written.clone());
+            }
+            let rest = path.strip_prefix(folded.as_str())?.strip_prefix('.')?;
+            Some(format!("{written}.{rest}"))
+        })
+    }
+}
+
+/// The dialect of `value`, or an error naming a v1.7 key and a v3 key found together.
+pub fn detect(value: &Value, origins: &BTreeMap<String, Origin>) -> Result<Dialect, Diagnostic> {
+    let Some(top) = value.as_table() else { return Ok(Dialect::V1) };
+    let mut v1 = Vec::new();
+    let mut v3 = Vec::new();
+    for key in top.keys() {
+        // `--loglevel` is a flag of both dialects; it says nothing about the file.
+        let from_flag = matches!(origins.get(key), Some(Origin::Flag(f)) if f == "--loglevel");
+        if V1_TOP.contains(&key.as_str()) && !from_flag {
+            v1.push(key.clone());
+        }
+        if V3_TOP.contains(&key.as_str()) {
+            v3.push(key.clone());
+        }
+    }
+    if let Some(entry_points) = top.get("entrypoints").and_then(Value::as_table) {
+        for (name, ep) in entry_points {
+            for key in ep.as_table().map(|t| t.keys().collect::<Vec<_>>()).unwrap_or_default() {
+                let path = format!("entrypoints.{name}.{key}");
+                if V1_ENTRYPOINT.contains(&key.as_str()) {
+                    v1.push(path.clone());
+                }
+                if V3_ENTRYPOINT.contains(&key.as_str()) {
+                    v3.push(path);
+                }
+            }
+        }
+    }
+    match (v1.first(), v3.first()) {
+        (Some(old), Some(new)) => {
+            let at = |k: &str| origins.get(k).cloned().unwrap_or(Origin::Default);
+            Err(Diagnostic {
+                origin: at(new),
+                message: format!(
+                    "this configuration mixes Traefik v1.7's {old:?} ({}) with Traefik v3's {new:?} ({}); \
+                     write it in one dialect (docs/configuration.md shows both side by side)",
+                    at(old),
+                    at(new)
+                ),
+            })
+        }
+        (None, Some(_)) => Ok(Dialect::V3),
+        _ => Ok(Dialect::V1),
+    }
+}
+
+/// Sections that a flag turns on with `true` (`--api`, `--providers.etcd=true`,
+/// `--certificatesResolvers.le.acme.tlsChallenge=true`): `"true"` becomes an empty section,
+/// `"false"` removes it. `*` is any one name.
+const SECTIONS: &[&[&str]] = &[
+    &["api"],
+    &["ping"],
+    &["web"],
+    &["accesslog"],
+    &["log"],
+    &["metrics", "prometheus"],
+    &["providers", "*"],
+    &["consul"],
+    &["etcd"],
+    &["file"],
+    &["acme", "tlschallenge"],
+    &["acme", "httpchallenge"],
+    &["certificatesresolvers", "*", "acme", "tlschallenge"],
+    &["certificatesresolvers", "*", "acme", "httpchallenge"],
+    &["entrypoints", "*", "http", "tls"],
+    &["entrypoints", "*", "tls"],
+    &["entrypoints", "*", "forwardedheaders"],
+    &["entrypoints", "*", "proxyprotocol"],
+];
+
+/// Applies [`SECTIONS`] to `value`.
+pub fn enable_flagged_sections(value: &mut Value) {
+    for pattern in SECTIONS {
+        enable(value, pattern);
+    }
+}
+
+fn enable(value: &mut Value, pattern: &[&str]) {
+    let Some((first, rest)) = pattern.split_first() else { return };
+    let Some(table) = value.as_table_mut() else { return };
+    let keys: Vec<String> = match *first {
+        "*" => table.keys().cloned().collect(),
+        key => vec![key.to_string()],
+    };
+    for key in keys {
+        if rest.is_empty() {
+            match table.get(&key).and_then(Value::as_str) {
+                Some("true") => drop(table.insert(key, Value::Table(Table::new()))),
+                Some("false") => drop(table.remove(&key)),
+                _ => {}
+            }
+        } else if let Some(child) = table.get_mut(&key) {
+            enable(child, rest);
+        }
+    }
+}
+
+/// Folds a v3 tree into the vocabulary of [`super::file::RawConfig`], moving origins along.
+/// Entrypoints' `transport.lifeCycle` and `transport.respondingTimeouts` become the one set
+/// Pylon applies to every entrypoint: two entrypoints that disagree are an error. Returns the
+/// aliases, the errors and the warnings.
+pub fn fold_v3(
+    value: &mut Value,
+    origins: &mut BTreeMap<String, Origin>,
+) -> (Aliases, Vec<Diagnostic>, Vec<Diagnostic>) {
+    let (mut errors, mut warnings) = (Vec::new(), Vec::new());
+    let mut moves: Vec<(String, String)> = Vec::new();
+    let Some(top) = value.as_table_mut() else { return (Aliases::default(), errors, warnings) };
+    let at = |path: &str| origins.get(path).cloned().unwrap_or(Origin::Default);
+    // `--loglevel` (a flag of both dialects) wins over the file's `log.level`.
+    if top.contains_key("loglevel") {
+        let _ = take(top, "log.level");
+    }
+    let mut renames = vec![("log.level".to_string(), "loglevel".to_string()), ("log".into(), "traefiklog".into())];
+    for store in ["etcd", "consul"] {
+        renames.push((format!("providers.{store}.endpoints"), format!("providers.{store}.endpoint")));
+        renames.push((format!("providers.{store}.rootkey"), format!("providers.{store}.prefix")));
+        renames.push((format!("providers.{store}"), store.to_string()));
+    }
+    renames.push(("providers.file".into(), "file".into()));
+    for key in ["insecureskipverify", "rootcas", "maxidleconnsperhost", "forwardingtimeouts"] {
+        renames.push((format!("serverstransport.{key}"), key.to_string()));
+    }
+    for (from, to) in renames {
+        if let Some(v) = take(top, &from) {
+            if put(top, &to, v) {
+                moves.push((from, to));
+            }
+        }
+    }
+    for empty in ["providers", "serverstransport"] {
+        if top.get(empty).and_then(Value::as_table).is_some_and(Table::is_empty) {
+            top.remove(empty);
+        }
+    }
+    let names: Vec<String> =
+        top.get("entrypoints").and_then(Value::as_table).map(|t| t.keys().cloned().collect()).unwrap_or_default();
+    for section in ["lifecycle", "respondingtimeouts"] {
+        let mut first: Option<(String, Value)> = None;
+        for name in &names {
+            let from = format!("entrypoints.{name}.transport.{section}");
+            let Some(v) = take(top, &from) else { continue };
+            match &first {
+                None => {
+                    first = Some((from.clone(), v.clone()));
+                    if put(top, section, v) {
+                        moves.push((from, section.to_string()));
+                    }
+                }
+                Some((other, seen)) if *seen != v => errors.push(Diagnostic {
+                    origin: at(&from),
+                    message: format!(
+                        "{from} differs from {other}: Pylon applies one {section} to every entrypoint; \
+                         give them the same values or keep one"
+                    ),
+                }),
+                Some(_) => {}
+            }
+        }
+    }
+    for name in &names {
+        let path = format!("entrypoints.{name}.transport");
+        let Some(Value::Table(rest)) = take(top, &path) else { continue };
+        for key in rest.keys() {
+            warnings.push(Diagnostic {
+                origin: at(&format!("{path}.{key}")),
+                message: format!("{path}.{key} is not supported (Pylon reads transport.lifeCycle and transport.respondingTimeouts); ignored"),
+            });
+        }
+    }
+    let mut aliases = Aliases::default();
+    for (from, to) in moves {
+        move_origins(origins, &from, &to);
+        aliases.0.push((to, from));
+    }
+    // Longest folded paths first, so that `etcd.endpoint` is shown before `etcd`.
+    aliases.0.sort_by_key(|(to, _)| std::cmp::Reverse(to.len()));
+    (aliases, errors, warnings)
+}
+
+fn take(table: &mut Table, path: &str) -> Option<Value> {
+    match path.split_once('.') {
+        None => table.remove(path),
+        Some((first, rest)) => take(table.get_mut(first)?.as_table_mut()?, rest),
+    }
+}
+
+/// Puts `v` at `path` unless something is there already (then `false`).
+fn put(table: &mut Table, path: &str, v: Value) -> bool {
+    match path.split_once('.') {
+        None if table.contains_key(path) => false,
+        None => table.insert(path.to_string(), v).is_none(),
+        Some((first, rest)) => match table.entry(first).or_insert_with(|| Value::Table(Table::new())) {
+            Value::Table(child) => put(child, rest, v),
+            _ => false,
+        },
+    }
+}
+
+fn move_origins(origins: &mut BTreeMap<String, Origin>, from: &str, to: &str) {
+    let moved: Vec<(String, Origin)> = origins
+        .iter()
+        .filter(|(k, _)| *k == from || k.starts_with(&format!("{from}.")))
+        .map(|(k, o)| (format!("{to}{}", &k[from.len()..]), o.clone()))
+        .collect();
+    origins.extend(moved);
+}
