@@ -150,6 +150,14 @@ pub async fn run(cli: &Cli, logging: &Logging, shutdown: CancellationToken) -> R
         upstream.clone(),
         (events.clone(), tasks.clone()),
     );
+    let mut watcher = watcher;
+    if let Some(provider) = &config.file {
+        let (good, set) = crate::control::files::first(&provider.source);
+        let (files, file_set) = tokio::sync::watch::channel(Arc::new(set));
+        watcher.file_set = Some(file_set);
+        tasks.spawn(crate::control::files::run(provider.clone(), good, files, control.child_token()));
+        tracing::info!(source = %provider.source, watch = provider.watch, "file provider");
+    }
     let mut status = watcher.status.subscribe();
     let api_status = watcher.status.subscribe();
     let record_status = watcher.status.subscribe();

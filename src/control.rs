@@ -4,6 +4,7 @@
 
 pub mod acme;
 pub mod events;
+pub mod files;
 pub mod replicas;
 pub mod store;
 pub mod watcher;

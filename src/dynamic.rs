@@ -5,6 +5,7 @@
 //! a rejected or missing service. Everything else is kept.
 
 pub mod file;
+pub mod from_file;
 mod parts;
 pub mod runtime;
 
@@ -163,9 +164,14 @@ impl Service {
     }
 }
 
-/// Traefik qualifies names with their provider (`web@kv`, `api@file`); Pylon has one namespace.
+/// The key Pylon keeps an object under. Traefik qualifies names with their provider
+/// (`web@etcd`, `api@file`): the store's objects are kept by their plain name, whichever store
+/// name qualifies them, and the file provider's as `name@file` (see [`from_file`]).
 pub fn unqualified(name: &str) -> &str {
-    name.split_once('@').map_or(name, |(n, _)| n)
+    match name.split_once('@') {
+        Some((_, "file")) | None => name,
+        Some((plain, _)) => plain,
+    }
 }
 
 /// Validates a source tree (keys as `http.routers.<r>...`, `tls.certificates...`).

@@ -5,6 +5,8 @@
 //! working. When the store is unreachable the last good table keeps serving, and the watcher
 //! re-lists once the store answers again.
 
+mod file_objects;
+
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     sync::Arc,
@@ -73,6 +75,20 @@ pub struct Watcher {
     warned: BTreeSet<String>,
     /// Each entrypoint's own TLS settings, which TLS options make stricter.
     tls_floors: BTreeMap<String, tls::TlsPolicy>,
+    /// The file provider's latest files, when it is configured.
+    pub file_set: Option<watch::Receiver<Arc<crate::control::files::FileSet>>>,
+    files: Files,
+}
+
+/// What the watcher took in from the file provider.
+#[derive(Default)]
+struct Files {
+    owners: BTreeMap<Owner, crate::config::Node>,
+    /// Files that cannot be read, as rejections; duplicate objects, as warnings.
+    errors: Vec<String>,
+    warnings: Vec<String>,
+    /// The files' certificates changed since the last rebuild.
+    certificates_dirty: bool,
 }
 
 /// The stored dynamic keys, grouped by the router, service or middleware they configure, and
@@ -132,6 +148,8 @@ impl Watcher {
             certificates: (0, Vec::new()),
             ignored: BTreeMap::new(),
             warned: BTreeSet::new(),
+            file_set: None,
+            files: Files::default(),
         }
     }
 
@@ -166,6 +184,10 @@ impl Watcher {
         let prefix = format!("{}/", self.keys.prefix());
         let mut delay = Duration::from_millis(250);
         let mut failed_watches = 0u32;
+        let mut files = self.file_set.take();
+        if let Some(set) = files.as_mut().map(|f| f.borrow_and_update().clone()) {
+            self.take_files(&set);
+        }
         loop {
             let listed = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -178,9 +200,18 @@ impl Watcher {
                     tracing::warn!(
                         "reading dynamic configuration: {err}; serving the last good table, retrying in {delay:?}"
                     );
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(delay) => {}
+                    // The files keep being followed while the store is away.
+                    let until = tokio::time::sleep(delay);
+                    tokio::pin!(until);
+                    loop {
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            _ = &mut until => break,
+                            set = changed(&mut files) => if self.take_files(&set) {
+                                let revision = self.status.borrow().revision;
+                                self.apply(revision, Instant::now(), &shutdown);
+                            },
+                        }
                     }
                     delay = (delay * 2).min(Duration::from_secs(5));
                     continue;
@@ -217,7 +248,7 @@ impl Watcher {
                 }
             };
             failed_watches = 0;
-            match self.follow(watch, &shutdown).await {
+            match self.follow(watch, &mut files, &shutdown).await {
                 Next::Stop => return,
                 Next::Relist => continue,
             }
@@ -225,11 +256,23 @@ impl Watcher {
     }
 
     /// Applies watch events until the watch breaks (re-list) or shutdown.
-    async fn follow(&mut self, mut watch: crate::control::store::Watch, shutdown: &CancellationToken) -> Next {
+    async fn follow(
+        &mut self,
+        mut watch: crate::control::store::Watch,
+        files: &mut Option<watch::Receiver<Arc<crate::control::files::FileSet>>>,
+        shutdown: &CancellationToken,
+    ) -> Next {
         loop {
             let event = tokio::select! {
                 _ = shutdown.cancelled() => return Next::Stop,
                 event = watch.next() => event,
+                set = changed(files) => {
+                    if self.take_files(&set) {
+                        let revision = self.status.borrow().revision;
+                        self.apply(revision, Instant::now(), shutdown);
+                    }
+                    continue;
+                }
             };
             let mut revision = 0;
             let mut pending = event;
@@ -270,7 +313,8 @@ impl Watcher {
     /// `since`: when the first change it applies reached this replica.
     fn apply(&mut self, revision: Revision, since: Instant, shutdown: &CancellationToken) {
         let started = Instant::now();
-        let certificates_changed = self.mirror.dirty.contains(&Owner::Rest);
+        let certificates_changed =
+            self.mirror.dirty.contains(&Owner::Rest) || std::mem::take(&mut self.files.certificates_dirty);
         for owner in std::mem::take(&mut self.mirror.dirty) {
             match self.mirror.owners.get(&owner).map(|keys| codec::decode_dynamic(&self.keys, keys.values())) {
                 None => self.parts.update(owner, None),
@@ -301,6 +345,7 @@ impl Watcher {
         }
         let certificates = self.certificates.0;
         rejected.extend(self.certificates.1.iter().cloned());
+        rejected.extend(self.files.errors.iter().cloned());
         let warnings: BTreeSet<String> = config
             .warnings
             .iter()
@@ -311,6 +356,7 @@ impl Watcher {
                     .map(|(key, why)| format!("{}: {why}; ignored", crate::config::Origin::Store(key.clone()))),
             )
             .chain(conflicts)
+            .chain(self.files.warnings.iter().cloned())
             .chain(crate::control::acme::unknown_resolvers(&config, &self.statics).into_iter().map(
                 |(router, resolver)| {
                     format!("router {router}: tls.certResolver {resolver:?} is not a certificate resolver of the static configuration; it gets no ACME certificate")
@@ -385,4 +431,16 @@ impl Watcher {
         self.certs.set_default(default);
         (count, rejected)
     }
+}
+
+/// The next file set, once it changes; never when there is no file provider (or it stopped).
+async fn changed(
+    files: &mut Option<watch::Receiver<Arc<crate::control::files::FileSet>>>,
+) -> Arc<crate::control::files::FileSet> {
+    if let Some(rx) = files {
+        if rx.changed().await.is_ok() {
+            return rx.borrow_and_update().clone();
+        }
+    }
+    std::future::pending().await
 }

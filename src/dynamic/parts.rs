@@ -25,6 +25,8 @@ pub enum Owner {
     TlsOptions(String),
     /// `tls/...` and anything else.
     Rest,
+    /// The file provider's `tls.certificates` and `tls.stores`, every file's together.
+    FileRest,
 }
 
 impl Owner {
@@ -75,6 +77,7 @@ pub struct Parts {
     middlewares: BTreeMap<String, Decoded<Spec>>,
     tls_options: BTreeMap<String, Decoded<TlsPolicy>>,
     rest: Option<Decoded<Rest>>,
+    file_rest: Option<Decoded<Rest>>,
 }
 
 impl Parts {
@@ -110,6 +113,7 @@ impl Parts {
                 Owner::Middleware(name) => drop(self.middlewares.remove(&name)),
                 Owner::TlsOptions(name) => drop(self.tls_options.remove(&name)),
                 Owner::Rest => self.rest = None,
+                Owner::FileRest => self.file_rest = None,
             }
             return;
         };
@@ -120,7 +124,7 @@ impl Parts {
             Owner::Service(name) => value.get("http").and_then(|h| h.get("services")).and_then(|s| s.get(name)),
             Owner::Middleware(name) => value.get("http").and_then(|h| h.get("middlewares")).and_then(|m| m.get(name)),
             Owner::TlsOptions(name) => value.get("tls").and_then(|t| t.get("options")).and_then(|o| o.get(name)),
-            Owner::Rest => Some(&value),
+            Owner::Rest | Owner::FileRest => Some(&value),
         };
         match raw {
             Some(raw) => self.decode(owner, raw, &mut c),
@@ -144,6 +148,7 @@ impl Parts {
                 keep_last_good(&mut self.tls_options, name, Decoded::failed(diagnostic), "TLS options", at)
             }
             Owner::Rest => self.rest = Some(Decoded::failed(diagnostic)),
+            Owner::FileRest => self.file_rest = Some(Decoded::failed(diagnostic)),
         }
     }
 
@@ -206,6 +211,10 @@ impl Parts {
                 let rest = rest(raw, c);
                 self.rest = Some(decoded(Some(rest), Origin::Default, c));
             }
+            Owner::FileRest => {
+                let rest = rest(raw, c);
+                self.file_rest = Some(decoded(Some(rest), Origin::Default, c));
+            }
         }
     }
 
@@ -218,7 +227,7 @@ impl Parts {
         let all = all
             .chain(self.middlewares.values().map(Decoded::diagnostics))
             .chain(self.tls_options.values().map(Decoded::diagnostics))
-            .chain(self.rest.iter().map(Decoded::diagnostics));
+            .chain(self.rest.iter().chain(&self.file_rest).map(Decoded::diagnostics));
         for (errors, warnings) in all {
             out.rejected.extend(errors.iter().cloned());
             out.warnings.extend(warnings.iter().cloned());
@@ -257,9 +266,12 @@ impl Parts {
                 out.routers.insert(name.clone(), router.clone());
             }
         }
-        if let Some(rest) = self.rest.as_ref().and_then(|r| r.value.as_ref()) {
-            out.certificates = rest.certificates.clone();
-            out.default_certificate = rest.default_certificate.clone();
+        // The store's certificates, then the files'; the store's default certificate first.
+        for rest in [&self.rest, &self.file_rest].into_iter().flatten().filter_map(|r| r.value.as_ref()) {
+            out.certificates.extend(rest.certificates.iter().cloned());
+            if out.default_certificate.is_none() {
+                out.default_certificate = rest.default_certificate.clone();
+            }
         }
         out.runtime = self.runtime(&out);
         out

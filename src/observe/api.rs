@@ -132,7 +132,7 @@ impl Api {
                 "metrics": if self.statics.metrics.is_some() { "Prometheus" } else { "" },
                 "accessLog": self.statics.access_log.is_some(),
             },
-            "providers": [provider],
+            "providers": if self.statics.file.is_some() { json!([provider, "File"]) } else { json!([provider]) },
         })
     }
 

@@ -142,7 +142,7 @@ fn of_level<'a>(totals: &[(&'a Key, &'a Totals)], level: Level) -> Vec<(&'a Key,
 
 impl Exposition {
     fn qualified(&self, names: &HashMap<Name, Arc<str>>, name: Name) -> String {
-        format!("{}@{}", names.get(&name).map_or("", |n| n), self.provider)
+        crate::observe::api::records::qualify(names.get(&name).map_or("", |n| n), self.provider)
     }
 
     /// The name a series is labelled with: an entrypoint's as it is, a router's or service's
@@ -343,7 +343,7 @@ impl Collector for Exposition {
                     MetricType::Gauge,
                 )?;
                 for pool in table.pools.iter().filter(|p| p.spec.health_check.is_some()) {
-                    let service = format!("{}@{}", pool.service, self.provider);
+                    let service = crate::observe::api::records::qualify(&pool.service, self.provider);
                     for (i, server) in pool.servers.iter().enumerate() {
                         let url = server.url.to_string();
                         let up = if pool.is_healthy(i) { 1.0 } else { 0.0 };

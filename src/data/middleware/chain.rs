@@ -104,7 +104,7 @@ mod tests {
 
     #[test]
     fn chains_expand_in_place_and_providers_are_dropped() {
-        let specs = BTreeMap::from([("a", prefix("/a")), ("b", prefix("/b")), ("c", chain(&["b@file", "a"]))]);
+        let specs = BTreeMap::from([("a", prefix("/a")), ("b", prefix("/b")), ("c", chain(&["b@consul", "a"]))]);
         assert_eq!(run(&specs, &["a", "c@etcd", "b"]).unwrap(), ["a", "b", "a", "b"]);
     }
 

@@ -37,7 +37,7 @@ impl Record {
         Record {
             name: qualify(name, provider),
             status: info.status,
-            provider: provider.to_string(),
+            provider: crate::dynamic::from_file::provider(name, provider).to_string(),
             rule: String::new(),
             service: String::new(),
             middlewares: Vec::new(),
@@ -99,7 +99,7 @@ fn object(info: &Info, name: &str, provider: &str) -> Map<String, Value> {
     }
     object.insert("status".into(), json!(info.status.as_str()));
     object.insert("name".into(), json!(qualify(name, provider)));
-    object.insert("provider".into(), json!(provider));
+    object.insert("provider".into(), json!(crate::dynamic::from_file::provider(name, provider)));
     object
 }
 
@@ -137,7 +137,7 @@ impl Sources<'_> {
                 Record {
                     name: qualify(name, provider),
                     status: info.status,
-                    provider: provider.to_string(),
+                    provider: crate::dynamic::from_file::provider(name, provider).to_string(),
                     rule: text(field(config, "rule")),
                     service: text(field(config, "service")),
                     middlewares,
@@ -160,7 +160,8 @@ impl Sources<'_> {
             let router = qualify(name, self.provider);
             let service = text(field(&info.config, "service"));
             // `api@internal` is not the user's service `api`; other providers' names neither.
-            if !service.contains('@') || service.ends_with(&format!("@{}", self.provider)) {
+            let kept = service.ends_with(&format!("@{}", self.provider)) || service.ends_with("@file");
+            if !service.contains('@') || kept {
                 services.entry(crate::dynamic::unqualified(&service).to_string()).or_default().push(router.clone());
             }
             for m in strings(field(&info.config, "middlewares")) {
