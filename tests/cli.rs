@@ -204,27 +204,86 @@ async fn a_bad_stored_value_names_its_kv_key_and_exits_2() {
     assert!(err.contains("KV key traefik/static/entrypoints/http/address: \":eighty\" is not an address"), "{err}");
 }
 
+/// `scripts/quickstart.sh` as the README runs it, from a copy of the repository's `scripts/` and
+/// `configs/` (the binary given, as after its build step): the first curl is a proxied 200, an
+/// edit of the dynamic file changes the answer, and `storeconfig` on the store the replica holds
+/// says what to do instead.
 #[tokio::test(flavor = "multi_thread")]
-async fn the_quickstart_runs_from_the_file_on_the_embedded_store() {
+async fn the_quickstart_proxies_its_upstream_and_follows_edits_of_its_dynamic_file() {
+    use std::os::unix::process::CommandExt;
     let dir = tempfile::tempdir().unwrap();
-    let (http, web) = (free_port(), free_port());
-    let child = pylon()
-        .arg(format!("--configfile={}/configs/quickstart.toml", env!("CARGO_MANIFEST_DIR")))
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let copy = std::process::Command::new("cp")
+        .args(["-r", &root.join("scripts").display().to_string(), &root.join("configs").display().to_string()])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    let (http, web, upstream) = (free_port(), free_port(), free_port());
+    let dynamic = dir.path().join("configs/quickstart-dynamic.toml");
+    let text = std::fs::read_to_string(&dynamic).unwrap();
+    assert!(text.contains("http://127.0.0.1:8081"), "the upstream the script starts");
+    std::fs::write(&dynamic, text.replace("127.0.0.1:8081", &format!("127.0.0.1:{upstream}"))).unwrap();
+    let data = dir.path().join("data");
+    let child = std::process::Command::new("bash")
+        .arg("scripts/quickstart.sh")
         .arg(format!("--entryPoints.http.address=127.0.0.1:{http}"))
         .arg(format!("--entryPoints.traefik.address=127.0.0.1:{web}"))
-        .arg(format!("--datadir={}", dir.path().join("data").display()))
+        .arg(format!("--datadir={}", data.display()))
+        .env("PYLON_BIN", env!("CARGO_BIN_EXE_pylon"))
+        .env("QUICKSTART_UPSTREAM_PORT", upstream.to_string())
+        .current_dir(dir.path())
+        .process_group(0)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("quickstart.log")).unwrap())
         .spawn()
         .unwrap();
+    let group = child.id() as i32;
     let replica = Replica { child, ping: format!("http://127.0.0.1:{web}/ping") };
+    let log = || std::fs::read_to_string(dir.path().join("quickstart.log")).unwrap_or_default();
     support::eventually("the quickstart answers /ping", Duration::from_secs(15), || async {
         matches!(get(&replica.ping).await, Ok((200, _)))
     })
     .await;
-    assert_eq!(get(&format!("http://127.0.0.1:{http}/nothing")).await.unwrap().0, 404);
-    assert!(dir.path().join("data/pylon.redb").is_file(), "the embedded store is one file under --datadir");
-    stop(replica);
+    let front = format!("http://127.0.0.1:{http}/");
+    support::eventually("the first curl is a proxied 200", Duration::from_secs(5), || async {
+        let reply = support::send("GET", &front, &[]).await;
+        reply.is_ok_and(|r| r.status == 200 && r.body.contains("Hello from the upstream, through Pylon."))
+    })
+    .await;
+    let reply = support::send("GET", &front, &[]).await.unwrap();
+    assert_eq!(reply.headers["x-served-by"], "pylon quickstart", "{}", log());
+
+    let text = std::fs::read_to_string(&dynamic).unwrap();
+    std::fs::write(&dynamic, text.replace("\"pylon quickstart\"", "\"my edit\"")).unwrap();
+    support::eventually("the edit is served within a second", Duration::from_secs(1), || async {
+        let reply = support::send("GET", &front, &[]).await;
+        reply.is_ok_and(|r| r.headers.get("x-served-by").is_some_and(|v| v == "my edit"))
+    })
+    .await;
+
+    let routes = dir.path().join("routes.toml");
+    let file = "[http.routers.r]\nrule = \"Path(`/`)\"\nservice = \"s\"\n\
+                [http.services.s.loadBalancer]\nservers = [{ url = \"http://127.0.0.1:9\" }]\n";
+    std::fs::write(&routes, file).unwrap();
+    let args = ["storeconfig", "--dynamic", routes.to_str().unwrap(), "--datadir", data.to_str().unwrap()];
+    let (code, _, err) = pylon_output(&args, dir.path());
+    assert_ne!(code, 0);
+    assert!(err.contains("is open in another process (pid "), "{err}");
+    assert!(err.contains("file provider") && !err.contains("Database already open"), "{err}");
+    assert!(data.join("pylon.redb").is_file(), "the embedded store is one file under --datadir");
+    // Ctrl-C stops the replica and the script's upstream together.
+    support::signal_group(group, "INT");
+    let mut replica = replica;
+    let start = Instant::now();
+    while replica.child.try_wait().unwrap().is_none() {
+        assert!(start.elapsed() < Duration::from_secs(12), "the quickstart did not stop on Ctrl-C:\n{}", log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    support::eventually("the upstream stopped too", Duration::from_secs(5), || async {
+        std::net::TcpStream::connect(("127.0.0.1", upstream)).is_err()
+    })
+    .await;
 }
 
 #[test]

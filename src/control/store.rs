@@ -208,6 +208,14 @@ pub enum StoreError {
     BadAnswer { backend: &'static str, request: String, detail: String },
     #[error("embedded store {path}: {detail}")]
     Embedded { path: String, detail: String },
+    /// Another process (a running replica) has the embedded store open.
+    #[error(
+        "the embedded store in {dir} is open in another process{holder}: a running replica holds it. \
+         Stop that replica first; or give it routers through the file provider (`[file]` or \
+         `providers.file`, reloaded within a second of an edit) instead of `pylon storeconfig --dynamic`; \
+         or, to run several processes on one store, use etcd or Consul"
+    )]
+    EmbeddedInUse { dir: String, holder: String },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

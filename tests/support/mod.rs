@@ -359,6 +359,11 @@ pub fn signal(child: &Child, name: &str) {
     let _ = Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status();
 }
 
+/// Sends a signal to every process of a process group, as a terminal's Ctrl-C does.
+pub fn signal_group(group: i32, name: &str) {
+    let _ = Command::new("kill").args([&format!("-{name}"), "--", &format!("-{group}")]).status();
+}
+
 pub fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
@@ -376,6 +381,7 @@ pub mod tls;
 pub mod upstream;
 
 /// A response as tests look at it.
+#[derive(Debug)]
 pub struct Reply {
     pub status: u16,
     pub headers: http::HeaderMap,

@@ -43,6 +43,17 @@ struct Inner {
     leases: Mutex<HashMap<u64, (Duration, Instant)>>,
 }
 
+/// The error for a store another process holds, naming that process when its pid file says
+/// which and it still runs.
+fn in_use(dir: &Path, pid_file: &Path) -> StoreError {
+    let pid = std::fs::read_to_string(pid_file).ok().and_then(|t| t.trim().parse::<u32>().ok());
+    let holder = match pid.filter(|pid| Path::new(&format!("/proc/{pid}")).exists()) {
+        Some(pid) => format!(" (pid {pid})"),
+        None => String::new(),
+    };
+    StoreError::EmbeddedInUse { dir: dir.display().to_string(), holder }
+}
+
 impl Embedded {
     /// Opens (or creates) `dir/pylon.redb`, drops keys of leases that died with the last process
     /// and starts the lease reaper.
@@ -50,7 +61,13 @@ impl Embedded {
         let path = dir.join("pylon.redb");
         let err = |detail: String| StoreError::Embedded { path: path.display().to_string(), detail };
         std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create the data directory: {e}")))?;
-        let db = Database::create(&path).map_err(|e| err(e.to_string()))?;
+        let pid_file = dir.join("pylon.pid");
+        let db = Database::create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => in_use(dir, &pid_file),
+            e => err(e.to_string()),
+        })?;
+        // Who holds it, for the message another process gets (the lock itself is redb's).
+        let _ = std::fs::write(&pid_file, std::process::id().to_string());
         let (events, _) = broadcast::channel(256);
         let inner = Arc::new(Inner {
             db,
