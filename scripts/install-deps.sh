@@ -12,6 +12,7 @@
 #   prometheus         a real Prometheus that scrapes replicas in the metrics test (Flagger's queries)
 #   chromium           headless Chromium that loads the dashboard in the dashboard test
 #   python3-websocket  the dashboard test's client of Chromium's DevTools protocol (Debian's /usr/bin/python3)
+#   python3-yaml       the manifests test's reader of k8s/ (Debian's /usr/bin/python3)
 set -euo pipefail
 
 SUDO=""
@@ -29,6 +30,7 @@ command -v pebble >/dev/null || need+=(pebble)
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v chromium >/dev/null || need+=(chromium)
 /usr/bin/python3 -c 'import websocket' 2>/dev/null || need+=(python3-websocket)
+/usr/bin/python3 -c 'import yaml' 2>/dev/null || need+=(python3-yaml)
 
 bullseye_source() {
   # The machine's own Debian source tells us the mirror and keyring to reuse.

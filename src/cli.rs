@@ -99,6 +99,10 @@ pub struct Global {
     /// Log level: DEBUG, INFO, WARN or ERROR [default: the file's logLevel, else INFO]
     #[arg(long = "loglevel", env = "PYLON_LOGLEVEL", global = true)]
     pub loglevel: Option<String>,
+    /// Validate the command line and the static configuration as the command would read them,
+    /// print the warnings, and exit (2 on an error) without opening a store or binding a port
+    #[arg(long = "check", global = true)]
+    pub check: bool,
     /// Directory of the embedded store, used when neither Consul nor etcd is configured
     #[arg(long = "datadir", env = "PYLON_DATADIR", global = true, default_value = "./pylon-data")]
     pub datadir: PathBuf,
@@ -126,6 +130,7 @@ const NAMED: &[&str] = &[
     "etcd.password",
     "loglevel",
     "datadir",
+    "check",
     "dry-run",
     "help",
     "version",

@@ -45,6 +45,7 @@
 //!   plane builds it, the data plane's tables are built from it.
 //! - [`setup`]: which file, store and overrides a command uses.
 //! - [`app`]: `pylon run`, the start-up steps, the task tree and shutdown.
+//! - [`check`]: `--check`, the command line and configuration validated without side effects.
 //! - [`storeconfig`]: `pylon storeconfig`, the static configuration into the store.
 //!
 //! **Shared leaves**: [`calendar`] (Unix time and calendar dates), [`der`] (just enough DER for
@@ -53,6 +54,7 @@
 
 pub mod app;
 pub mod calendar;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod control;

@@ -35,6 +35,9 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        if cli.global.check {
+            return pylon::check::check(&cli, &mut std::io::stdout()).await;
+        }
         match &cli.command {
             Some(Command::Version) => {
                 println!("pylon {}", env!("CARGO_PKG_VERSION"));

@@ -100,6 +100,12 @@ pub fn target(global: &Global, file: Option<&StoreSection>, overrides: &[Overrid
 pub async fn stored_config(store: &Store, keys: &Keys, overrides: &[Override]) -> Result<Loaded, SetupError> {
     let listing = store.list(&keys.static_root()).await?;
     let Some(tree) = codec::decode_static(keys, &listing.kvs).map_err(|d| ConfigError(vec![d]))? else {
+        // As Traefik takes its static configuration from flags alone: flags that declare an
+        // entrypoint are a configuration; flags that only name the store wait for storeconfig.
+        if overrides.iter().any(|o| o.path.first().is_some_and(|p| p.eq_ignore_ascii_case("entrypoints"))) {
+            tracing::info!(store = %store.describe(), "no static configuration stored; using the command line's");
+            return Ok(config::load(with_overrides(Node::empty(), overrides)?)?);
+        }
         return Err(SetupError::NothingStored { store: store.describe(), root: keys.static_root() });
     };
     Ok(config::load(with_overrides(tree, overrides)?)?)

@@ -171,3 +171,41 @@ async fn a_v3_file_through_storeconfig_two_resolvers_three_replicas() {
 async fn a_v3_file_from_configfile_two_resolvers_three_replicas() {
     two_resolvers_three_replicas(true).await;
 }
+
+/// Traefik v3 takes its whole static configuration from flags and `TRAEFIK_*` variables; so does
+/// Pylon (as `PYLON_*`), here on the embedded store with the file provider.
+#[tokio::test(flavor = "multi_thread")]
+async fn flags_and_pylon_variables_alone_configure_a_replica() {
+    let upstream = support::upstream::Upstream::start("flagged").await;
+    let dir = tempfile::tempdir().unwrap();
+    let dynamic = dir.path().join("dynamic.yml");
+    let routes = format!(
+        "http:\n  routers:\n    r: {{ rule: Host(`flags.pylon.test`), service: s }}\n  services:\n    s:\n      loadBalancer:\n        servers: [{{ url: '{}' }}]\n",
+        upstream.url()
+    );
+    std::fs::write(&dynamic, routes).unwrap();
+    let (web, admin) = (free_port(), free_port());
+    let log = dir.path().join("pylon.log");
+    let child = pylon()
+        .arg(format!("--entryPoints.web.address=127.0.0.1:{web}"))
+        .arg(format!("--providers.file.filename={}", dynamic.display()))
+        .arg("--ping=true")
+        .env("PYLON_ENTRYPOINTS_TRAEFIK_ADDRESS", format!("127.0.0.1:{admin}"))
+        .env("PYLON_LOG_LEVEL", "DEBUG")
+        .arg(format!("--datadir={}", dir.path().join("data").display()))
+        .current_dir(dir.path())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let replica = V3Replica { child, websecure: 0, log };
+    let ping = format!("http://127.0.0.1:{admin}/ping");
+    eventually("the replica answers /ping", Duration::from_secs(20), || async {
+        matches!(get(&ping).await, Ok((200, _)))
+    })
+    .await;
+    let reply = support::get_host(&format!("http://127.0.0.1:{web}/"), "flags.pylon.test").await;
+    assert_eq!(reply.status, 200, "{}", std::fs::read_to_string(&replica.log).unwrap());
+    assert!(reply.body.starts_with("flagged"));
+    let logged = std::fs::read_to_string(&replica.log).unwrap();
+    assert!(logged.contains("DEBUG"), "PYLON_LOG_LEVEL is log.level");
+}
