@@ -3,7 +3,8 @@
 //! them. One leaf is one key; list items are numbered
 //! (`defaultentrypoints/0`); a section that holds nothing, such as `[entryPoints.https.tls]`,
 //! is the key of the section with the value `{}` so that it survives the round trip.
-//! How to reach the store (`[consul]`, `[etcd]`) is a replica's own business and is not stored.
+//! How to reach the store (`[consul]`, `[etcd]`, v3's `providers.consul`, `providers.etcd`) is a
+//! replica's own business and is not stored.
 
 use crate::{
     config::{Diagnostic, Node, Origin},
@@ -17,7 +18,14 @@ const LOCAL_SECTIONS: &[&str] = &["consul", "etcd"];
 
 /// The pairs `storeconfig` writes for a static source tree, sorted by key.
 pub fn encode_static(keys: &Keys, tree: &Node) -> Vec<(String, String)> {
-    encode(tree, |top| !LOCAL_SECTIONS.contains(&top), |path| keys.static_key(path))
+    // Traefik v3's `providers.etcd` and `providers.consul` are the same sections.
+    let mut tree = tree.clone();
+    if let Node::Table(top, _) = &mut tree {
+        if let Some(Node::Table(providers, _)) = top.get_mut("providers") {
+            providers.retain(|name, _| !LOCAL_SECTIONS.contains(&name.as_str()));
+        }
+    }
+    encode(&tree, |top| !LOCAL_SECTIONS.contains(&top), |path| keys.static_key(path))
 }
 
 /// The pairs `storeconfig --dynamic` writes for a dynamic-config tree: Traefik's layout,
@@ -161,6 +169,32 @@ mod tests {
         let decoded = config::load(decode_static(&keys, &kvs).unwrap().unwrap()).unwrap().config;
         let original = config::load(tree).unwrap().config;
         assert_eq!(decoded, original);
+    }
+
+    #[test]
+    fn a_v3_file_survives_the_round_trip_without_its_store_section() {
+        let keys = Keys::new("traefik");
+        let text = "entryPoints:\n  web: { address: ':80' }\n  webSecure: { address: ':443', http: { tls: { certResolver: myLE } } }\n\
+                    providers:\n  etcd: { endpoints: ['a:2379'] }\n  file: { directory: /etc/pylon }\n\
+                    certificatesResolvers:\n  myLE:\n    acme: { email: a@example.com, httpChallenge: { entryPoint: web } }\n";
+        let tree = Node::from_yaml("traefik.yml", text, crate::config::tree::STATIC_NAMES).unwrap();
+        let pairs = encode_static(&keys, &tree);
+        assert!(pairs.iter().all(|(k, _)| !k.starts_with("traefik/static/providers/etcd")), "{pairs:?}");
+        assert!(pairs.iter().any(|(k, _)| k == "traefik/static/certificatesresolvers/myLE/acme/email"), "{pairs:?}");
+        let kvs: Vec<KeyValue> = pairs
+            .into_iter()
+            .map(|(key, value)| KeyValue {
+                key,
+                value: value.into_bytes(),
+                create_revision: 1,
+                mod_revision: 1,
+                lease: None,
+            })
+            .collect();
+        let decoded = config::load(decode_static(&keys, &kvs).unwrap().unwrap()).unwrap();
+        let original = config::load(tree).unwrap();
+        assert_eq!(decoded.config, original.config);
+        assert!(decoded.store.is_none() && original.store.is_some(), "the store section stays with the replica");
     }
 
     #[test]
