@@ -132,6 +132,7 @@ const NAMED: &[&str] = &[
     "datadir",
     "check",
     "dry-run",
+    "dynamic",
     "help",
     "version",
 ];
@@ -282,6 +283,9 @@ mod tests {
         let cli = parse(args(&["--consul", "--consul.endpoint=traefik-consul:8500"])).unwrap();
         assert!(cli.global.consul);
         assert_eq!(cli.global.consul_endpoint.as_deref(), Some("traefik-consul:8500"));
+        let cli = parse(args(&["storeconfig", "--dynamic=routes.toml"])).unwrap();
+        assert!(matches!(cli.command, Some(Command::Storeconfig { dynamic: Some(_), .. })), "{cli:?}");
+        assert!(cli.overrides.is_empty(), "--dynamic is storeconfig's, not a static key");
         let cli = parse(args(&["storeconfig", "--configfile=/config/traefik.toml"])).unwrap();
         assert!(matches!(cli.command, Some(Command::Storeconfig { dry_run: false, dynamic: None })));
         assert_eq!(cli.global.configfile.unwrap().to_str(), Some("/config/traefik.toml"));

@@ -55,6 +55,7 @@ pub struct StoreSection {
     pub token: Option<String>,
     pub username: Option<String>,
     pub password: Option<String>,
+    pub tls: Option<crate::control::store::tls::StoreTls>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -235,6 +236,11 @@ fn store_section(raw: &file::RawConfig) -> Option<StoreSection> {
         token: section.token.clone(),
         username: section.username.clone(),
         password: section.password.clone(),
+        tls: section.tls.as_ref().map(|t| crate::control::store::tls::StoreTls {
+            ca: t.ca.clone(),
+            cert: t.cert.clone(),
+            key: t.key.clone(),
+        }),
     })
 }
 

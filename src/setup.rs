@@ -68,6 +68,7 @@ pub fn target(global: &Global, file: Option<&StoreSection>, overrides: &[Overrid
             endpoints,
             username: global.etcd_username.clone().or_else(|| section.and_then(|s| s.username.clone())),
             password: global.etcd_password.clone().or_else(|| section.and_then(|s| s.password.clone())),
+            tls: section.and_then(|s| s.tls.clone()),
         };
         if options.username.is_some() != options.password.is_some() {
             return Err(SetupError::MissingFlag {
@@ -87,8 +88,9 @@ pub fn target(global: &Global, file: Option<&StoreSection>, overrides: &[Overrid
             .unwrap_or_else(|| "127.0.0.1:8500".to_string());
         let token = global.consul_token.clone().or_else(|| section.and_then(|s| s.token.clone()));
         let prefix = global.consul_prefix.clone().or_else(|| section.and_then(|s| s.prefix.clone()));
+        let tls = section.and_then(|s| s.tls.clone());
         return Ok(Target {
-            spec: StoreSpec::Consul { endpoint, token },
+            spec: StoreSpec::Consul { endpoint, token, tls },
             keys: Keys::new(prefix.as_deref().unwrap_or_default()),
         });
     }

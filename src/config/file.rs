@@ -387,8 +387,20 @@ pub struct RawKvStore {
     pub password: Option<String>,
     #[serde(default, deserialize_with = "lenient::bool")]
     pub useapiv3: Option<bool>,
-    /// Read to be refused: Pylon speaks to the stores in plain text.
-    pub tls: Option<toml::Value>,
+    /// TLS to the store (Traefik's `ClientTLS`).
+    pub tls: Option<RawStoreTls>,
+}
+
+/// `[etcd.tls]`, `providers.consul.tls`, ...: files (or PEM text).
+#[derive(Debug, Default, Deserialize)]
+pub struct RawStoreTls {
+    pub ca: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    #[serde(default, deserialize_with = "lenient::bool")]
+    pub insecureskipverify: Option<bool>,
+    #[serde(default, deserialize_with = "lenient::bool")]
+    pub caoptional: Option<bool>,
 }
 
 /// Sections of Traefik's other providers, which Pylon does not implement: a file that has them

@@ -107,15 +107,21 @@ pub(super) fn check(raw: &RawConfig, c: &mut Checker) {
     }
     for (name, store) in [("etcd", &raw.etcd), ("consul", &raw.consul)] {
         let Some(store) = store else { continue };
-        if store.tls.is_some() {
-            // Fail closed: credentials and certificates would otherwise cross in plain text.
-            c.error(
-                &format!("{name}.tls"),
-                format!(
-                    "not supported yet: Pylon connects to {name} in plain text; reach it over a private network \
-                         or a local TLS-terminating sidecar, and remove tls"
-                ),
-            );
+        if let Some(tls) = &store.tls {
+            let at = |key: &str| format!("{name}.tls.{key}");
+            if tls.insecureskipverify == Some(true) {
+                // Fail closed: a TLS connection to an unverified store is one anyone can answer.
+                c.error(
+                    &at("insecureskipverify"),
+                    "not supported: give tls.ca, the CA that signed the store's certificate",
+                );
+            }
+            if tls.cert.is_some() != tls.key.is_some() {
+                c.error(&format!("{name}.tls"), "tls.cert and tls.key go together");
+            }
+            if tls.caoptional.is_some() {
+                c.warn(&at("caoptional"), "not needed: the store's certificate is always verified; ignored");
+            }
         }
         let endpoints = store.endpoint.as_deref().unwrap_or_default();
         if name == "consul" && endpoints.len() > 1 {

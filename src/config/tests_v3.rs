@@ -209,7 +209,8 @@ log: { level: INFO, noColor: true }
     assert!(warned.iter().any(|w| w.starts_with("traefik.yml:8:") && w.contains("log.nocolor")), "{warned:?}");
 
     for (bad, at, says) in [
-        ("providers:\n  etcd:\n    tls: { ca: /ca.pem }\n", "traefik.yml:3:", "plain text"),
+        ("providers:\n  etcd:\n    tls: { insecureSkipVerify: true }\n", "traefik.yml:3:", "give tls.ca"),
+        ("providers:\n  consul:\n    tls: { cert: /c.pem }\n", "traefik.yml:3:", "go together"),
         (
             "entryPoints:\n  a:\n    address: ':80'\n    transport: { lifeCycle: { graceTimeOut: 1s } }\n  b:\n    address: ':81'\n    transport: { lifeCycle: { graceTimeOut: 2s } }\n",
             "traefik.yml:7:",

@@ -14,6 +14,7 @@ pub mod lease;
 pub mod lock;
 mod open;
 mod roots;
+pub mod tls;
 
 use std::{fmt, sync::Arc, time::Duration};
 
@@ -208,6 +209,9 @@ pub enum StoreError {
     BadAnswer { backend: &'static str, request: String, detail: String },
     #[error("embedded store {path}: {detail}")]
     Embedded { path: String, detail: String },
+    /// The store's TLS settings cannot be used (a file that cannot be read, a bad PEM).
+    #[error("the store's TLS settings: {detail}")]
+    Tls { detail: String },
     /// Another process (a running replica) has the embedded store open.
     #[error(
         "the embedded store in {dir} is open in another process{holder}: a running replica holds it. \

@@ -91,7 +91,7 @@ where
 /// Starts a server with `spawn(log)` and waits for `ready`; a server that exits at start (two
 /// tests drew the same free port) is started again on new ports, up to three times. Failures
 /// show the server's own log.
-async fn start_server<R, F>(
+pub async fn start_server<R, F>(
     name: &str,
     dir: &Path,
     mut spawn: impl FnMut(std::fs::File) -> (Child, R),
@@ -323,7 +323,7 @@ impl Consul {
     }
 
     pub fn spec(&self) -> StoreSpec {
-        StoreSpec::Consul { endpoint: self.endpoint.clone(), token: None }
+        StoreSpec::Consul { endpoint: self.endpoint.clone(), token: None, tls: None }
     }
 }
 

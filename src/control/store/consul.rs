@@ -33,8 +33,8 @@ pub struct Consul {
 
 impl Consul {
     /// Connects and checks that the agent has a leader, so a bad endpoint fails now.
-    pub async fn connect(endpoint: &str, token: Option<String>) -> Result<Consul> {
-        let api = Api::new(endpoint, token);
+    pub async fn connect(endpoint: &str, token: Option<String>, tls: Option<&super::tls::StoreTls>) -> Result<Consul> {
+        let api = Api::new(endpoint, token, tls)?;
         let answer = api.request(Method::GET, "/v1/status/leader", None).await?;
         let leader = String::from_utf8_lossy(&answer.body).trim().trim_matches('"').to_string();
         if leader.is_empty() {

@@ -62,6 +62,28 @@ pub struct EtcdOptions {
     pub endpoints: Vec<String>,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// TLS to every member (`https://`): the CA, and a client certificate if etcd wants one.
+    pub tls: Option<super::tls::StoreTls>,
+}
+
+/// tonic's TLS settings from the store's: the CA (else the system's roots) and the identity.
+fn tls_options(tls: &super::tls::StoreTls) -> Result<etcd_client::TlsOptions> {
+    use base64::Engine;
+    let mut options = etcd_client::TlsOptions::new();
+    match tls.ca_pem()? {
+        Some(ca) => options = options.ca_certificate(etcd_client::Certificate::from_pem(ca)),
+        None => {
+            for der in rustls_native_certs::load_native_certs().certs {
+                let body = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+                let pem = format!("-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n");
+                options = options.ca_certificate(etcd_client::Certificate::from_pem(pem));
+            }
+        }
+    }
+    if let Some((cert, key)) = tls.identity_pem()? {
+        options = options.identity(etcd_client::Identity::from_pem(cert, key));
+    }
+    Ok(options)
 }
 
 impl Etcd {
@@ -74,6 +96,9 @@ impl Etcd {
             .with_require_leader(true);
         if let (Some(user), Some(password)) = (&options.username, &options.password) {
             connect = connect.with_user(user.clone(), password.clone());
+        }
+        if let Some(tls) = &options.tls {
+            connect = connect.with_tls(tls_options(tls)?);
         }
         let unreachable =
             |detail: String| StoreError::Unreachable { backend: "etcd", endpoint: endpoints.join(","), detail };

@@ -15,7 +15,7 @@ use super::{
 pub enum StoreSpec {
     Embedded { dir: PathBuf },
     Etcd(EtcdOptions),
-    Consul { endpoint: String, token: Option<String> },
+    Consul { endpoint: String, token: Option<String>, tls: Option<super::tls::StoreTls> },
 }
 
 impl StoreSpec {
@@ -33,8 +33,12 @@ impl StoreSpec {
     pub fn describe(&self) -> String {
         match self {
             StoreSpec::Embedded { dir } => format!("the embedded store in {}", dir.display()),
-            StoreSpec::Etcd(o) => format!("etcd at {}", o.endpoints.join(",")),
-            StoreSpec::Consul { endpoint, .. } => format!("Consul at {endpoint}"),
+            StoreSpec::Etcd(o) => {
+                format!("etcd at {}{}", o.endpoints.join(","), if o.tls.is_some() { " over TLS" } else { "" })
+            }
+            StoreSpec::Consul { endpoint, tls, .. } => {
+                format!("Consul at {endpoint}{}", if tls.is_some() { " over TLS" } else { "" })
+            }
         }
     }
 }
@@ -45,7 +49,9 @@ pub async fn open(spec: &StoreSpec) -> Result<Store> {
     let backend: Arc<dyn super::Backend> = match spec {
         StoreSpec::Embedded { dir } => Arc::new(Embedded::open(dir).await?),
         StoreSpec::Etcd(options) => Arc::new(Etcd::connect(options).await?),
-        StoreSpec::Consul { endpoint, token } => Arc::new(Consul::connect(endpoint, token.clone()).await?),
+        StoreSpec::Consul { endpoint, token, tls } => {
+            Arc::new(Consul::connect(endpoint, token.clone(), tls.as_ref()).await?)
+        }
     };
     Ok(Store::new(backend))
 }

@@ -13,7 +13,7 @@ use hyper_util::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::control::store::{KeyValue, LeaseId, StoreError};
+use crate::control::store::{tls::StoreTls, KeyValue, LeaseId, StoreError};
 
 /// How long an ordinary request may take before the agent is reported unreachable.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -27,7 +27,7 @@ pub struct Answer {
 
 #[derive(Clone)]
 pub struct Api {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
     /// `http://host:port`, without a trailing slash.
     base: String,
     token: Option<String>,
@@ -104,14 +104,29 @@ pub struct TxnResultEntry {
 }
 
 impl Api {
-    /// `endpoint` is `host:port` or `http://host:port`.
-    pub fn new(endpoint: &str, token: Option<String>) -> Api {
-        let base = if endpoint.contains("://") { endpoint.to_string() } else { format!("http://{endpoint}") };
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(REQUEST_TIMEOUT));
-        connector.set_nodelay(true);
+    /// `endpoint` is `host:port`, `http://host:port` or `https://host:port`; with `tls`, a bare
+    /// `host:port` is spoken to over HTTPS, and `http://` is refused (the settings say TLS).
+    pub fn new(endpoint: &str, token: Option<String>, tls: Option<&StoreTls>) -> Result<Api, StoreError> {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let base = if endpoint.contains("://") { endpoint.to_string() } else { format!("{scheme}://{endpoint}") };
+        if tls.is_some() && base.starts_with("http://") {
+            return Err(StoreError::Tls { detail: format!("Consul endpoint {base} is plain HTTP while tls is set") });
+        }
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(REQUEST_TIMEOUT));
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let config = match tls {
+            Some(tls) => tls.client_config()?,
+            None => StoreTls::default().client_config()?,
+        };
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
-        Api { client, base: base.trim_end_matches('/').to_string(), token }
+        Ok(Api { client, base: base.trim_end_matches('/').to_string(), token })
     }
 
     pub fn endpoint(&self) -> &str {
