@@ -77,20 +77,13 @@ pub struct Checker {
     origins: BTreeMap<String, Origin>,
     /// How keys folded from Traefik v3's vocabulary are named in messages.
     aliases: dialect::Aliases,
-    pub dialect: dialect::Dialect,
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
 }
 
 impl Checker {
     pub fn new(origins: BTreeMap<String, Origin>) -> Checker {
-        Checker {
-            origins,
-            aliases: dialect::Aliases::default(),
-            dialect: dialect::Dialect::V1,
-            errors: Vec::new(),
-            warnings: Vec::new(),
-        }
+        Checker { origins, aliases: dialect::Aliases::default(), errors: Vec::new(), warnings: Vec::new() }
     }
 
     /// The errors and warnings collected so far, leaving the checker empty.
@@ -173,14 +166,13 @@ pub fn read_file(path: &Path) -> Result<Node, ConfigError> {
 pub fn load(tree: Node) -> Result<Loaded, ConfigError> {
     let (mut value, mut origins) = tree.into_value();
     dialect::enable_flagged_sections(&mut value);
-    let dialect = dialect::detect(&value, &origins).map_err(|d| ConfigError(vec![d]))?;
-    let (aliases, errors, warnings) = match dialect {
-        dialect::Dialect::V3 => dialect::fold_v3(&mut value, &mut origins),
-        dialect::Dialect::V1 => Default::default(),
+    let found = dialect::detect(&value, &origins).map_err(|d| ConfigError(vec![d]))?;
+    let (aliases, errors, warnings) = match found.any_v3 {
+        true => dialect::fold_v3(&mut value, &mut origins),
+        false => Default::default(),
     };
     let mut checker = Checker::new(origins);
     checker.aliases = aliases;
-    checker.dialect = dialect;
     checker.errors.extend(errors);
     checker.warnings.extend(warnings);
     let Some(raw) = checker.deserialize::<file::RawConfig>(value, "") else {
@@ -213,7 +205,7 @@ pub fn store_of(tree: Node) -> Result<Option<StoreSection>, ConfigError> {
     }
     let (mut value, mut origins) = tree.into_value();
     dialect::enable_flagged_sections(&mut value);
-    if dialect::detect(&value, &origins).map_err(|d| ConfigError(vec![d]))? == dialect::Dialect::V3 {
+    if dialect::detect(&value, &origins).map_err(|d| ConfigError(vec![d]))?.any_v3 {
         dialect::fold_v3(&mut value, &mut origins);
     }
     let mut checker = Checker::new(origins);

@@ -72,7 +72,8 @@ pub(super) fn resolvers(raw: &RawConfig, c: &mut Checker, entry_points: &BTreeMa
     for (name, resolver) in &raw.certificatesresolvers {
         let base = format!("certificatesresolvers.{name}.acme");
         match &resolver.acme {
-            Some(a) => out.push(acme(a, &Section { base: &base, name, dialect: c.dialect }, c, entry_points)),
+            // A v3 section, whatever the rest of the configuration speaks.
+            Some(a) => out.push(acme(a, &Section { base: &base, name, dialect: Dialect::V3 }, c, entry_points)),
             None => c.error(
                 &format!("certificatesresolvers.{name}"),
                 format!("certificate resolver {name:?} has no acme section (Pylon's resolvers are ACME resolvers)"),

@@ -101,34 +101,50 @@ impl Aliases {
     }
 }
 
-/// The dialect of `value`, or an error naming a v1.7 key and a v3 key found together.
-pub fn detect(value: &Value, origins: &BTreeMap<String, Origin>) -> Result<Dialect, Diagnostic> {
-    let Some(top) = value.as_table() else { return Ok(Dialect::V1) };
+/// What [`detect`] found: the dialect of the file (or the store) and whether any v3 key is
+/// there at all (flags of v3's form laid over a v1.7 file are folded too).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Found {
+    pub dialect: Dialect,
+    pub any_v3: bool,
+}
+
+/// The dialect of `value`, told by the keys of the file or the store (flags and variables
+/// may use either form over either), or an error naming a v1.7 key and a v3 key found together.
+pub fn detect(value: &Value, origins: &BTreeMap<String, Origin>) -> Result<Found, Diagnostic> {
+    let Some(top) = value.as_table() else { return Ok(Found { dialect: Dialect::V1, any_v3: false }) };
     let mut v1 = Vec::new();
     let mut v3 = Vec::new();
+    let mut any_v3 = false;
+    let written = |path: &str| !matches!(origins.get(path), Some(Origin::Flag(_) | Origin::Env(_)));
     for key in top.keys() {
-        // `--loglevel` is a flag of both dialects; it says nothing about the file.
-        let from_flag = matches!(origins.get(key), Some(Origin::Flag(f)) if f == "--loglevel");
-        if V1_TOP.contains(&key.as_str()) && !from_flag {
+        if V1_TOP.contains(&key.as_str()) && written(key) {
             v1.push(key.clone());
         }
         if V3_TOP.contains(&key.as_str()) {
-            v3.push(key.clone());
+            any_v3 = true;
+            if written(key) {
+                v3.push(key.clone());
+            }
         }
     }
     if let Some(entry_points) = top.get("entrypoints").and_then(Value::as_table) {
         for (name, ep) in entry_points {
             for key in ep.as_table().map(|t| t.keys().collect::<Vec<_>>()).unwrap_or_default() {
                 let path = format!("entrypoints.{name}.{key}");
-                if V1_ENTRYPOINT.contains(&key.as_str()) {
+                if V1_ENTRYPOINT.contains(&key.as_str()) && written(&path) {
                     v1.push(path.clone());
                 }
                 if V3_ENTRYPOINT.contains(&key.as_str()) {
-                    v3.push(path);
+                    any_v3 = true;
+                    if written(&path) {
+                        v3.push(path);
+                    }
                 }
             }
         }
     }
+    let found = |dialect| Ok(Found { dialect, any_v3 });
     match (v1.first(), v3.first()) {
         (Some(old), Some(new)) => {
             let at = |k: &str| origins.get(k).cloned().unwrap_or(Origin::Default);
@@ -142,8 +158,9 @@ pub fn detect(value: &Value, origins: &BTreeMap<String, Origin>) -> Result<Diale
                 ),
             })
         }
-        (None, Some(_)) => Ok(Dialect::V3),
-        _ => Ok(Dialect::V1),
+        // Flags alone in v3's form (or over a file of neither dialect's own keys) are v3.
+        (None, _) if any_v3 => found(Dialect::V3),
+        _ => found(Dialect::V1),
     }
 }
 
@@ -210,8 +227,10 @@ pub fn fold_v3(
     let mut moves: Vec<(String, String)> = Vec::new();
     let Some(top) = value.as_table_mut() else { return (Aliases::default(), errors, warnings) };
     let at = |path: &str| origins.get(path).cloned().unwrap_or(Origin::Default);
-    // `--loglevel` (a flag of both dialects) wins over the file's `log.level`.
-    if top.contains_key("loglevel") {
+    // `--loglevel` (a flag of both dialects) wins over the file's `log.level`; a flag's
+    // `--log.level` wins over a v1.7 file's `logLevel` (the move below replaces it).
+    let flagged = |path: &str| matches!(origins.get(path), Some(Origin::Flag(_) | Origin::Env(_)));
+    if top.contains_key("loglevel") && flagged("loglevel") {
         let _ = take(top, "log.level");
     }
     let mut renames = vec![("log.level".to_string(), "loglevel".to_string()), ("log".into(), "traefiklog".into())];
@@ -288,15 +307,35 @@ fn take(table: &mut Table, path: &str) -> Option<Value> {
     }
 }
 
-/// Puts `v` at `path` unless something is there already (then `false`).
+/// Puts `v` at `path`, laid over what is there (a flag of v3's form over a v1.7 file's key: the
+/// flag wins, as flags do); `false` when a value that is no table is in the way.
 fn put(table: &mut Table, path: &str, v: Value) -> bool {
     match path.split_once('.') {
-        None if table.contains_key(path) => false,
-        None => table.insert(path.to_string(), v).is_none(),
+        None => {
+            match table.get_mut(path) {
+                Some(existing) => merge(existing, v),
+                None => drop(table.insert(path.to_string(), v)),
+            }
+            true
+        }
         Some((first, rest)) => match table.entry(first).or_insert_with(|| Value::Table(Table::new())) {
             Value::Table(child) => put(child, rest, v),
             _ => false,
         },
+    }
+}
+
+fn merge(into: &mut Value, over: Value) {
+    match (into, over) {
+        (Value::Table(base), Value::Table(top)) => {
+            for (key, value) in top {
+                match base.get_mut(&key) {
+                    Some(existing) => merge(existing, value),
+                    None => drop(base.insert(key, value)),
+                }
+            }
+        }
+        (slot, over) => *slot = over,
     }
 }
 

@@ -240,3 +240,31 @@ fn the_file_provider_is_read_in_both_dialects() {
     let off = yaml("providers:\n  file: { filename: d.yml, watch: false }\n").unwrap().config.file.unwrap();
     assert_eq!(off, FileProvider { source: FileSource::File("d.yml".into()), watch: false });
 }
+
+#[test]
+fn flags_of_either_form_lay_over_a_file_of_either_dialect() {
+    let file = Node::from_toml(
+        "traefik.toml",
+        "logLevel = \"INFO\"\n[entryPoints.http]\naddress = \":80\"\n[etcd]\nendpoint = \"old:2379\"\nprefix = \"edge\"\n",
+        STATIC_NAMES,
+    )
+    .unwrap();
+    let pairs = [("providers.etcd.endpoints", "new:2379"), ("log.level", "DEBUG")].map(|(k, v)| {
+        (k.split('.').map(String::from).collect::<Vec<_>>(), v.to_string(), Origin::Flag(format!("--{k}")))
+    });
+    let loaded = load(file.overlay(Node::from_pairs(pairs, STATIC_NAMES).unwrap())).unwrap();
+    let store = loaded.store.unwrap();
+    assert_eq!(
+        (store.endpoints, store.prefix.as_deref()),
+        (vec!["new:2379".to_string()], Some("edge")),
+        "the flag wins"
+    );
+    assert_eq!(loaded.config.log_level, "debug");
+
+    let file =
+        Node::from_yaml("traefik.yml", "log: { level: INFO }\nentryPoints:\n  web: { address: ':80' }\n", STATIC_NAMES)
+            .unwrap();
+    let pairs = [(vec!["loglevel".to_string()], "ERROR".to_string(), Origin::Flag("--loglevel".into()))];
+    let loaded = load(file.overlay(Node::from_pairs(pairs, STATIC_NAMES).unwrap())).unwrap();
+    assert_eq!(loaded.config.log_level, "error", "--loglevel wins over log.level");
+}

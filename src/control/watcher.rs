@@ -3,9 +3,13 @@
 //! atomically. A burst of changes is coalesced into one rebuild. A router or service with a bad
 //! key is rejected alone (logged, and kept in [`Status`] for the API); everything else keeps
 //! working. When the store is unreachable the last good table keeps serving, and the watcher
-//! re-lists once the store answers again.
+//! re-lists once the store answers again. The file provider's objects ([`file_objects`]) join
+//! the store's in the same table, followed also while the store is away.
 
+mod certificates;
 mod file_objects;
+
+use file_objects::{changed, Files};
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -23,9 +27,9 @@ use crate::{
     data::balancer::{self, Pool},
     data::plane::Plane,
     data::routing::Table,
-    data::tls::{self, CertStore, Source},
+    data::tls::{self, CertStore},
     data::upstream::Upstream,
-    dynamic::{DynamicConfig, Owner, Parts},
+    dynamic::{Owner, Parts},
 };
 
 /// A burst of changes ends when the watch stays quiet this long...
@@ -78,17 +82,6 @@ pub struct Watcher {
     /// The file provider's latest files, when it is configured.
     pub file_set: Option<watch::Receiver<Arc<crate::control::files::FileSet>>>,
     files: Files,
-}
-
-/// What the watcher took in from the file provider.
-#[derive(Default)]
-struct Files {
-    owners: BTreeMap<Owner, crate::config::Node>,
-    /// Files that cannot be read, as rejections; duplicate objects, as warnings.
-    errors: Vec<String>,
-    warnings: Vec<String>,
-    /// The files' certificates changed since the last rebuild.
-    certificates_dirty: bool,
 }
 
 /// The stored dynamic keys, grouped by the router, service or middleware they configure, and
@@ -200,7 +193,11 @@ impl Watcher {
                     tracing::warn!(
                         "reading dynamic configuration: {err}; serving the last good table, retrying in {delay:?}"
                     );
-                    // The files keep being followed while the store is away.
+                    // The files are served, and followed, while the store is away.
+                    if self.files.pending {
+                        let revision = self.status.borrow().revision;
+                        self.apply(revision, listed_at, &shutdown);
+                    }
                     let until = tokio::time::sleep(delay);
                     tokio::pin!(until);
                     loop {
@@ -315,6 +312,7 @@ impl Watcher {
         let started = Instant::now();
         let certificates_changed =
             self.mirror.dirty.contains(&Owner::Rest) || std::mem::take(&mut self.files.certificates_dirty);
+        self.files.pending = false;
         for owner in std::mem::take(&mut self.mirror.dirty) {
             match self.mirror.owners.get(&owner).map(|keys| codec::decode_dynamic(&self.keys, keys.values())) {
                 None => self.parts.update(owner, None),
@@ -406,41 +404,4 @@ impl Watcher {
             runtime,
         });
     }
-
-    /// Loads `tls/certificates` and the default certificate, counting them; a bad one is
-    /// rejected alone.
-    fn load_certificates(&self, config: &DynamicConfig) -> (usize, Vec<String>) {
-        let mut rejected = Vec::new();
-        let mut loaded = Vec::new();
-        for (i, cert) in config.certificates.iter().enumerate() {
-            match tls::Loaded::from_pem(&cert.cert, &cert.key) {
-                Ok(l) => loaded.push(l),
-                Err(err) => rejected.push(format!("KV key {}/tls/certificates/{i}: {err}", self.keys.prefix())),
-            }
-        }
-        let count = loaded.len();
-        self.certs.replace(Source::Dynamic, loaded);
-        let default = config.default_certificate.as_ref().and_then(|cert| {
-            tls::Loaded::from_pem(&cert.cert, &cert.key)
-                .map_err(|err| {
-                    let key = format!("{}/tls/stores/default/defaultcertificate", self.keys.prefix());
-                    rejected.push(format!("KV key {key}: {err}"));
-                })
-                .ok()
-        });
-        self.certs.set_default(default);
-        (count, rejected)
-    }
-}
-
-/// The next file set, once it changes; never when there is no file provider (or it stopped).
-async fn changed(
-    files: &mut Option<watch::Receiver<Arc<crate::control::files::FileSet>>>,
-) -> Arc<crate::control::files::FileSet> {
-    if let Some(rx) = files {
-        if rx.changed().await.is_ok() {
-            return rx.borrow_and_update().clone();
-        }
-    }
-    std::future::pending().await
 }

@@ -2,13 +2,28 @@
 //! owners (`name@file`), only the owners that changed decoded again; its unreadable files are
 //! rejections, reported with file:line:column until they are fixed.
 
-use std::sync::Arc;
+use std::{collections::BTreeMap, sync::Arc};
+
+use tokio::sync::watch;
 
 use super::Watcher;
 use crate::{
     control::files::FileSet,
     dynamic::{from_file, Owner},
 };
+
+/// What the watcher took in from the file provider.
+#[derive(Default)]
+pub(super) struct Files {
+    pub(super) owners: BTreeMap<Owner, crate::config::Node>,
+    /// Files that cannot be read, as rejections; duplicate objects, as warnings.
+    pub(super) errors: Vec<String>,
+    pub(super) warnings: Vec<String>,
+    /// The files' certificates changed since the last rebuild.
+    pub(super) certificates_dirty: bool,
+    /// Files taken in that no table serves yet.
+    pub(super) pending: bool,
+}
 
 impl Watcher {
     /// Takes in `set`; whether the table needs rebuilding.
@@ -33,6 +48,17 @@ impl Watcher {
         self.files.owners = owners;
         self.files.errors = errors;
         self.files.warnings = warnings;
+        self.files.pending |= changed;
         changed
     }
+}
+
+/// The next file set, once it changes; never when there is no file provider (or it stopped).
+pub(super) async fn changed(files: &mut Option<watch::Receiver<Arc<FileSet>>>) -> Arc<FileSet> {
+    if let Some(rx) = files {
+        if rx.changed().await.is_ok() {
+            return rx.borrow_and_update().clone();
+        }
+    }
+    std::future::pending().await
 }
