@@ -16,7 +16,8 @@ pub enum Dialect {
     V3,
 }
 
-/// Top-level keys only Traefik v1.7 has (its providers' sections included).
+/// Top-level keys only Traefik v1.7 has (besides its providers' sections,
+/// [`super::file::FOREIGN_PROVIDERS`] and `file`).
 const V1_TOP: &[&str] = &[
     "defaultentrypoints",
     "loglevel",
@@ -33,20 +34,11 @@ const V1_TOP: &[&str] = &[
     "insecureskipverify",
     "maxidleconnsperhost",
     "rootcas",
-    "kubernetes",
-    "docker",
-    "marathon",
-    "rancher",
-    "ecs",
-    "boltdb",
-    "zookeeper",
-    "consulcatalog",
-    "eureka",
-    "mesos",
-    "servicefabric",
-    "rest",
-    "dynamodb",
 ];
+
+fn v1_top(key: &str) -> bool {
+    V1_TOP.contains(&key) || super::file::FOREIGN_PROVIDERS.contains(&key)
+}
 /// Entrypoint keys only Traefik v1.7 has.
 const V1_ENTRYPOINT: &[&str] = &["redirect", "tls", "compress", "auth", "whitelist", "whitelistsourcerange"];
 /// Top-level keys only Traefik v2/v3 has.
@@ -118,7 +110,7 @@ pub fn detect(value: &Value, origins: &BTreeMap<String, Origin>) -> Result<Found
     let mut any_v3 = false;
     let written = |path: &str| !matches!(origins.get(path), Some(Origin::Flag(_) | Origin::Env(_)));
     for key in top.keys() {
-        if V1_TOP.contains(&key.as_str()) && written(key) {
+        if v1_top(key) && written(key) {
             v1.push(key.clone());
         }
         if V3_TOP.contains(&key.as_str()) {

@@ -148,6 +148,18 @@ mod tests {
 
     const SEED: &str = include_str!("../../../configs/traefik.toml");
 
+    /// The pairs as the store returns them.
+    fn stored(pairs: Vec<(String, String)>) -> Vec<KeyValue> {
+        let kv = |(key, value): (String, String)| KeyValue {
+            key,
+            value: value.into_bytes(),
+            create_revision: 1,
+            mod_revision: 1,
+            lease: None,
+        };
+        pairs.into_iter().map(kv).collect()
+    }
+
     #[test]
     fn the_seed_config_survives_the_round_trip_through_kv_pairs() {
         let keys = Keys::new("traefik");
@@ -156,16 +168,7 @@ mod tests {
         assert!(pairs.contains(&("traefik/static/entrypoints/https/tls".into(), "{}".into())));
         assert!(pairs.contains(&("traefik/static/defaultentrypoints/1".into(), "https".into())));
         assert!(pairs.iter().all(|(k, _)| !k.starts_with("traefik/static/consul")), "{pairs:?}");
-        let kvs: Vec<KeyValue> = pairs
-            .into_iter()
-            .map(|(key, value)| KeyValue {
-                key,
-                value: value.into_bytes(),
-                create_revision: 1,
-                mod_revision: 1,
-                lease: None,
-            })
-            .collect();
+        let kvs = stored(pairs);
         let decoded = config::load(decode_static(&keys, &kvs).unwrap().unwrap()).unwrap().config;
         let original = config::load(tree).unwrap().config;
         assert_eq!(decoded, original);
@@ -181,16 +184,7 @@ mod tests {
         let pairs = encode_static(&keys, &tree);
         assert!(pairs.iter().all(|(k, _)| !k.starts_with("traefik/static/providers/etcd")), "{pairs:?}");
         assert!(pairs.iter().any(|(k, _)| k == "traefik/static/certificatesresolvers/myLE/acme/email"), "{pairs:?}");
-        let kvs: Vec<KeyValue> = pairs
-            .into_iter()
-            .map(|(key, value)| KeyValue {
-                key,
-                value: value.into_bytes(),
-                create_revision: 1,
-                mod_revision: 1,
-                lease: None,
-            })
-            .collect();
+        let kvs = stored(pairs);
         let decoded = config::load(decode_static(&keys, &kvs).unwrap().unwrap()).unwrap();
         let original = config::load(tree).unwrap();
         assert_eq!(decoded.config, original.config);
