@@ -195,7 +195,9 @@ pub fn env_overrides<I: IntoIterator<Item = (String, String)>>(vars: I) -> Vec<O
 /// Parses the command line: named flags through clap, the rest into overrides, after the
 /// `PYLON_*` variables' (flags win over variables, which win over the file).
 pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, clap::Error> {
-    parse_with_env(args, std::env::vars())
+    // `vars()` would panic on a variable that is not UTF-8, whoever set it: such are skipped.
+    let vars = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    parse_with_env(args, vars)
 }
 
 pub fn parse_with_env<I, E>(args: I, vars: E) -> Result<Cli, clap::Error>

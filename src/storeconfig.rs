@@ -80,8 +80,11 @@ fn read_dynamic(path: &Path) -> Result<Node, SetupError> {
             message: format!("cannot read the dynamic configuration: {e}"),
         }])
     })?;
-    let tree = Node::from_text(path, &text, dynamic::DYNAMIC_NAMES)
+    let mut tree = Node::from_text(path, &text, dynamic::DYNAMIC_NAMES)
         .map_err(|(origin, message)| ConfigError(vec![Diagnostic { origin, message }]))?;
+    // Traefik's file-provider files refer to their own objects as `name@file`; in the store
+    // they are the store's.
+    dynamic::from_file::into_store(&mut tree);
     let built = dynamic::build(tree.clone());
     for warning in &built.warnings {
         tracing::warn!("{warning}");

@@ -218,11 +218,10 @@ pub fn fold_v3(
     let (mut errors, mut warnings) = (Vec::new(), Vec::new());
     let mut moves: Vec<(String, String)> = Vec::new();
     let Some(top) = value.as_table_mut() else { return (Aliases::default(), errors, warnings) };
-    let at = |path: &str| origins.get(path).cloned().unwrap_or(Origin::Default);
+    let at = |origins: &BTreeMap<String, Origin>, path: &str| origins.get(path).cloned().unwrap_or(Origin::Default);
     // `--loglevel` (a flag of both dialects) wins over the file's `log.level`; a flag's
     // `--log.level` wins over a v1.7 file's `logLevel` (the move below replaces it).
-    let flagged = |path: &str| matches!(origins.get(path), Some(Origin::Flag(_) | Origin::Env(_)));
-    if top.contains_key("loglevel") && flagged("loglevel") {
+    if top.contains_key("loglevel") && rank(origins, "loglevel") > 0 {
         let _ = take(top, "log.level");
     }
     let mut renames = vec![("log.level".to_string(), "loglevel".to_string()), ("log".into(), "traefiklog".into())];
@@ -237,7 +236,8 @@ pub fn fold_v3(
     }
     for (from, to) in renames {
         if let Some(v) = take(top, &from) {
-            if put(top, &to, v) {
+            if put(top, &to, v, (&to, &from), origins) {
+                move_origins(origins, &from, &to);
                 moves.push((from, to));
             }
         }
@@ -257,12 +257,13 @@ pub fn fold_v3(
             match &first {
                 None => {
                     first = Some((from.clone(), v.clone()));
-                    if put(top, section, v) {
+                    if put(top, section, v, (section, &from), origins) {
+                        move_origins(origins, &from, section);
                         moves.push((from, section.to_string()));
                     }
                 }
                 Some((other, seen)) if *seen != v => errors.push(Diagnostic {
-                    origin: at(&from),
+                    origin: at(origins, &from),
                     message: format!(
                         "{from} differs from {other}: Pylon applies one {section} to every entrypoint; \
                          give them the same values or keep one"
@@ -277,14 +278,13 @@ pub fn fold_v3(
         let Some(Value::Table(rest)) = take(top, &path) else { continue };
         for key in rest.keys() {
             warnings.push(Diagnostic {
-                origin: at(&format!("{path}.{key}")),
+                origin: at(origins, &format!("{path}.{key}")),
                 message: format!("{path}.{key} is not supported (Pylon reads transport.lifeCycle and transport.respondingTimeouts); ignored"),
             });
         }
     }
     let mut aliases = Aliases::default();
     for (from, to) in moves {
-        move_origins(origins, &from, &to);
         aliases.0.push((to, from));
     }
     // Longest folded paths first, so that `etcd.endpoint` is shown before `etcd`.
@@ -299,43 +299,70 @@ fn take(table: &mut Table, path: &str) -> Option<Value> {
     }
 }
 
-/// Puts `v` at `path`, laid over what is there (a flag of v3's form over a v1.7 file's key: the
-/// flag wins, as flags do); `false` when a value that is no table is in the way.
-fn put(table: &mut Table, path: &str, v: Value) -> bool {
+/// How much a value's origin weighs when two give the same key: a flag, then a variable, then
+/// the file or the store.
+fn rank(origins: &BTreeMap<String, Origin>, path: &str) -> u8 {
+    origins.get(path).map_or(0, weight)
+}
+
+fn weight(origin: &Origin) -> u8 {
+    match origin {
+        Origin::Flag(_) => 2,
+        Origin::Env(_) => 1,
+        _ => 0,
+    }
+}
+
+/// Puts `v` (from the key `paths.1`) at `path` (the key `paths.0`), laid over what is there key
+/// by key: of two values for one key, the one with the weightier origin wins (a v1.7 flag over
+/// a v3 file's key, or a v3 flag over a v1.7 file's); `false` when a value that is no table is
+/// in the way.
+fn put(table: &mut Table, path: &str, v: Value, paths: (&str, &str), origins: &BTreeMap<String, Origin>) -> bool {
     match path.split_once('.') {
         None => {
             match table.get_mut(path) {
-                Some(existing) => merge(existing, v),
+                Some(existing) => merge(existing, v, paths, origins),
                 None => drop(table.insert(path.to_string(), v)),
             }
             true
         }
         Some((first, rest)) => match table.entry(first).or_insert_with(|| Value::Table(Table::new())) {
-            Value::Table(child) => put(child, rest, v),
+            Value::Table(child) => put(child, rest, v, paths, origins),
             _ => false,
         },
     }
 }
 
-fn merge(into: &mut Value, over: Value) {
+fn merge(into: &mut Value, over: Value, (into_at, over_at): (&str, &str), origins: &BTreeMap<String, Origin>) {
     match (into, over) {
         (Value::Table(base), Value::Table(top)) => {
             for (key, value) in top {
+                let at = (format!("{into_at}.{key}"), format!("{over_at}.{key}"));
                 match base.get_mut(&key) {
-                    Some(existing) => merge(existing, value),
+                    Some(existing) => merge(existing, value, (&at.0, &at.1), origins),
                     None => drop(base.insert(key, value)),
                 }
             }
         }
-        (slot, over) => *slot = over,
+        (slot, over) => {
+            if rank(origins, over_at) >= rank(origins, into_at) {
+                *slot = over;
+            }
+        }
     }
 }
 
+/// Gives the keys moved from `from` to `to` their origins, but where a weightier origin's value
+/// stayed (see [`merge`]).
 fn move_origins(origins: &mut BTreeMap<String, Origin>, from: &str, to: &str) {
     let moved: Vec<(String, Origin)> = origins
         .iter()
         .filter(|(k, _)| *k == from || k.starts_with(&format!("{from}.")))
         .map(|(k, o)| (format!("{to}{}", &k[from.len()..]), o.clone()))
         .collect();
-    origins.extend(moved);
+    for (path, origin) in moved {
+        if origins.get(&path).is_none_or(|kept| weight(kept) <= weight(&origin)) {
+            origins.insert(path, origin);
+        }
+    }
 }

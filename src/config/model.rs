@@ -67,7 +67,8 @@ pub struct EntryPoint {
 impl StaticConfig {
     /// The resolver a router's `tls.certResolver` names (v1.7's `[acme]` answers to any name).
     pub fn resolver(&self, name: &str) -> Option<&Acme> {
-        self.resolvers.iter().find(|r| r.name == name || r.any_resolver)
+        let exact = self.resolvers.iter().find(|r| r.name == name);
+        exact.or_else(|| self.resolvers.iter().find(|r| r.any_resolver))
     }
 
     /// Each entrypoint's own TLS settings, which TLS options can only make stricter. A plain
@@ -423,6 +424,16 @@ pub(super) fn build(raw: RawConfig, c: &mut Checker) -> Option<StaticConfig> {
         },
     });
     let resolvers = super::acme::resolvers(&raw, c, &entry_points);
+    for (name, ep) in &entry_points {
+        let Some(resolver) = ep.router_tls.as_ref().and_then(|t| t.cert_resolver.as_ref()) else { continue };
+        if !resolvers.iter().any(|r| r.name == *resolver || r.any_resolver) {
+            let names: Vec<&str> = resolvers.iter().map(|r| r.name.as_str()).collect();
+            c.error(
+                &format!("entrypoints.{name}.http.tls.certresolver"),
+                format!("certificate resolver {resolver:?} does not exist (resolvers: {})", names.join(", ")),
+            );
+        }
+    }
     super::providers::check(&raw, c);
     let file = super::providers::file_provider(&raw, c);
     let transport = super::transport::build(&raw, c);

@@ -26,9 +26,9 @@ pub struct RawFileProvider {
     pub directory: Option<String>,
     #[serde(default, deserialize_with = "lenient::bool")]
     pub watch: Option<bool>,
-    /// Traefik 1.x's Go templates in dynamic files: refused, not ignored.
+    /// Traefik's Go templates in dynamic files: a warning (Pylon's files are not templates).
     #[serde(default, deserialize_with = "lenient::bool")]
-    pub debuglogsgeneratedtemplate: Option<bool>,
+    pub debugloggeneratedtemplate: Option<bool>,
 }
 
 /// Traefik v3's `global`: Pylon never phones home, so both mean what Pylon always does.
@@ -82,8 +82,8 @@ pub(super) fn file_provider(raw: &RawConfig, c: &mut Checker) -> Option<FileProv
             return None;
         }
     };
-    if file.debuglogsgeneratedtemplate.is_some() {
-        c.warn("file.debuglogsgeneratedtemplate", "dynamic files are not Go templates in Pylon; ignored");
+    if file.debugloggeneratedtemplate.is_some() {
+        c.warn("file.debugloggeneratedtemplate", "dynamic files are not Go templates in Pylon; ignored");
     }
     Some(FileProvider { source, watch: file.watch.unwrap_or(true) })
 }

@@ -224,6 +224,11 @@ log: { level: INFO, noColor: true }
         ),
         ("certificatesResolvers:\n  le: {}\n", "traefik.yml:2:", "has no acme section"),
         ("providers:\n  file: { watch: true }\n", "traefik.yml:2:", "needs filename or directory"),
+        (
+            "entryPoints:\n  w:\n    address: ':443'\n    http: { tls: { certResolver: nope } }\n",
+            "traefik.yml:4:",
+            "certificate resolver \"nope\" does not exist",
+        ),
     ] {
         let errors = messages(&yaml(bad).unwrap_err().0);
         assert!(errors.iter().any(|e| e.starts_with(at) && e.contains(says)), "{bad}: {errors:?}");
@@ -267,4 +272,16 @@ fn flags_of_either_form_lay_over_a_file_of_either_dialect() {
     let pairs = [(vec!["loglevel".to_string()], "ERROR".to_string(), Origin::Flag("--loglevel".into()))];
     let loaded = load(file.overlay(Node::from_pairs(pairs, STATIC_NAMES).unwrap())).unwrap();
     assert_eq!(loaded.config.log_level, "error", "--loglevel wins over log.level");
+
+    let file = Node::from_yaml(
+        "traefik.yml",
+        "entryPoints:\n  web: { address: ':80' }\nserversTransport: { insecureSkipVerify: true, maxIdleConnsPerHost: 5 }\n",
+        STATIC_NAMES,
+    )
+    .unwrap();
+    let pairs =
+        [(vec!["insecureSkipVerify".to_string()], "false".to_string(), Origin::Flag("--insecureSkipVerify".into()))];
+    let loaded = load(file.overlay(Node::from_pairs(pairs, STATIC_NAMES).unwrap())).unwrap();
+    assert!(!loaded.config.transport.insecure_skip_verify, "a v1.7 flag wins over a v3 file's key");
+    assert_eq!(loaded.config.transport.max_idle_per_host, 5, "the file's other keys stay");
 }

@@ -48,8 +48,16 @@ pub fn first(source: &FileSource) -> (Good, FileSet) {
     (good, set)
 }
 
-/// Each file's last good text and tree.
-pub type Good = BTreeMap<PathBuf, (String, Node)>;
+/// Each file's last good version.
+pub type Good = BTreeMap<PathBuf, Parsed>;
+
+/// A file's text, its tree, and the tree served: with the certificate files it names read in.
+#[derive(Debug)]
+pub struct Parsed {
+    text: String,
+    raw: Node,
+    served: Node,
+}
 
 /// Follows the files (when `watch` is on) and publishes each new [`FileSet`] until `shutdown`.
 pub async fn run(
@@ -72,7 +80,7 @@ pub async fn run(
         return;
     }
     let (tx, mut changes) = mpsc::unbounded_channel();
-    let watcher = watch_paths(&provider.source, tx);
+    let mut watcher = watch_paths(&provider.source, tx);
     if watcher.is_none() {
         tracing::warn!(source = %provider.source, "file provider: inotify cannot watch; polling every {POLL:?}");
     }
@@ -81,10 +89,20 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            Some(()) = changes.recv(), if watcher.is_some() => {
+            Some(ok) = changes.recv(), if watcher.is_some() => {
                 // Let the burst settle, then read once.
                 tokio::time::sleep(SETTLE).await;
-                while changes.try_recv().is_ok() {}
+                let mut ok = ok;
+                while let Ok(more) = changes.try_recv() {
+                    ok &= more;
+                }
+                // The watched directory itself replaced or removed (`rm -rf` then `mkdir`), or
+                // inotify failing: its watch sees nothing more, so polling takes over.
+                let gone = watcher.as_ref().is_some_and(|(_, root)| !root.is_dir());
+                if !ok || gone {
+                    tracing::warn!(source = %provider.source, "file provider: the watch was lost; polling every {POLL:?}");
+                    watcher = None;
+                }
             }
             _ = tokio::time::sleep(POLL), if watcher.is_none() => {}
         }
@@ -94,7 +112,7 @@ pub async fn run(
 
 /// An inotify watch on the directory (or the file's directory: editors and Kubernetes'
 /// ConfigMaps replace files by renaming); `None` when it cannot be set.
-fn watch_paths(source: &FileSource, tx: mpsc::UnboundedSender<()>) -> Option<notify::RecommendedWatcher> {
+fn watch_paths(source: &FileSource, tx: mpsc::UnboundedSender<bool>) -> Option<(notify::RecommendedWatcher, PathBuf)> {
     use notify::Watcher;
     let (path, mode) = match source {
         FileSource::Directory(dir) => (dir.clone(), notify::RecursiveMode::Recursive),
@@ -104,13 +122,11 @@ fn watch_paths(source: &FileSource, tx: mpsc::UnboundedSender<()>) -> Option<not
         }
     };
     let handler = move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
-            let _ = tx.send(());
-        }
+        let _ = tx.send(event.is_ok());
     };
     let mut watcher = notify::recommended_watcher(handler).ok()?;
     match watcher.watch(&path, mode) {
-        Ok(()) => Some(watcher),
+        Ok(()) => Some((watcher, path)),
         Err(err) => {
             tracing::warn!(path = %path.display(), "file provider: cannot watch: {err}");
             None
@@ -150,21 +166,27 @@ fn read(source: &FileSource, good: &mut Good) -> FileSet {
                 continue;
             }
         };
-        if good.get(path).is_some_and(|(before, _)| *before == text) {
-            continue;
-        }
-        match Node::from_text(path, &text, DYNAMIC_NAMES) {
-            Ok(mut tree) => match certificate_files(&mut tree) {
-                Ok(()) => drop(good.insert(path.clone(), (text, tree))),
-                Err(diagnostic) => errors
-                    .push(Diagnostic { message: format!("{}{}", diagnostic.message, kept(good, path)), ..diagnostic }),
+        // The same text keeps its parsed tree; the certificate files it names are read again
+        // every time (a rotated certificate is served without an edit of the dynamic file).
+        let raw = match good.get(path).filter(|g| g.text == text) {
+            Some(g) => g.raw.clone(),
+            None => match Node::from_text(path, &text, DYNAMIC_NAMES) {
+                Ok(tree) => tree,
+                Err((origin, message)) => {
+                    errors.push(Diagnostic { origin, message: format!("{message}{}", kept(good, path)) });
+                    continue;
+                }
             },
-            Err((origin, message)) => {
-                errors.push(Diagnostic { origin, message: format!("{message}{}", kept(good, path)) })
+        };
+        let mut served = raw.clone();
+        match certificate_files(&mut served) {
+            Ok(()) => drop(good.insert(path.clone(), Parsed { text, raw, served })),
+            Err(diagnostic) => {
+                errors.push(Diagnostic { message: format!("{}{}", diagnostic.message, kept(good, path)), ..diagnostic })
             }
         }
     }
-    FileSet { trees: good.values().map(|(_, tree)| tree.clone()).collect(), errors }
+    FileSet { trees: good.values().map(|g| g.served.clone()).collect(), errors }
 }
 
 /// Reads the certificate and key files a file names (`certFile = "/certs/a.pem"`) into the
@@ -188,7 +210,8 @@ fn certificate_files(tree: &mut Node) -> Result<(), Diagnostic> {
         }
     }
     for pair in pairs {
-        let Node::Table(fields, _) = pair else { continue };
+        let Node::Table(fields, origin) = pair else { continue };
+        let at = origin.clone();
         for key in ["certfile", "keyfile"] {
             let Some(Node::Value(toml::Value::String(value), origin)) = fields.get_mut(key) else { continue };
             if value.contains("-----BEGIN") {
@@ -200,6 +223,14 @@ fn certificate_files(tree: &mut Node) -> Result<(), Diagnostic> {
                     return Err(Diagnostic { origin: origin.clone(), message: format!("cannot read {value}: {err}") })
                 }
             }
+        }
+        // A pair that cannot serve is this file's error, at its place, not a store key's.
+        let text = |key: &str| match fields.get(key) {
+            Some(Node::Value(toml::Value::String(v), _)) => v.clone(),
+            _ => String::new(),
+        };
+        if let Err(err) = crate::data::tls::Loaded::from_pem(&text("certfile"), &text("keyfile")) {
+            return Err(Diagnostic { origin: at, message: format!("the certificate: {err}") });
         }
     }
     Ok(())

@@ -29,7 +29,9 @@ const SERVICE_REFS: &[&[&str]] = &[
     &["failover", "service"],
     &["failover", "fallback"],
 ];
-const MIDDLEWARE_REFS: &[&[&str]] = &[&["chain", "middlewares", "*"]];
+const MIDDLEWARE_REFS: &[&[&str]] = &[&["chain", "middlewares", "*"], &["errors", "service"]];
+/// The TLS options every provider shares, as in Traefik: never qualified.
+pub const DEFAULT_OPTIONS: &str = "default";
 
 /// Every owner in the file provider's trees (`files` in path order), each as the tree
 /// [`super::Parts::update`] takes. An object defined in two files keeps the first; the second
@@ -46,7 +48,11 @@ pub fn owners(files: &[Node]) -> (BTreeMap<Owner, Node>, Vec<Diagnostic>) {
                 continue;
             };
             for (name, object) in objects {
-                let qualified = format!("{}{SUFFIX}", super::unqualified(name).trim_end_matches(SUFFIX));
+                let plain = super::unqualified(name).trim_end_matches(SUFFIX);
+                let qualified = match (kind, plain) {
+                    ("options", DEFAULT_OPTIONS) => DEFAULT_OPTIONS.to_string(),
+                    _ => format!("{plain}{SUFFIX}"),
+                };
                 let owner = match kind {
                     "routers" => Owner::Router(qualified.clone()),
                     "services" => Owner::Service(qualified.clone()),
@@ -70,7 +76,9 @@ pub fn owners(files: &[Node]) -> (BTreeMap<Owner, Node>, Vec<Diagnostic>) {
                     _ => &[],
                 };
                 for path in refs {
-                    localize(&mut object, path);
+                    // `default` TLS options are everyone's; a service named `default` is not.
+                    let shared = (*path == ["tls", "options"]).then_some(DEFAULT_OPTIONS);
+                    localize(&mut object, path, shared);
                 }
                 out.insert(owner, wrap(&[section, kind, &qualified], object, origin));
             }
@@ -109,33 +117,51 @@ fn wrap(path: &[&str], leaf: Node, origin: &crate::config::Origin) -> Node {
     path.iter().rev().fold(leaf, |inner, key| Node::Table(BTreeMap::from([(key.to_string(), inner)]), origin.clone()))
 }
 
-/// Rewrites the bare references at `path` in `node` as `name@file`.
-fn localize(node: &mut Node, path: &[&str]) {
+/// Rewrites the bare references at `path` in `node` as `name@file`, but `shared`.
+fn localize(node: &mut Node, path: &[&str], shared: Option<&str>) {
+    let local = |name: &str| match name.contains('@') || name.is_empty() || Some(name) == shared {
+        true => name.to_string(),
+        false => format!("{name}{SUFFIX}"),
+    };
+    rewrite(node, path, &local);
+}
+
+/// Rewrites every reference at `path` in `node` with `to`.
+fn rewrite(node: &mut Node, path: &[&str], to: &dyn Fn(&str) -> String) {
     let Some((first, rest)) = path.split_first() else {
         if let Node::Value(toml::Value::String(name), _) = node {
-            if !name.contains('@') {
-                name.push_str(SUFFIX);
-            }
+            *name = to(name);
         }
         return;
     };
     match (node, *first) {
-        (Node::Array(items, _), "*") => items.iter_mut().for_each(|item| localize(item, rest)),
-        // A comma-separated list (`middlewares = "a,b"`) is read as one; each name is localized.
+        (Node::Array(items, _), "*") => items.iter_mut().for_each(|item| rewrite(item, rest, to)),
+        // A comma-separated list (`middlewares = "a,b"`) is read as one; each name is rewritten.
         (Node::Value(toml::Value::String(list), _), "*") if rest.is_empty() => {
-            let names: Vec<String> = list
-                .split(',')
-                .map(str::trim)
-                .map(|n| if n.contains('@') || n.is_empty() { n.to_string() } else { format!("{n}{SUFFIX}") })
-                .collect();
-            *list = names.join(",");
+            *list = list.split(',').map(str::trim).map(to).collect::<Vec<_>>().join(",");
         }
         (Node::Table(map, _), key) => {
             if let Some(child) = map.get_mut(key) {
-                localize(child, rest);
+                rewrite(child, rest, to);
             }
         }
         _ => {}
+    }
+}
+
+/// A file-provider file written into the store (`storeconfig --dynamic`): its objects become
+/// the store's, so its references to `name@file` become references to `name`.
+pub fn into_store(tree: &mut Node) {
+    let plain = |name: &str| name.strip_suffix(SUFFIX).unwrap_or(name).to_string();
+    let Node::Table(top, _) = tree else { return };
+    let Some(Node::Table(http, _)) = top.get_mut("http") else { return };
+    for (kind, refs) in [("routers", ROUTER_REFS), ("services", SERVICE_REFS), ("middlewares", MIDDLEWARE_REFS)] {
+        let Some(Node::Table(objects, _)) = http.get_mut(kind) else { continue };
+        for object in objects.values_mut() {
+            for path in refs {
+                rewrite(object, path, &plain);
+            }
+        }
     }
 }
 
@@ -170,20 +196,31 @@ mod tests {
             middlewares = ["auth", "strip@etcd"]
             [http.services.app.weighted]
             services = [{ name = "blue", weight = 1 }, { name = "green@consul", weight = 1 }]
+            [http.routers.web.tls]
+            options = "default"
             [http.middlewares.both.chain]
             middlewares = ["auth"]
+            [http.middlewares.oops.errors]
+            status = ["500"]
+            service = "pages"
+            [tls.options.default]
+            minVersion = "VersionTLS13"
             [[tls.certificates]]
             certFile = "a.pem"
             keyFile = "a.key"
         "#;
         let tree = Node::from_toml("d.toml", text, DYNAMIC_NAMES).unwrap();
         let (owners, warnings) = owners(&[tree.clone(), tree]);
-        assert_eq!(warnings.len(), 3, "the second file's objects are ignored: {warnings:?}");
+        assert_eq!(warnings.len(), 5, "the second file's objects are ignored: {warnings:?}");
+        assert!(owners.contains_key(&Owner::TlsOptions("default".into())), "default options are everyone's");
         let (value, _) = owners[&Owner::Router("web@file".into())].clone().into_value();
         let router = &value["http"]["routers"]["web@file"];
         assert_eq!(router["service"].as_str(), Some("app@file"));
         assert_eq!(router["middlewares"][0].as_str(), Some("auth@file"));
         assert_eq!(router["middlewares"][1].as_str(), Some("strip@etcd"));
+        assert_eq!(router["tls"]["options"].as_str(), Some("default"));
+        let (value, _) = owners[&Owner::Middleware("oops@file".into())].clone().into_value();
+        assert_eq!(value["http"]["middlewares"]["oops@file"]["errors"]["service"].as_str(), Some("pages@file"));
         let (value, _) = owners[&Owner::Service("app@file".into())].clone().into_value();
         let services = &value["http"]["services"]["app@file"]["weighted"]["services"];
         assert_eq!(
@@ -194,5 +231,16 @@ mod tests {
         assert_eq!(value["http"]["middlewares"]["both@file"]["chain"]["middlewares"][0].as_str(), Some("auth@file"));
         let (value, _) = owners[&Owner::FileRest].clone().into_value();
         assert_eq!(value["tls"]["certificates"].as_array().map(Vec::len), Some(2), "both files' certificates");
+        let mut stored = Node::from_toml(
+            "d.toml",
+            "[http.routers.r]\nrule = \"Path(`/`)\"\nservice = \"app@file\"\nmiddlewares = [\"a@file\", \"b@etcd\"]\n",
+            DYNAMIC_NAMES,
+        )
+        .unwrap();
+        into_store(&mut stored);
+        let (value, _) = stored.into_value();
+        let router = &value["http"]["routers"]["r"];
+        assert_eq!(router["service"].as_str(), Some("app"), "a file written into the store refers to the store's");
+        assert_eq!((router["middlewares"][0].as_str(), router["middlewares"][1].as_str()), (Some("a"), Some("b@etcd")));
     }
 }

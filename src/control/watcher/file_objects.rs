@@ -28,7 +28,18 @@ pub(super) struct Files {
 impl Watcher {
     /// Takes in `set`; whether the table needs rebuilding.
     pub(super) fn take_files(&mut self, set: &Arc<FileSet>) -> bool {
-        let (owners, warnings) = from_file::owners(&set.trees);
+        let (mut owners, warnings) = from_file::owners(&set.trees);
+        let mut errors: Vec<String> = set.errors.iter().map(ToString::to_string).collect();
+        // One set of default TLS options, as in Traefik: the store's, when it has them.
+        let defaults = Owner::TlsOptions(from_file::DEFAULT_OPTIONS.into());
+        let stored_defaults = self
+            .mirror
+            .owners
+            .keys()
+            .any(|o| matches!(o, Owner::TlsOptions(n) if n.eq_ignore_ascii_case(from_file::DEFAULT_OPTIONS)));
+        if stored_defaults && owners.remove(&defaults).is_some() {
+            errors.push("the file provider's tls.options.default: the store defines the default TLS options already; the files' are ignored".into());
+        }
         let mut changed = false;
         for (owner, tree) in &owners {
             if self.files.owners.get(owner) != Some(tree) {
@@ -37,12 +48,12 @@ impl Watcher {
                 changed = true;
             }
         }
-        for gone in self.files.owners.keys().filter(|o| !owners.contains_key(*o)) {
+        let gone = self.files.owners.keys().filter(|o| !owners.contains_key(*o));
+        for gone in gone.filter(|o| !(stored_defaults && **o == defaults)) {
             self.files.certificates_dirty |= *gone == Owner::FileRest;
             self.parts.update(gone.clone(), None);
             changed = true;
         }
-        let errors: Vec<String> = set.errors.iter().map(ToString::to_string).collect();
         let warnings: Vec<String> = warnings.iter().map(ToString::to_string).collect();
         changed |= errors != self.files.errors || warnings != self.files.warnings;
         self.files.owners = owners;
