@@ -7,7 +7,8 @@
 # that change being served (p50/p99 over 100 changes), and the cost of a middleware chain
 # (headers + stripPrefix + basicAuth + rateLimit) and of a weighted service against the same route without one, and the
 # cost of Prometheus metrics (a second Pylon with metrics.prometheus on, router labels included). Last, scripts/bench-acme.sh: time to a
-# certificate from Pebble for three replicas beside Caddy. Writes docs/benchmarks.md.
+# certificate from Pebble for three replicas beside Caddy, and scripts/profile.sh: instructions per
+# request under callgrind, Pylon beside nginx and HAProxy. Writes docs/benchmarks.md.
 #
 #   scripts/bench.sh            # full run (~6 minutes after the release build)
 #   DURATION=3 scripts/bench.sh # shorter runs
@@ -327,4 +328,5 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf 
   echo "Store change to served (a new router written to etcd until Pylon routes it), over 100 changes: p50 ${P50} ms, p99 ${P99} ms."
 } > "$OUT"
 { echo; scripts/bench-acme.sh; } >> "$OUT"
+{ echo; scripts/profile.sh; } >> "$OUT"
 cat "$OUT"
