@@ -19,25 +19,16 @@ DURATION=${DURATION:-8}
 ROUNDS=${ROUNDS:-3}
 OUT=${OUT:-docs/benchmarks.md}
 
-SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-need=()
-for pkg in nginx:nginx haproxy:haproxy caddy:caddy wrk:wrk h2load:nghttp2-client openssl:openssl; do
-  command -v "${pkg%%:*}" >/dev/null || need+=("${pkg#*:}")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
-scripts/install-deps.sh >/dev/null
-cargo build --release --locked -q
-PYLON=$ROOT/target/release/pylon
-
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
-
 . scripts/lib.sh
+
+need_packages nginx:nginx haproxy:haproxy caddy:caddy wrk:wrk h2load:nghttp2-client openssl:openssl
+scripts/install-deps.sh >/dev/null
+cargo build --release --locked -q
+PYLON=$ROOT/target/release/pylon
 peak_rss_mib() { local total=0; for p in "$@"; do total=$((total + $(awk '/VmHWM/{print $2}' /proc/"$p"/status 2>/dev/null || echo 0))); done; echo $((total / 1024)); }
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=bench.local \
@@ -45,16 +36,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -su
 cat "$WORK/cert.pem" "$WORK/key.pem" > "$WORK/both.pem"
 
 # The upstream: nginx answering a small body, keep-alive without a request limit.
-UP=$(port)
-mkdir -p "$WORK/up"
-cat > "$WORK/up/nginx.conf" <<EOF
-worker_processes 1; daemon off; pid $WORK/up/pid; error_log $WORK/up/error.log;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
-  server { listen 127.0.0.1:$UP; location / { return 200 "hello from the upstream\n"; } } }
-EOF
-nginx -c "$WORK/up/nginx.conf" -p "$WORK/up" & PIDS+=($!)
-wait_port "$UP"
+start_upstream
 
 # Peers, each on a plain and a TLS port.
 declare -A PLAIN TLS PID_OF

@@ -3,6 +3,9 @@
 # it first), never the same one twice in a run (those given are listed in $PORTS_GIVEN,
 # under the sourcing script's $WORK).
 # wait_port PORT: until something listens on it (10 s at most).
+# need_packages CMD:PACKAGE...: installs (apt-get) the Debian packages whose commands are missing.
+# start_upstream: the benchmarks' upstream, nginx answering a small body with keep-alive on a
+# free port, set as $UP, its pid added to PIDS.
 PORTS_GIVEN=${PORTS_GIVEN:-$WORK/ports-given}
 export PORTS_GIVEN
 port() {
@@ -35,4 +38,26 @@ start_etcd() {
   PIDS+=($!)
   wait_port "$EC"
   STORE=(--etcd "--etcd.endpoint=127.0.0.1:$EC")
+}
+need_packages() {
+  local need=() sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  for pkg in "$@"; do command -v "${pkg%%:*}" >/dev/null || need+=("${pkg#*:}"); done
+  if [ ${#need[@]} -gt 0 ]; then
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
+}
+start_upstream() {
+  UP=$(port)
+  mkdir -p "$WORK/up"
+  cat > "$WORK/up/nginx.conf" <<EOF
+worker_processes 1; daemon off; pid $WORK/up/pid; error_log $WORK/up/error.log;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
+  server { listen 127.0.0.1:$UP; location / { return 200 "hello from the upstream\n"; } } }
+EOF
+  nginx -c "$WORK/up/nginx.conf" -p "$WORK/up" &
+  PIDS+=($!)
+  wait_port "$UP"
 }

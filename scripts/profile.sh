@@ -14,35 +14,18 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 REQUESTS=${REQUESTS:-2000}
 
-SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-need=()
-for pkg in valgrind:valgrind callgrind_control:valgrind nginx:nginx haproxy:haproxy h2load:nghttp2-client; do
-  command -v "${pkg%%:*}" >/dev/null || need+=("${pkg#*:}")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
-cargo build --release --locked -q
-PYLON=$ROOT/target/release/pylon
-
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 . scripts/lib.sh
 
-# The upstream, outside valgrind: nginx answering a small body.
-UP=$(port)
-mkdir -p "$WORK/up"
-cat > "$WORK/up/nginx.conf" <<EOF
-worker_processes 1; daemon off; pid $WORK/up/pid; error_log $WORK/up/error.log;
-events { worker_connections 1024; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:$UP; location / { return 200 "hello from the upstream\n"; } } }
-EOF
-nginx -c "$WORK/up/nginx.conf" -p "$WORK/up" & PIDS+=($!)
-wait_port "$UP"
+need_packages valgrind:valgrind callgrind_control:valgrind nginx:nginx haproxy:haproxy h2load:nghttp2-client
+cargo build --release --locked -q
+PYLON=$ROOT/target/release/pylon
+
+# The upstream, outside valgrind.
+start_upstream
 
 # measure NAME PORT COMMAND...: the proxy under callgrind; instructions per request.
 measure() {
