@@ -311,4 +311,5 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf 
 } > "$OUT"
 { echo; scripts/bench-acme.sh; } >> "$OUT"
 { echo; scripts/profile.sh; } >> "$OUT"
+{ echo; cat docs/perf-log.md; } >> "$OUT"
 cat "$OUT"

@@ -9,6 +9,8 @@
 #   scripts/profile.sh            # 2,000 requests per proxy
 #   REQUESTS=500 scripts/profile.sh
 #   TOP=25 scripts/profile.sh     # also Pylon's 25 costliest functions (self cost), on stderr
+#   TOP=25 KEEP=/tmp/pylon.cg PEERS=0 scripts/profile.sh
+#                                 # Pylon alone, its callgrind file kept for callgrind_annotate
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -47,7 +49,10 @@ measure() {
   # The dump after the requests: its `totals:` (or `summary:`) line, events since the zeroing.
   total=$(cat "$WORK/$name".[0-9]* 2>/dev/null | awk '/^totals:/ { t += $2 } /^summary:/ { s += $2 } END { print (t ? t : s) + 0 }')
   if [ "$name" = pylon ] && [ -n "${TOP:-}" ]; then
-    callgrind_annotate "$(ls "$WORK/$name".[0-9]* | head -1)" 2>/dev/null | sed -n "1,$((TOP + 25))p" >&2
+    local dump
+    dump=$(ls -S "$WORK/$name".[0-9]* | head -1)
+    callgrind_annotate "$dump" | sed -n "1,$((TOP + 25))p" >&2 || true
+    [ -z "${KEEP:-}" ] || cp "$dump" "$KEEP"
   fi
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
@@ -93,6 +98,7 @@ EOF
 
 PYLON_IR=$(measure pylon "$PYLON_PORT" "$PYLON" --entryPoints.web.address="127.0.0.1:$PYLON_PORT" \
   --providers.file.directory="$WORK/dynamic" --log.level=WARN --datadir="$WORK/data")
+if [ "${PEERS:-1}" = 0 ]; then echo "pylon: $PYLON_IR instructions per request"; exit 0; fi
 NGINX_IR=$(measure nginx "$NGINX_PORT" nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx")
 HAPROXY_IR=$(measure haproxy "$HAPROXY_PORT" haproxy -db -f "$WORK/haproxy.cfg")
 

@@ -1,9 +1,12 @@
-//! The HTTP client Pylon forwards requests and runs health checks with: one connection pool
-//! with keep-alive for every upstream server, plain HTTP or HTTPS (rustls, trusting the
-//! system's roots plus `rootCAs`), with the dial timeout of `[forwardingTimeouts]`; and HTTP/2
-//! by prior knowledge to `h2c://` servers (gRPC), with `TE: trailers`.
+//! The HTTP client Pylon forwards requests and runs health checks with: HTTP/1.1 connections
+//! kept alive for every upstream server ([`http1`], a pool per worker), plain HTTP or HTTPS
+//! (rustls, trusting the system's roots plus `rootCAs`), with the dial timeout of
+//! `[forwardingTimeouts]`; and HTTP/2 by prior knowledge to `h2c://` servers (gRPC), with
+//! `TE: trailers`.
 
-use std::{fmt, sync::Arc, time::Duration};
+mod http1;
+
+use std::{fmt, future::Future, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -19,6 +22,7 @@ use rustls::{
 };
 use rustls_pki_types::pem::PemObject;
 
+pub use self::http1::SendError;
 use crate::config::transport::Transport;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -34,7 +38,11 @@ pub struct RootCaError {
 
 #[derive(Clone)]
 pub struct Upstream {
+    /// hyper-util's pooled client, for requests off the proxy's path (health checks, ACME,
+    /// `forwardAuth`, `errors` pages).
     pub client: Client<HttpsConnector<HttpConnector>, Body>,
+    /// The proxy's HTTP/1.1 connections.
+    http1: Arc<http1::Http1>,
     /// HTTP/2 without TLS, for `h2c://` servers.
     h2c: Client<HttpsConnector<HttpConnector>, Body>,
     /// How long a server may take to send its response head (`None`: no limit).
@@ -66,6 +74,7 @@ impl Upstream {
             .wrap_connector(http);
         Ok(Upstream {
             client: pool(connector.clone(), transport.max_idle_per_host),
+            http1: Arc::new(http1::Http1::new(connector.clone(), transport.max_idle_per_host)),
             h2c: h2c_pool(connector.clone(), transport.max_idle_per_host),
             response_header_timeout: transport.response_header_timeout,
             connector,
@@ -77,6 +86,7 @@ impl Upstream {
     pub fn with_own_pool(&self) -> Upstream {
         Upstream {
             client: pool(self.connector.clone(), self.max_idle_per_host),
+            http1: Arc::new(http1::Http1::new(self.connector.clone(), self.max_idle_per_host)),
             h2c: h2c_pool(self.connector.clone(), self.max_idle_per_host),
             ..self.clone()
         }
@@ -84,10 +94,23 @@ impl Upstream {
 
     /// Sends `request`: over HTTP/2 by prior knowledge when its URL's scheme is `h2c` (the URL
     /// then says `http`), announcing that trailers are understood, as gRPC servers expect.
-    pub fn request(&self, mut request: http::Request<Body>) -> ResponseFuture {
-        if request.uri().scheme_str() != Some("h2c") {
-            return self.client.request(request);
+    pub fn request(
+        &self,
+        request: http::Request<Body>,
+    ) -> impl Future<Output = Result<http::Response<hyper::body::Incoming>, SendError>> + Send + 'static + use<> {
+        let sending = match request.uri().scheme_str() == Some("h2c") {
+            false => Sending::Http1(self.http1.send(request)),
+            true => Sending::H2c(self.h2c(request)),
+        };
+        async move {
+            match sending {
+                Sending::Http1(sent) => sent.await,
+                Sending::H2c(sent) => Ok(sent.await?),
+            }
         }
+    }
+
+    fn h2c(&self, mut request: http::Request<Body>) -> ResponseFuture {
         let mut parts = request.uri().clone().into_parts();
         parts.scheme = Some(http::uri::Scheme::HTTP);
         if let Ok(uri) = http::Uri::from_parts(parts) {
@@ -99,8 +122,13 @@ impl Upstream {
     }
 }
 
-/// What [`Upstream::request`] returns.
-pub type ResponseFuture = hyper_util::client::legacy::ResponseFuture;
+type ResponseFuture = hyper_util::client::legacy::ResponseFuture;
+
+/// A request on its way, over HTTP/1.1 or to an `h2c://` server.
+enum Sending<A> {
+    Http1(A),
+    H2c(ResponseFuture),
+}
 
 /// A pool speaking HTTP/2 only, by prior knowledge.
 fn h2c_pool(

@@ -7,6 +7,7 @@
 //! - `/drip/N`: N lines of `drip`, one every 1.5 s;
 //! - `/upload`: the number of body bytes it received (streamed, counted, dropped);
 //! - `/ws`: `101 Switching Protocols`, then echoes every byte of the upgraded connection;
+//! - `/close`: 200 with `Connection: close`, after which it closes the connection;
 //! - anything else: `<name> <method> <path?query>` and, one per line, every request header.
 
 use std::{
@@ -34,6 +35,8 @@ pub struct Upstream {
     hits: Arc<AtomicUsize>,
     /// Client connections open right now.
     open: Arc<AtomicUsize>,
+    /// Client connections accepted so far.
+    accepted: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -46,10 +49,12 @@ impl Upstream {
         let health = Arc::new(AtomicU16::new(200));
         let hits = Arc::new(AtomicUsize::new(0));
         let open = Arc::new(AtomicUsize::new(0));
-        let (n, h, c, o) = (name.to_string(), health.clone(), hits.clone(), open.clone());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (n, h, c, o, a) = (name.to_string(), health.clone(), hits.clone(), open.clone(), accepted.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { return };
+                a.fetch_add(1, Ordering::SeqCst);
                 let (n, h, c, o) = (n.clone(), h.clone(), c.clone(), o.clone());
                 o.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
@@ -65,7 +70,7 @@ impl Upstream {
                 });
             }
         });
-        Upstream { name: name.into(), addr, health, hits, open, task }
+        Upstream { name: name.into(), addr, health, hits, open, accepted, task }
     }
 
     pub fn url(&self) -> String {
@@ -84,6 +89,11 @@ impl Upstream {
     /// Client connections open right now (a proxy's pooled ones included).
     pub fn open_connections(&self) -> usize {
         self.open.load(Ordering::SeqCst)
+    }
+
+    /// Client connections accepted so far, health checks' included.
+    pub fn accepted_connections(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
     }
 }
 
@@ -136,6 +146,11 @@ async fn answer(mut req: Request<Incoming>, name: &str, health: &AtomicU16, hits
             }
         }
         return status(200, full(received.to_string()));
+    }
+    if path == "/close" {
+        let mut r = status(200, full(format!("{name} closing")));
+        r.headers_mut().insert("connection", "close".parse().unwrap());
+        return r;
     }
     if path == "/ws" {
         let on_upgrade = hyper::upgrade::on(&mut req);
