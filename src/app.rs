@@ -99,8 +99,11 @@ pub async fn cluster_command(cli: &Cli) -> Result<(), RunError> {
     let replicas = crate::control::replicas::list(&store, &target.keys).await.map_err(acme::AcmeError::from)?;
     let mut out = std::io::stdout();
     let _ = crate::control::replicas::table(&replicas, crate::calendar::unix_now(), &mut out);
+    let acme = acme::admin::Listing::read(&store, &target.keys).await?;
     let _ = std::io::Write::write_all(&mut out, b"\n");
-    acme::admin::list(&store, &target.keys, &mut out).await?;
+    acme.certificates(&mut out);
+    let _ = std::io::Write::write_all(&mut out, b"\n");
+    acme.locks(&mut out);
     Ok(())
 }
 

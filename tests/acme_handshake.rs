@@ -6,9 +6,10 @@ mod support;
 use std::time::Duration;
 
 use support::{
-    eventually, free_port,
+    eventually, free_port, get,
     pebble::{Options, Pebble},
     replica::Replica,
+    sum,
     tls::fetch,
     Etcd,
 };
@@ -75,7 +76,8 @@ async fn on_demand_orders_allowed_names_during_their_first_handshake_and_nothing
         "onDemand = true\n[acme.onDemandPolicy]\nallow = [\"*.ok.pylon.test\", \"*.asked.test\"]\n\
          ask = \"http://127.0.0.1:{ask}/check\"\nratePerMinute = 2\ntimeout = \"30s\"\n"
     );
-    let replica = Replica::start_with_web(&etcd.flags(), &pebble.acme_section(&policy), web).await;
+    let extra = format!("[metrics.prometheus]\n{}", pebble.acme_section(&policy));
+    let replica = Replica::start_with_web(&etcd.flags(), &extra, web).await;
     let root = pebble.issuing_root().await;
 
     let served = fetch(replica.websecure, "yes.ok.pylon.test", &root).await;
@@ -101,4 +103,17 @@ async fn on_demand_orders_allowed_names_during_their_first_handshake_and_nothing
     assert!(replica.log().contains("rate limit reached"), "{}", replica.log());
     assert_eq!(pebble.orders(), 2, "the rate limit holds");
     assert!(fetch(replica.websecure, "yes.ok.pylon.test", &root).await.is_ok(), "obtained names keep working");
+    let (_, metrics) = get(&format!("http://127.0.0.1:{}/metrics", replica.admin)).await.unwrap();
+    assert_eq!(
+        sum(&metrics, "pylon_acme_on_demand_refused_total", &[]),
+        3.0,
+        "two names outside the policy and one over the rate:\n{metrics}"
+    );
+    assert_eq!(sum(&metrics, "pylon_acme_orders_total", &["result=\"issued\""]), 2.0, "{metrics}");
+    assert_eq!(sum(&metrics, "pylon_acme_order_duration_seconds_count", &[]), 2.0, "{metrics}");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    for name in ["yes.ok.pylon.test", "yes.asked.test"] {
+        let not_after = sum(&metrics, "traefik_tls_certs_not_after", &[name]);
+        assert!(not_after > now + 86_400.0, "traefik_tls_certs_not_after for {name}:\n{metrics}");
+    }
 }

@@ -123,20 +123,50 @@ async fn the_api_shows_routers_services_and_middlewares_with_their_status() {
             "middlewares": { "total": 1, "warnings": 0, "errors": 0 }
         })
     );
-    assert_eq!(overview["providers"], json!(["Etcd"]));
-    assert_eq!(overview["features"]["metrics"], "Prometheus");
+    let none = json!({ "total": 0, "warnings": 0, "errors": 0 });
+    assert_eq!(
+        overview,
+        json!({
+            "http": overview["http"],
+            "tcp": { "routers": none, "services": none, "middlewares": none },
+            "udp": { "routers": none, "services": none },
+            "certificates": none,
+            "features": { "tracing": "", "metrics": "Prometheus", "accessLog": false },
+            "providers": ["Etcd"]
+        })
+    );
     let (status, one, _) = api(&f, "/api/http/routers/odd@etcd").await;
     assert_eq!((status, &one), (200, &routers[2]));
     let (status, missing, _) = api(&f, "/api/http/routers/odd").await;
     assert_eq!((status, missing), (404, json!({ "message": "router not found: odd" })));
     let (status, version, _) = api(&f, "/api/version").await;
-    assert_eq!((status, version["Version"].as_str()), (200, Some(env!("CARGO_PKG_VERSION"))));
+    let started = version["startDate"].as_str().unwrap_or_default().to_string();
+    assert_eq!(
+        (status, &version),
+        (200, &json!({ "Version": env!("CARGO_PKG_VERSION"), "Codename": "pylon", "startDate": started }))
+    );
+    assert!(started.len() == 20 && started.ends_with('Z') && started.as_bytes()[10] == b'T', "RFC 3339: {started}");
     let (_, raw, _) = api(&f, "/api/rawdata").await;
     assert_eq!(raw["routers"]["app@etcd"], routers[0]);
     assert_eq!(raw["services"]["v2@etcd"], services[2]);
     let (_, entrypoints, _) = api(&f, "/api/entrypoints").await;
-    assert_eq!(names(&entrypoints), ["redir", "traefik", "web", "websecure"]);
-    assert_eq!(entrypoints[0]["http"]["redirections"]["entryPoint"]["to"], "websecure");
+    let r = &f.replica;
+    assert_eq!(
+        entrypoints,
+        json!([
+            {
+                "address": format!("127.0.0.1:{}", r.redir),
+                "http": { "redirections": { "entryPoint": { "to": "websecure", "permanent": true } } },
+                "name": "redir"
+            },
+            { "address": format!("127.0.0.1:{}", r.admin), "name": "traefik" },
+            { "address": format!("127.0.0.1:{}", r.web), "name": "web" },
+            { "address": format!("127.0.0.1:{}", r.websecure), "name": "websecure" }
+        ])
+    );
+    let (status, one, _) = api(&f, "/api/entrypoints/web").await;
+    assert_eq!((status, &one), (200, &entrypoints[2]));
+    assert_eq!(api(&f, "/api/entrypoints/nope").await.0, 404);
 
     // Paging, filters, sorting.
     let (_, page, next) = api(&f, "/api/http/routers?per_page=2").await;
@@ -274,4 +304,36 @@ async fn with_manual_routing_metrics_are_served_only_by_the_users_router() {
             .is_ok_and(|r| r.status == 200 && r.body.contains("traefik_config_reloads_total"))
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_api_or_metrics_nothing_internal_is_served_and_a_router_to_api_internal_is_disabled() {
+    let f = on_etcd("").await;
+    let upstream = Upstream::start("after").await;
+    let admin = |path: &str| format!("http://127.0.0.1:{}{path}", f.replica.admin);
+    for path in ["/api/version", "/api/http/routers", "/dashboard/", "/metrics"] {
+        let reply = send("GET", &admin(path), &[]).await.unwrap();
+        assert_eq!(reply.status, 404, "{path} is not served without [api] or [metrics]");
+    }
+    f.write(&[
+        ("http/routers/api/rule", "PathPrefix(`/api`)".into()),
+        ("http/routers/api/service", "api@internal".into()),
+        ("http/routers/metrics/rule", "Path(`/metrics`)".into()),
+        ("http/routers/metrics/service", "prometheus@internal".into()),
+        ("http/routers/after/rule", "Path(`/after`)".into()),
+        ("http/routers/after/service", "after".into()),
+        ("http/services/after/loadBalancer/servers/0/url", upstream.url()),
+    ])
+    .await;
+    let after = f.replica.web("/after");
+    support::eventually("the routers are applied", Duration::from_secs(5), || async {
+        send("GET", &after, &[]).await.is_ok_and(|r| r.status == 200)
+    })
+    .await;
+    for path in ["/api/version", "/metrics"] {
+        let reply = send("GET", &f.replica.web(path), &[]).await.unwrap();
+        assert_eq!(reply.status, 404, "{path}: the router to the internal service is disabled: {}", reply.body);
+    }
+    let log = f.replica.log();
+    assert!(log.contains("api@internal"), "the disabled router is reported:\n{log}");
 }

@@ -1,8 +1,9 @@
 //! The dashboard in a real browser: headless Chromium (driven over its DevTools protocol by
 //! `support/browser.py`) loads `/dashboard/` from one of three replicas on real etcd, one
 //! certificate issued by Pebble; it shows the routers, the three replicas and the certificate's
-//! days left, logs no console error, asks no other host, and shows a router added to the store
-//! while it is open. The screenshot it takes is `target/tmp/dashboard.png`.
+//! days left (no warning for a fresh one), logs no console error, asks no other host, and shows
+//! a router added to the store while it is open, and 540 more, past the API's first page. The
+//! screenshot it takes is `target/tmp/dashboard.png`.
 
 mod support;
 
@@ -24,6 +25,7 @@ use support::{
 };
 
 const NAME: &str = "dash.pylon.test";
+const MANY: usize = 540;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_the_cluster_in_chromium_and_follows_the_store() {
@@ -93,6 +95,12 @@ async fn the_dashboard_shows_the_cluster_in_chromium_and_follows_the_store() {
     assert_eq!(dom["replicas"].as_array().unwrap().len(), 3, "the page shows three replicas: {dom}");
     let days: Vec<i64> = dom["days"].as_array().unwrap().iter().filter_map(|d| d.as_str()?.parse().ok()).collect();
     assert!(days.iter().any(|d| *d > 0), "the certificate's days left are shown: {dom}");
+    // Pebble's certificates live for years: far from a third of their lifetime, no warning.
+    let levels: Vec<&str> = dom["dayLevels"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    assert!(
+        !levels.is_empty() && levels.iter().all(|c| c.split(' ').all(|c| c == "days-left" || c.is_empty())),
+        "{levels:?}"
+    );
 
     put(vec![
         ("http/routers/late/rule".into(), "Host(`late.example`)".into()),
@@ -103,6 +111,26 @@ async fn the_dashboard_shows_the_cluster_in_chromium_and_follows_the_store() {
     writeln!(stdin, "{}", json!({ "expect": "late@etcd" })).unwrap();
     let shown = tokio::task::block_in_place(&mut next);
     assert_eq!(shown["ok"], true, "the page shows a router added to the store while it is open: {shown}");
+    writeln!(stdin, "{}", json!({ "shot": true })).unwrap();
+    assert_eq!(tokio::task::block_in_place(&mut next)["event"], "shot");
+
+    // More routers than one page of the API holds (500 a page): the page reads every page.
+    for chunk in (0..MANY).collect::<Vec<_>>().chunks(60) {
+        let pairs = chunk.iter().flat_map(|i| {
+            [
+                (format!("http/routers/bulk{i:03}/rule"), format!("Host(`bulk{i:03}.example`)")),
+                (format!("http/routers/bulk{i:03}/service"), "shop".to_string()),
+            ]
+        });
+        put(pairs.collect()).await.unwrap();
+    }
+    let last = format!("bulk{:03}@etcd", MANY - 1);
+    writeln!(stdin, "{}", json!({ "expect": last })).unwrap();
+    let shown = tokio::task::block_in_place(&mut next);
+    let routers: Vec<&str> = shown["routers"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    let bulk = routers.iter().filter(|r| r.starts_with("bulk")).count();
+    assert_eq!((shown["ok"].as_bool(), bulk), (Some(true), MANY), "the page follows X-Next-Page to the end");
+    assert!(routers.contains(&"shop@etcd"), "the routers after the first page are shown too");
 
     writeln!(stdin, "{}", json!({ "finish": true })).unwrap();
     let done = tokio::task::block_in_place(&mut next);

@@ -17,7 +17,7 @@ use http_body_util::Full;
 use hyper::{service::service_fn, Response};
 use hyper_util::rt::TokioIo;
 use pylon::control::store::{self, Op, Txn};
-use support::{get, prometheus::Prometheus, replica::Replica, upstream::Upstream, Etcd};
+use support::{get, prometheus::Prometheus, replica::Replica, sum, upstream::Upstream, Etcd};
 
 /// A canary that answers 500 to every tenth request and takes 200 ms over another tenth,
 /// counting its own requests: any run of ten in a row holds one of each.
@@ -57,17 +57,6 @@ impl Canary {
         });
         Canary { url, hits }
     }
-}
-
-/// The sum of the samples of `family` whose labels contain every one of `labels`, from an
-/// exposition.
-fn sum(exposition: &str, family: &str, labels: &[&str]) -> f64 {
-    exposition
-        .lines()
-        .filter(|line| line.starts_with(&format!("{family}{{")) || line.starts_with(&format!("{family} ")))
-        .filter(|line| labels.iter().all(|l| line.contains(l)))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 async fn scrape(replica: &Replica) -> String {
@@ -218,4 +207,43 @@ async fn flaggers_queries_judge_a_canary_from_two_replicas() {
         !exposition.contains("router=\"podinfo@etcd\"") && exposition.contains("entrypoint=\"web\"")
     })
     .await;
+}
+
+/// `buckets` replaces Traefik's default bounds in every duration histogram: a quick request
+/// falls in the lowest bucket, one slower than 150 ms only in the upper ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_buckets_bound_every_duration_histogram() {
+    let etcd = Etcd::start().await;
+    let kv = store::open(&etcd.spec()).await.unwrap();
+    let extra = "[metrics.prometheus]\nbuckets = [0.15, 2.5]\naddRoutersLabels = true\n";
+    let replica = Replica::start(&etcd.flags(), extra).await;
+    let canary = Canary::start().await;
+    let pairs = [
+        ("http/routers/app/rule", "PathPrefix(`/`)".to_string()),
+        ("http/routers/app/service", "app".into()),
+        ("http/services/app/loadBalancer/servers/0/url", canary.url.clone()),
+    ];
+    let ops = pairs.iter().map(|(k, v)| Op::put(format!("traefik/{k}"), v.as_bytes())).collect();
+    kv.txn(Txn { compares: vec![], ops }).await.unwrap();
+    support::eventually("the router is served", Duration::from_secs(10), || async {
+        get(&replica.web("/")).await.is_ok_and(|(status, _)| status == 500)
+    })
+    .await;
+    // The canary's second request sleeps 200 ms; the third is quick.
+    for _ in 0..2 {
+        get(&replica.web("/")).await.unwrap();
+    }
+    assert_eq!(canary.hits.load(Ordering::SeqCst), 3);
+    let exposition = scrape(&replica).await;
+    for family in ["entrypoint", "router", "service"] {
+        let name = format!("traefik_{family}_request_duration_seconds_bucket");
+        let bounds: Vec<&str> = exposition
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains("code=\"200\""))
+            .filter_map(|l| l.split("le=\"").nth(1)?.split('"').next())
+            .collect();
+        assert_eq!(bounds, ["0.15", "2.5", "+Inf"], "{family}: {exposition}");
+        let count = |le: &str| sum(&exposition, &name, &["code=\"200\"", &format!("le=\"{le}\"")]);
+        assert_eq!((count("0.15"), count("2.5"), count("+Inf")), (1.0, 2.0, 2.0), "{family}: {exposition}");
+    }
 }

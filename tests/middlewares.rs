@@ -461,7 +461,7 @@ async fn a_circuit_breaker_opens_on_errors_and_closes_again() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn retry_sends_idempotent_requests_again_on_the_statuses_named() {
-    let f = on_etcd("").await;
+    let f = on_etcd("[metrics.prometheus]\n").await;
     let defs =
         [("again/retry/attempts", "3"), ("again/retry/initialInterval", "10ms"), ("again/retry/status/0", "500-599")];
     let app = routed(&f, "flaky.example", &["again"], &defs).await;
@@ -474,4 +474,7 @@ async fn retry_sends_idempotent_requests_again_on_the_statuses_named() {
     let before = app.hits();
     assert_eq!(request(&f, "GET", "flaky.example", "/status/404", &[]).await.status, 404);
     assert_eq!(app.hits() - before, 1, "a status not named");
+    let (_, metrics) = support::get(&format!("http://127.0.0.1:{}/metrics", f.replica.admin)).await.unwrap();
+    let retries = support::sum(&metrics, "traefik_service_retries_total", &["service=\"flaky@etcd\""]);
+    assert_eq!(retries, 2.0, "the GET's two retries, and only those:\n{metrics}");
 }

@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::watch;
 
 use crate::{
-    config::StaticConfig,
+    config::{model::EntryPoint, StaticConfig},
     control::watcher::Status,
     data::{plane::Plane, proxy::ProxyBody},
     dynamic::runtime::Status as Health,
@@ -82,14 +82,14 @@ impl Api {
                 answer(StatusCode::OK, &Value::Array(recent.iter().rev().cloned().collect()), None)
             }
             ["api", "entrypoints"] => {
-                let all: Vec<Value> = self.statics.entry_points.keys().map(|n| self.entry_point(n)).collect();
+                let all: Vec<Value> = self.statics.entry_points.iter().map(|(n, ep)| entry_point(n, ep)).collect();
                 list(all, &query)
             }
             ["api", "entrypoints", name] => {
                 let name = query::decode_path(name);
-                match self.statics.entry_points.contains_key(&name) {
-                    true => answer(StatusCode::OK, &self.entry_point(&name), None),
-                    false => error(StatusCode::NOT_FOUND, &format!("entry point not found: {name}")),
+                match self.statics.entry_points.get(&name) {
+                    Some(ep) => answer(StatusCode::OK, &entry_point(&name, ep), None),
+                    None => error(StatusCode::NOT_FOUND, &format!("entry point not found: {name}")),
                 }
             }
             ["api", "http", kind @ ("routers" | "services" | "middlewares")] => {
@@ -127,6 +127,7 @@ impl Api {
             "http": { "routers": section(sources.routers()), "services": section(sources.services()), "middlewares": section(sources.middlewares()) },
             "tcp": { "routers": empty, "services": empty, "middlewares": empty },
             "udp": { "routers": empty, "services": empty },
+            "certificates": certificates(&self.plane.load(), crate::calendar::unix_now()),
             "features": {
                 "tracing": "",
                 "metrics": if self.statics.metrics.is_some() { "Prometheus" } else { "" },
@@ -135,25 +136,53 @@ impl Api {
             "providers": if self.statics.file.is_some() { json!([provider, "File"]) } else { json!([provider]) },
         })
     }
+}
 
-    fn entry_point(&self, name: &str) -> Value {
-        let ep = &self.statics.entry_points[name];
-        let mut object = Map::new();
-        object.insert("address".into(), json!(ep.address.to_string()));
-        if let Some(redirect) = &ep.redirect {
-            let to = json!({ "to": redirect.entry_point, "permanent": redirect.permanent });
-            object.insert("http".into(), json!({ "redirections": { "entryPoint": to } }));
-        } else if let Some(tls) = &ep.router_tls {
-            let tls =
-                json!({ "certResolver": tls.cert_resolver, "options": tls.options.as_deref().unwrap_or("default") });
-            object.insert("http".into(), json!({ "tls": tls }));
-        }
-        if !ep.middlewares.is_empty() {
-            object.insert("middlewares".into(), json!(ep.middlewares));
-        }
-        object.insert("name".into(), json!(name));
-        Value::Object(object)
+/// An entrypoint as Traefik shows it: `http` holds its redirection, middlewares and TLS.
+fn entry_point(name: &str, ep: &EntryPoint) -> Value {
+    let mut object = Map::new();
+    object.insert("address".into(), json!(ep.address.to_string()));
+    let mut http = Map::new();
+    if let Some(redirect) = &ep.redirect {
+        let to = json!({ "to": redirect.entry_point, "permanent": redirect.permanent });
+        http.insert("redirections".into(), json!({ "entryPoint": to }));
     }
+    if !ep.middlewares.is_empty() {
+        http.insert("middlewares".into(), json!(ep.middlewares));
+    }
+    if let Some(tls) = &ep.router_tls {
+        let mut object = Map::new();
+        object.insert("options".into(), json!(tls.options.as_deref().unwrap_or("default")));
+        if let Some(resolver) = &tls.cert_resolver {
+            object.insert("certResolver".into(), json!(resolver));
+        }
+        if !tls.domains.is_empty() {
+            let domains: Vec<Value> = tls.domains.iter().map(|d| json!({ "main": d.main, "sans": d.sans })).collect();
+            object.insert("domains".into(), Value::Array(domains));
+        }
+        http.insert("tls".into(), Value::Object(object));
+    }
+    if !http.is_empty() {
+        object.insert("http".into(), Value::Object(http));
+    }
+    object.insert("name".into(), json!(name));
+    Value::Object(object)
+}
+
+/// The certificates served, as Traefik 3.7's overview counts them: errors are expired, warnings
+/// have less than a third of their lifetime left (the dashboard's colours).
+fn certificates(snapshot: &crate::data::plane::Snapshot, now: i64) -> Value {
+    let (mut total, mut warnings, mut errors) = (0, 0, 0);
+    for cert in snapshot.certs.certificates() {
+        let Some(details) = cert.cert.first().and_then(|c| crate::der::details(c)) else { continue };
+        total += 1;
+        if details.not_after <= now {
+            errors += 1;
+        } else if (details.not_after - now) * 3 < details.not_after - details.not_before {
+            warnings += 1;
+        }
+    }
+    json!({ "total": total, "warnings": warnings, "errors": errors })
 }
 
 fn records_of(kind: &str, sources: &Sources) -> (List, Vec<Record>) {
@@ -184,4 +213,29 @@ fn rawdata(sources: &Sources) -> Value {
         "tcpRouters": empty, "tcpMiddlewares": empty, "tcpServices": empty,
         "udpRouters": empty, "udpServices": empty,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{load, tree::STATIC_NAMES, Node};
+
+    #[test]
+    fn an_entrypoint_shows_its_redirection_middlewares_and_tls_under_http() {
+        let text = "entryPoints:\n  web:\n    address: ':80'\n    http:\n      redirections:\n        entryPoint: { to: websecure }\n      middlewares: [auth@etcd]\n  websecure:\n    address: ':443'\n    http:\n      tls: { options: modern, domains: [{ main: a.example, sans: [b.example] }] }\n";
+        let loaded = load(Node::from_yaml("traefik.yml", text, STATIC_NAMES).unwrap()).unwrap();
+        let eps = &loaded.config.entry_points;
+        assert_eq!(
+            entry_point("web", &eps["web"]),
+            json!({
+                "address": "0.0.0.0:80",
+                "http": { "redirections": { "entryPoint": { "to": "websecure", "permanent": true } }, "middlewares": ["auth@etcd"] },
+                "name": "web"
+            })
+        );
+        assert_eq!(
+            entry_point("websecure", &eps["websecure"]),
+            json!({ "address": "0.0.0.0:443", "http": { "tls": { "options": "modern", "domains": [{ "main": "a.example", "sans": ["b.example"] }] } }, "name": "websecure" })
+        );
+    }
 }

@@ -82,6 +82,7 @@ try:
       routers: [...document.querySelectorAll('#routers tbody tr')].map(r => r.dataset.name),
       replicas: [...document.querySelectorAll('#replicas tbody tr')].map(r => r.dataset.name).filter(Boolean),
       days: [...document.querySelectorAll('#certificates td.days-left')].map(d => d.textContent),
+      dayLevels: [...document.querySelectorAll('#certificates td.days-left')].map(d => d.className.trim()),
       certificates: [...document.querySelectorAll('#certificates tbody tr')].map(r => r.dataset.name).filter(Boolean),
       text: document.body.innerText })"""
 
@@ -101,16 +102,19 @@ try:
     for line in sys.stdin:
         command = json.loads(line)
         if "expect" in command:
-            deadline, shown = time.time() + 15, False
+            deadline, shown, state = time.time() + 15, False, {}
             while time.time() < deadline and not shown:
-                shown = command["expect"] in dom().get("text", "")
+                state = dom()
+                shown = command["expect"] in state.get("text", "")
                 if not shown:
                     time.sleep(0.2)
-            say({"event": "shown", "text": command["expect"], "ok": shown})
-        elif command.get("finish"):
+            say({"event": "shown", "text": command["expect"], "ok": shown, "routers": state.get("routers", [])})
+        elif command.get("shot"):
             shot = call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
             with open(screenshot, "wb") as out:
                 out.write(base64.b64decode(shot["data"]))
+            say({"event": "shot"})
+        elif command.get("finish"):
             # Drain what arrived meanwhile.
             ws.settimeout(0.5)
             try:

@@ -413,3 +413,14 @@ pub async fn send(method: &str, url: &str, headers: &[(&str, &str)]) -> Result<R
 pub async fn get_host(url: &str, host: &str) -> Reply {
     send("GET", url, &[("host", host)]).await.unwrap_or_else(|e| panic!("GET {url} (Host {host}): {e}"))
 }
+
+/// The sum of the samples of `family` whose labels contain every one of `labels`, from an
+/// exposition.
+pub fn sum(exposition: &str, family: &str, labels: &[&str]) -> f64 {
+    exposition
+        .lines()
+        .filter(|line| line.starts_with(&format!("{family}{{")) || line.starts_with(&format!("{family} ")))
+        .filter(|line| labels.iter().all(|l| line.contains(l)))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

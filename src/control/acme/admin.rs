@@ -57,49 +57,105 @@ fn issuer<'a>(resolvers: &'a [Acme], record: &CertRecord, renewing: bool) -> Res
 
 /// Every stored certificate, with its lock holder, order in progress and failures: a table.
 pub async fn list(store: &Store, keys: &Keys, out: &mut dyn Write) -> Result<(), AcmeError> {
-    let listing = store.list(&keys.acme_root()).await?;
-    let (mut certs, mut locks, mut failures, mut orders) =
-        (BTreeMap::new(), BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
-    let lock_root = keys.acme_lock("cert/");
-    for kv in &listing.kvs {
-        if let Some(main) = kv.key.strip_prefix(&keys.acme_certs()) {
-            certs.insert(main.to_string(), CertRecord::decode(&kv.key, &kv.value).map_err(|e| e.to_string()));
-        } else if let Some(main) = kv.key.strip_prefix(&lock_root) {
-            locks.insert(main.to_string(), String::from_utf8_lossy(&kv.value).into_owned());
-        } else if let Some(main) = kv.key.strip_prefix(&keys.acme_failures()) {
-            failures.insert(main.to_string(), progress::decode::<FailureRecord>(&kv.key, &kv.value));
-        } else if let Some(main) = kv.key.strip_prefix(&keys.acme_orders()) {
-            orders.insert(main.to_string(), progress::decode::<OrderMarker>(&kv.key, &kv.value));
-        }
-    }
-    let mut mains: Vec<&String> = certs.keys().chain(failures.keys()).chain(orders.keys()).collect();
-    mains.sort();
-    mains.dedup();
-    let now = super::now();
-    let _ = writeln!(out, "{:<32} {:<20} {:>9}  {:<28} STATE", "NAME", "EXPIRES (UTC)", "LEFT", "ISSUER");
-    for main in mains {
-        let (expires, left, issuer, mut state) = match certs.get(main) {
-            Some(Ok(r)) => {
-                let sans = r.names.iter().skip(1).cloned().collect::<Vec<_>>().join(",");
-                let state = if sans.is_empty() { "ok".to_string() } else { format!("ok, also {sans}") };
-                (date(r.not_after), span(r.not_after - now), r.issuer.clone(), state)
-            }
-            Some(Err(err)) => ("-".into(), "-".into(), "-".into(), format!("unreadable: {err}")),
-            None => ("-".into(), "-".into(), "-".into(), "none stored".into()),
-        };
-        if let Some(holder) = locks.get(main) {
-            state.push_str(&format!("; locked by {holder}"));
-        }
-        if let Some(Ok(order)) = orders.get(main) {
-            state.push_str(&format!("; ordering by {} for {}", order.holder, span(now - order.started)));
-        }
-        if let Some(Ok(failure)) = failures.get(main) {
-            let retry = span(failure.wait().as_secs() as i64);
-            state.push_str(&format!("; {} failed orders, next in {retry}: {}", failure.failures, failure.error));
-        }
-        let _ = writeln!(out, "{main:<32} {expires:<20} {left:>9}  {issuer:<28} {state}");
-    }
+    Listing::read(store, keys).await?.certificates(out);
     Ok(())
+}
+
+/// The ACME state as stored, for `pylon acme list` and `pylon cluster`.
+pub struct Listing {
+    certs: BTreeMap<String, Result<CertRecord, String>>,
+    /// Held locks (`acme/locks/`), by their name after the root: `cert/<main>`, `account/<ca>`.
+    locks: BTreeMap<String, String>,
+    failures: BTreeMap<String, Result<FailureRecord, String>>,
+    orders: BTreeMap<String, Result<OrderMarker, String>>,
+}
+
+impl Listing {
+    pub async fn read(store: &Store, keys: &Keys) -> Result<Listing, AcmeError> {
+        let listing = store.list(&keys.acme_root()).await?;
+        let mut read = Listing {
+            certs: BTreeMap::new(),
+            locks: BTreeMap::new(),
+            failures: BTreeMap::new(),
+            orders: BTreeMap::new(),
+        };
+        let lock_root = keys.acme_lock("");
+        for kv in &listing.kvs {
+            if let Some(main) = kv.key.strip_prefix(&keys.acme_certs()) {
+                read.certs.insert(main.to_string(), CertRecord::decode(&kv.key, &kv.value).map_err(|e| e.to_string()));
+            } else if let Some(name) = kv.key.strip_prefix(&lock_root) {
+                read.locks.insert(name.to_string(), String::from_utf8_lossy(&kv.value).into_owned());
+            } else if let Some(main) = kv.key.strip_prefix(&keys.acme_failures()) {
+                let failure = progress::decode::<FailureRecord>(&kv.key, &kv.value).map_err(|e| e.to_string());
+                read.failures.insert(main.to_string(), failure);
+            } else if let Some(main) = kv.key.strip_prefix(&keys.acme_orders()) {
+                let order = progress::decode::<OrderMarker>(&kv.key, &kv.value).map_err(|e| e.to_string());
+                read.orders.insert(main.to_string(), order);
+            }
+        }
+        Ok(read)
+    }
+
+    /// One row per name that has a certificate, a lock, an order in progress or failures.
+    pub fn certificates(&self, out: &mut dyn Write) {
+        let locked = |main: &str| self.locks.get(&format!("cert/{main}"));
+        let cert_locks = self.locks.keys().filter_map(|name| name.strip_prefix("cert/"));
+        let mut mains: Vec<&str> = self
+            .certs
+            .keys()
+            .chain(self.failures.keys())
+            .chain(self.orders.keys())
+            .map(String::as_str)
+            .chain(cert_locks)
+            .collect();
+        mains.sort_unstable();
+        mains.dedup();
+        let now = super::now();
+        let _ = writeln!(out, "{:<32} {:<20} {:>9}  {:<28} STATE", "NAME", "EXPIRES (UTC)", "LEFT", "ISSUER");
+        for main in mains {
+            let (expires, left, issuer, mut state) = match self.certs.get(main) {
+                Some(Ok(r)) => {
+                    let sans = r.names.iter().skip(1).cloned().collect::<Vec<_>>().join(",");
+                    let state = if sans.is_empty() { "ok".to_string() } else { format!("ok, also {sans}") };
+                    (date(r.not_after), span(r.not_after - now), r.issuer.clone(), state)
+                }
+                Some(Err(err)) => ("-".into(), "-".into(), "-".into(), format!("unreadable: {err}")),
+                None => ("-".into(), "-".into(), "-".into(), "none stored".into()),
+            };
+            if let Some(holder) = locked(main) {
+                state.push_str(&format!("; locked by {holder}"));
+            }
+            match self.orders.get(main) {
+                Some(Ok(order)) => {
+                    let stage = if order.stage.is_empty() { "ordering" } else { &order.stage };
+                    state.push_str(&format!("; {stage} by {} for {}", order.holder, span(now - order.started)));
+                }
+                Some(Err(err)) => state.push_str(&format!("; order marker unreadable: {err}")),
+                None => {}
+            }
+            match self.failures.get(main) {
+                Some(Ok(failure)) => {
+                    let retry = span(failure.wait().as_secs() as i64);
+                    state
+                        .push_str(&format!("; {} failed orders, next in {retry}: {}", failure.failures, failure.error));
+                }
+                Some(Err(err)) => state.push_str(&format!("; failure record unreadable: {err}")),
+                None => {}
+            }
+            let _ = writeln!(out, "{main:<32} {expires:<20} {left:>9}  {issuer:<28} {state}");
+        }
+    }
+
+    /// Every held lock and its holder.
+    pub fn locks(&self, out: &mut dyn Write) {
+        let _ = writeln!(out, "{:<44} HOLDER", "LOCK");
+        for (name, holder) in &self.locks {
+            let _ = writeln!(out, "{name:<44} {holder}");
+        }
+        if self.locks.is_empty() {
+            let _ = writeln!(out, "(no lock is held)");
+        }
+    }
 }
 
 /// The stored certificate whose main domain, or one of whose names, is `name`.

@@ -27,6 +27,24 @@ async function getJSON(path) {
   return response.json();
 }
 
+// Every page of a list: the API answers `per_page` records and names the next page in
+// X-Next-Page (1 on the last page, as Traefik). At most 100 pages are read.
+async function getAll(path, params) {
+  const all = [];
+  for (let page = 1; page <= 100;) {
+    const search = new URLSearchParams(params);
+    search.set("per_page", "500");
+    search.set("page", String(page));
+    const response = await fetch(path + "?" + search, { headers: { Accept: "application/json" } });
+    if (!response.ok) throw new Error(path + ": " + response.status);
+    all.push(...(await response.json()));
+    const next = Number(response.headers.get("X-Next-Page") || "1");
+    if (!(next > page)) break;
+    page = next;
+  }
+  return all;
+}
+
 function fill(id, rows, columns) {
   const body = document.querySelector("#" + id + " tbody");
   const fresh = rows.length
@@ -43,8 +61,7 @@ function query() {
   const params = new URLSearchParams();
   if (filters.search) params.set("search", filters.search);
   if (filters.status) params.set("status", filters.status);
-  const text = params.toString();
-  return text ? "?" + text : "";
+  return params;
 }
 
 function drawOverview(overview) {
@@ -155,9 +172,9 @@ async function refresh() {
   const [version, overview, routers, services, middlewares, cluster, events] = await Promise.all([
     getJSON("../api/version"),
     getJSON("../api/overview"),
-    getJSON("../api/http/routers" + q),
-    getJSON("../api/http/services" + q),
-    getJSON("../api/http/middlewares" + q),
+    getAll("../api/http/routers", q),
+    getAll("../api/http/services", q),
+    getAll("../api/http/middlewares", q),
     getJSON("../api/pylon/cluster"),
     getJSON("../api/pylon/events"),
   ]);
