@@ -383,7 +383,7 @@ pub(crate) mod testing {
         let (upstream, services) = context();
         let with = With { upstream: &upstream, services: &services };
         let chain = instances.chain(&Instances::default(), "r", &["m".to_string()], &specs, &with).unwrap();
-        let conn = Connection { peer: "10.0.0.7:4000".parse().unwrap(), tls, suite: None };
+        let conn = Connection::new("10.0.0.7:4000".parse().unwrap(), tls, None);
         chain.run(req.map(|()| RequestBody::Read(bytes::Bytes::new())), conn, end).await
     }
 }

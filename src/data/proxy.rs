@@ -113,9 +113,17 @@ pub struct RedirectTo {
 #[derive(Clone, Copy)]
 pub struct Connection {
     pub peer: SocketAddr,
+    /// The peer's address as text, for the `X-Forwarded-For` of each request.
+    pub peer_ip: forward::IpText,
     pub tls: bool,
     /// The TLS version and cipher suite negotiated, on a TLS connection.
     pub suite: Option<(u16, u16)>,
+}
+
+impl Connection {
+    pub fn new(peer: SocketAddr, tls: bool, suite: Option<(u16, u16)>) -> Connection {
+        Connection { peer, peer_ip: forward::IpText::new(peer.ip()), tls, suite }
+    }
 }
 
 impl Served {
@@ -245,7 +253,7 @@ impl Proxy {
 
         // 3b. middlewares, then 4. pick and 5. forward
         let client = forward::Client {
-            ip: conn.peer.ip(),
+            ip: conn.peer_ip.as_str(),
             tls: conn.tls,
             port: ep.port,
             host: &host,

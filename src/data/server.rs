@@ -370,13 +370,12 @@ async fn connection(
             .protocol_version()
             .map(u16::from)
             .zip(tls_state.negotiated_cipher_suite().map(|s| u16::from(s.suite())));
-        let conn = Connection { peer, tls, suite };
+        let conn = Connection::new(peer, tls, suite);
         let io = idle::IdleIo::new(stream, t.idle_timeout, t.write_stall_timeout);
         serve_http(builder, io, service(client, Some(Arc::new(session)), conn), &drain, evicted).await;
     } else {
         let io = idle::IdleIo::new(stream, t.idle_timeout, t.write_stall_timeout);
-        serve_http(&shared.builder, io, service(None, None, Connection { peer, tls, suite: None }), &drain, evicted)
-            .await;
+        serve_http(&shared.builder, io, service(None, None, Connection::new(peer, tls, None)), &drain, evicted).await;
     }
 }
 

@@ -177,7 +177,7 @@ impl Errors {
         let (head, ()) = head.into_parts();
         let upgrades: [String; 0] = [];
         let client = forward::Client {
-            ip: conn.peer.ip(),
+            ip: conn.peer_ip.as_str(),
             tls: conn.tls,
             port: 0,
             host,

@@ -174,7 +174,7 @@ mod tests {
     use super::*;
 
     fn conn(tls: bool) -> Connection {
-        Connection { peer: "127.0.0.1:1".parse().unwrap(), tls, suite: None }
+        Connection::new("127.0.0.1:1".parse().unwrap(), tls, None)
     }
 
     fn scheme(to: &str, port: &str, uri: &str, host: &str, tls: bool) -> Option<(u16, String)> {

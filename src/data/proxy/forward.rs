@@ -13,7 +13,8 @@ const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port")
 const X_FORWARDED_SERVER: HeaderName = HeaderName::from_static("x-forwarded-server");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 /// The headers only a trusted proxy may set (Traefik's list): an untrusted client's are removed.
-const FORWARDED: [HeaderName; 11] = [
+/// (A `static`, not a `const`: each use of a `const` array builds and drops a copy.)
+static FORWARDED: [HeaderName; 11] = [
     X_FORWARDED_FOR,
     X_FORWARDED_PROTO,
     X_FORWARDED_HOST,
@@ -27,21 +28,50 @@ const FORWARDED: [HeaderName; 11] = [
     HeaderName::from_static("x-forwarded-tls-client-cert-info"),
 ];
 
-/// Headers that describe one connection (RFC 9110 §7.6.1), never forwarded.
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-];
+/// Headers that describe one connection (RFC 9110 §7.6.1), never forwarded; `Upgrade` too,
+/// which is set again for a tunnelled upgrade.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+/// A client's address as text, formatted once per connection rather than for every request's
+/// `X-Forwarded-For` and `X-Real-Ip`. Copy, so that it travels with [`super::Connection`].
+#[derive(Clone, Copy)]
+pub struct IpText {
+    buf: [u8; 45],
+    len: u8,
+}
+
+impl IpText {
+    pub fn new(ip: IpAddr) -> IpText {
+        use std::io::Write;
+        let mut buf = [0; 45];
+        let mut rest = &mut buf[..];
+        // 45 bytes hold the longest address (`ffff:...:255.255.255.255`).
+        let _ = write!(rest, "{ip}");
+        let len = (45 - rest.len()) as u8;
+        IpText { buf, len }
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
 
 /// What the proxy knows about the client side of a request.
 pub struct Client<'a> {
-    pub ip: IpAddr,
+    pub ip: &'a str,
     pub tls: bool,
     /// The port of the entrypoint the request came in on.
     pub port: u16,
@@ -74,24 +104,23 @@ pub fn upgrade_of(version: Version, headers: &HeaderMap, allowed: &[String]) -> 
 
 /// Removes hop-by-hop headers, and the headers `Connection` names, from `headers`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names first: most messages carry none of these, and each `remove`
-    // hashes its name whether the header is there or not (19 per request: 15% of the
-    // instructions a request cost, measured with scripts/profile.sh).
-    let hop = |n: &HeaderName| HOP_BY_HOP.contains(n) || n == header::UPGRADE || n == header::CONNECTION;
-    if !headers.keys().any(hop) {
+    // One pass over the names first: most requests carry none of these, and each `remove`
+    // hashes its name whether the header is there or not. Only the names present are removed
+    // (an upstream's `Connection: keep-alive` cost ten removes a response before).
+    if !headers.keys().any(is_hop_by_hop) {
         return;
     }
-    let named: Vec<HeaderName> = headers
+    let mut named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
         .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    named.extend(headers.keys().filter(|n| is_hop_by_hop(n)).cloned());
+    for name in &named {
         headers.remove(name);
     }
-    headers.remove(header::UPGRADE);
 }
 
 /// Removes the `X-Forwarded-*` headers of a client that is not a trusted proxy, before
@@ -102,7 +131,7 @@ pub fn distrust(headers: &mut HeaderMap) {
     if !headers.keys().any(|n| FORWARDED.contains(n) || spelt(n)) {
         return;
     }
-    for name in FORWARDED {
+    for name in &FORWARDED {
         headers.remove(name);
     }
     let underscored: Vec<HeaderName> = headers
@@ -188,18 +217,22 @@ pub fn request(client_head: &Parts, server: &Uri, pass_host: bool, client: &Clie
     // A trusted proxy may have sent its chain on several lines: they are one list.
     let prior: Vec<&str> = headers.get_all(X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
     let prior_for = (!prior.is_empty()).then(|| prior.join(", "));
-    let ip = client.ip.to_string();
-    let chain = match prior_for {
-        Some(prior) => format!("{prior}, {ip}"),
-        None => ip.clone(),
-    };
+    let ip = client.ip;
     if client_head.extensions.get::<crate::data::middleware::headers::OmitForwardedFor>().is_none() {
-        set(headers, X_FORWARDED_FOR, &chain, true);
+        match prior_for {
+            Some(prior) => set(headers, X_FORWARDED_FOR, &format!("{prior}, {ip}"), true),
+            None => set(headers, X_FORWARDED_FOR, ip, true),
+        }
     }
-    set(headers, X_FORWARDED_PROTO, if client.tls { "https" } else { "http" }, false);
+    if !headers.contains_key(X_FORWARDED_PROTO) {
+        let proto = HeaderValue::from_static(if client.tls { "https" } else { "http" });
+        headers.insert(X_FORWARDED_PROTO, proto);
+    }
     set(headers, X_FORWARDED_HOST, client.host, false);
-    set(headers, X_FORWARDED_PORT, &client.port.to_string(), false);
-    set(headers, X_REAL_IP, &ip, false);
+    if !headers.contains_key(X_FORWARDED_PORT) {
+        headers.insert(X_FORWARDED_PORT, HeaderValue::from(client.port));
+    }
+    set(headers, X_REAL_IP, ip, false);
     Request::from_parts(parts, ())
 }
 
@@ -227,7 +260,7 @@ mod tests {
     fn client() -> Client<'static> {
         static WEBSOCKET: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| vec!["websocket".into()]);
         let read_timeout = std::time::Duration::from_secs(60);
-        let (ip, host, upgrades) = ("10.1.2.3".parse().unwrap(), "a.example", WEBSOCKET.as_slice());
+        let (ip, host, upgrades) = ("10.1.2.3", "a.example", WEBSOCKET.as_slice());
         Client { ip, tls: true, port: 443, host, read_timeout, upgrades }
     }
 
@@ -237,6 +270,14 @@ mod tests {
             distrust(&mut p.headers);
         }
         p
+    }
+
+    #[test]
+    fn an_address_is_formatted_once_as_std_formats_it() {
+        for ip in ["10.1.2.3", "::1", "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255", "2001:db8::8a2e:370:7334"] {
+            let parsed: IpAddr = ip.parse().unwrap();
+            assert_eq!(IpText::new(parsed).as_str(), parsed.to_string());
+        }
     }
 
     #[test]
