@@ -96,12 +96,15 @@ async fn the_api_shows_routers_services_and_middlewares_with_their_status() {
                 "status": "enabled", "name": "app@etcd", "provider": "etcd", "type": "weighted", "usedBy": ["app@etcd"]
             },
             {
-                "loadBalancer": { "servers": [{ "url": v1.url() }], "healthCheck": { "path": "/health", "interval": "100ms" } },
+                "loadBalancer": {
+                    "servers": [{ "url": v1.url() }], "healthCheck": { "path": "/health", "interval": "100ms" },
+                    "passHostHeader": true, "strategy": "wrr"
+                },
                 "status": "enabled", "name": "v1@etcd", "provider": "etcd", "type": "loadbalancer",
                 "usedBy": ["broken@etcd", "odd@etcd"], "serverStatus": { v1_url.clone(): "UP" }
             },
             {
-                "loadBalancer": { "servers": [{ "url": v2.url() }] },
+                "loadBalancer": { "servers": [{ "url": v2.url() }], "passHostHeader": true, "strategy": "wrr" },
                 "status": "enabled", "name": "v2@etcd", "provider": "etcd", "type": "loadbalancer"
             }
         ])
@@ -211,6 +214,19 @@ async fn the_api_shows_routers_services_and_middlewares_with_their_status() {
         "the disabled router is counted:\n{metrics}"
     );
     assert!(metrics.contains("pylon_config_rejected{kind=\"middleware\"} 0.0"), "{metrics}");
+    // The event bus feeds the recent events: the applied configuration and the rejected router.
+    let (status, events, _) = api(&f, "/api/pylon/events").await;
+    let events = events.as_array().cloned().unwrap_or_default();
+    let of = |kind: &str| events.iter().filter(|e| e["kind"] == kind).cloned().collect::<Vec<Value>>();
+    assert_eq!(status, 200);
+    let served: f64 = support::sum(&metrics, "pylon_config_revision", &[]);
+    let newest = of("config.applied").iter().filter_map(|e| e["fields"]["revision"].as_f64()).fold(0.0, f64::max);
+    assert!(served > 0.0 && newest == served, "the revision served was applied as an event: {events:?}");
+    assert!(
+        of("config.rejected").iter().any(|e| e["fields"]["what"].as_str().is_some_and(|w| w.contains("\"broken\""))),
+        "the disabled router is an event: {events:?}"
+    );
+    assert!(events.iter().all(|e| e["time"].as_str().is_some_and(|t| t.ends_with('Z'))), "{events:?}");
     v1.set_health(500);
     support::eventually("v1's server shows DOWN", Duration::from_secs(5), || async {
         let (_, service, _) = api(&f, "/api/http/services/v1@etcd").await;

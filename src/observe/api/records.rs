@@ -180,6 +180,12 @@ impl Sources<'_> {
                 let used_by = users.get(name).cloned().unwrap_or_default();
                 let mut object = object(info, name, self.provider);
                 object.insert("type".into(), json!(info.kind));
+                // Traefik shows a load balancer's defaults: Pylon balances by smooth weighted
+                // round robin and passes the client's Host unless told not to.
+                if let Some(Value::Object(lb)) = object.get_mut("loadBalancer") {
+                    lb.entry("passHostHeader").or_insert(json!(true));
+                    lb.entry("strategy").or_insert(json!("wrr"));
+                }
                 if !used_by.is_empty() {
                     object.insert("usedBy".into(), json!(used_by));
                 }
