@@ -154,17 +154,27 @@ async fn the_api_shows_routers_services_and_middlewares_with_their_status() {
     assert_eq!(raw["services"]["v2@etcd"], services[2]);
     let (_, entrypoints, _) = api(&f, "/api/entrypoints").await;
     let r = &f.replica;
+    // Traefik's defaults, durations in nanoseconds as its API writes them.
+    let transport = json!({
+        "lifeCycle": { "graceTimeOut": "10000000000ns" },
+        "respondingTimeouts": { "readTimeout": "60000000000ns", "idleTimeout": "180000000000ns" }
+    });
+    let plain = |name: &str, port: u16| {
+        json!({ "address": format!("127.0.0.1:{port}"), "transport": transport, "forwardedHeaders": {}, "http": {}, "name": name })
+    };
     assert_eq!(
         entrypoints,
         json!([
             {
                 "address": format!("127.0.0.1:{}", r.redir),
+                "transport": transport,
+                "forwardedHeaders": {},
                 "http": { "redirections": { "entryPoint": { "to": "websecure", "permanent": true } } },
                 "name": "redir"
             },
-            { "address": format!("127.0.0.1:{}", r.admin), "name": "traefik" },
-            { "address": format!("127.0.0.1:{}", r.web), "name": "web" },
-            { "address": format!("127.0.0.1:{}", r.websecure), "name": "websecure" }
+            plain("traefik", r.admin),
+            plain("web", r.web),
+            plain("websecure", r.websecure)
         ])
     );
     let (status, one, _) = api(&f, "/api/entrypoints/web").await;

@@ -13,7 +13,10 @@ use serde_json::{json, Map, Value};
 use tokio::sync::watch;
 
 use crate::{
-    config::{model::EntryPoint, StaticConfig},
+    config::{
+        model::{EntryPoint, ForwardedTrust},
+        StaticConfig,
+    },
     control::watcher::Status,
     data::{plane::Plane, proxy::ProxyBody},
     dynamic::runtime::Status as Health,
@@ -82,13 +85,13 @@ impl Api {
                 answer(StatusCode::OK, &Value::Array(recent.iter().rev().cloned().collect()), None)
             }
             ["api", "entrypoints"] => {
-                let all: Vec<Value> = self.statics.entry_points.iter().map(|(n, ep)| entry_point(n, ep)).collect();
+                let all: Vec<Value> = self.statics.entry_points.iter().map(|(n, ep)| entry_point(&self.statics, n, ep)).collect();
                 list(all, &query)
             }
             ["api", "entrypoints", name] => {
                 let name = query::decode_path(name);
                 match self.statics.entry_points.get(&name) {
-                    Some(ep) => answer(StatusCode::OK, &entry_point(&name, ep), None),
+                    Some(ep) => answer(StatusCode::OK, &entry_point(&self.statics, &name, ep), None),
                     None => error(StatusCode::NOT_FOUND, &format!("entry point not found: {name}")),
                 }
             }
@@ -139,9 +142,16 @@ impl Api {
 }
 
 /// An entrypoint as Traefik shows it: `http` holds its redirection, middlewares and TLS.
-fn entry_point(name: &str, ep: &EntryPoint) -> Value {
+/// An entrypoint as Traefik shows it: its transport (Pylon's one set, shared by every
+/// entrypoint), whose forwarded headers and PROXY headers it trusts, and its `http` section.
+fn entry_point(statics: &StaticConfig, name: &str, ep: &EntryPoint) -> Value {
     let mut object = Map::new();
     object.insert("address".into(), json!(ep.address.to_string()));
+    object.insert("transport".into(), transport(statics));
+    object.insert("forwardedHeaders".into(), trust(&ep.forwarded_trust));
+    if let Some(proxy) = &ep.proxy_protocol {
+        object.insert("proxyProtocol".into(), trust(proxy));
+    }
     let mut http = Map::new();
     if let Some(redirect) = &ep.redirect {
         let to = json!({ "to": redirect.entry_point, "permanent": redirect.permanent });
@@ -162,10 +172,42 @@ fn entry_point(name: &str, ep: &EntryPoint) -> Value {
         }
         http.insert("tls".into(), Value::Object(object));
     }
-    if !http.is_empty() {
-        object.insert("http".into(), Value::Object(http));
-    }
+    object.insert("http".into(), Value::Object(http));
     object.insert("name".into(), json!(name));
+    Value::Object(object)
+}
+
+/// `transport`, with durations as Traefik's API writes them: nanoseconds, `"10000000000ns"`.
+/// Zero durations are left out, as Go's `omitempty` does.
+fn transport(statics: &StaticConfig) -> Value {
+    let ns = |d: std::time::Duration| json!(format!("{}ns", d.as_nanos()));
+    let (t, life) = (&statics.transport, &statics.lifecycle);
+    let mut life_cycle = Map::new();
+    if !life.request_accept_grace.is_zero() {
+        life_cycle.insert("requestAcceptGraceTimeout".into(), ns(life.request_accept_grace));
+    }
+    if !life.grace_timeout.is_zero() {
+        life_cycle.insert("graceTimeOut".into(), ns(life.grace_timeout));
+    }
+    let mut responding = Map::new();
+    responding.insert("readTimeout".into(), ns(t.header_read_timeout));
+    if let Some(write) = t.write_stall_timeout {
+        responding.insert("writeTimeout".into(), ns(write));
+    }
+    responding.insert("idleTimeout".into(), ns(t.idle_timeout));
+    json!({ "lifeCycle": life_cycle, "respondingTimeouts": responding })
+}
+
+/// `forwardedHeaders` or `proxyProtocol`: `insecure` and `trustedIPs`, each left out when unset.
+fn trust(trust: &ForwardedTrust) -> Value {
+    let mut object = Map::new();
+    if trust.insecure {
+        object.insert("insecure".into(), json!(true));
+    }
+    if !trust.trusted.is_empty() {
+        let ips: Vec<String> = trust.trusted.iter().map(ToString::to_string).collect();
+        object.insert("trustedIPs".into(), json!(ips));
+    }
     Value::Object(object)
 }
 
@@ -221,21 +263,35 @@ mod tests {
     use crate::config::{load, tree::STATIC_NAMES, Node};
 
     #[test]
-    fn an_entrypoint_shows_its_redirection_middlewares_and_tls_under_http() {
-        let text = "entryPoints:\n  web:\n    address: ':80'\n    http:\n      redirections:\n        entryPoint: { to: websecure }\n      middlewares: [auth@etcd]\n  websecure:\n    address: ':443'\n    http:\n      tls: { options: modern, domains: [{ main: a.example, sans: [b.example] }] }\n";
+    fn an_entrypoint_shows_its_transport_trust_and_http_section() {
+        let text = "entryPoints:\n  web:\n    address: ':80'\n    transport:\n      lifeCycle: { graceTimeOut: 20s }\n      respondingTimeouts: { idleTimeout: 90s, writeTimeout: 5s }\n    forwardedHeaders: { trustedIPs: [10.0.0.0/8, 192.168.1.4] }\n    proxyProtocol: { insecure: true }\n    http:\n      redirections:\n        entryPoint: { to: websecure }\n      middlewares: [auth@etcd]\n  websecure:\n    address: ':443'\n    http:\n      tls: { options: modern, domains: [{ main: a.example, sans: [b.example] }] }\n";
         let loaded = load(Node::from_yaml("traefik.yml", text, STATIC_NAMES).unwrap()).unwrap();
-        let eps = &loaded.config.entry_points;
+        let (statics, eps) = (&loaded.config, &loaded.config.entry_points);
+        let transport = json!({
+            "lifeCycle": { "graceTimeOut": "20000000000ns" },
+            "respondingTimeouts": { "readTimeout": "60000000000ns", "writeTimeout": "5000000000ns", "idleTimeout": "90000000000ns" }
+        });
         assert_eq!(
-            entry_point("web", &eps["web"]),
+            entry_point(statics, "web", &eps["web"]),
             json!({
                 "address": "0.0.0.0:80",
+                "transport": transport,
+                "forwardedHeaders": { "trustedIPs": ["10.0.0.0/8", "192.168.1.4"] },
+                "proxyProtocol": { "insecure": true },
                 "http": { "redirections": { "entryPoint": { "to": "websecure", "permanent": true } }, "middlewares": ["auth@etcd"] },
                 "name": "web"
             })
         );
         assert_eq!(
-            entry_point("websecure", &eps["websecure"]),
-            json!({ "address": "0.0.0.0:443", "http": { "tls": { "options": "modern", "domains": [{ "main": "a.example", "sans": ["b.example"] }] } }, "name": "websecure" })
+            entry_point(statics, "websecure", &eps["websecure"]),
+            json!({
+                "address": "0.0.0.0:443",
+                "transport": transport,
+                "forwardedHeaders": {},
+                "http": { "tls": { "options": "modern", "domains": [{ "main": "a.example", "sans": ["b.example"] }] } },
+                "name": "websecure"
+            }),
+            "one transport for every entrypoint; no proxyProtocol unless set"
         );
     }
 }

@@ -60,6 +60,17 @@ pub struct Cidr {
     prefix: u8,
 }
 
+/// As written: a single address without its `/32` or `/128`.
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let max = if self.network.is_ipv4() { 32 } else { 128 };
+        match self.prefix {
+            p if p == max => write!(f, "{}", self.network),
+            p => write!(f, "{}/{p}", self.network),
+        }
+    }
+}
+
 impl Cidr {
     pub fn parse(text: &str) -> Option<Cidr> {
         let (addr, prefix) = match text.split_once('/') {
