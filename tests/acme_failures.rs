@@ -1,11 +1,12 @@
 //! Distributed ACME when things go wrong, against a real Pebble: a lock holder killed mid-order,
-//! a CA rejecting half of its nonces, validations that cannot succeed, and a CA that would reuse
-//! a previous validation.
+//! a lock lost mid-order, a CA rejecting half of its nonces, validations that cannot succeed,
+//! and a CA that would reuse a previous validation.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
+use pylon::control::store::{Op, Txn};
 use support::{
     eventually, free_port,
     gate::Gate,
@@ -245,4 +246,85 @@ async fn a_renewal_validates_again_even_where_the_ca_would_reuse_the_previous_au
     assert!(!out.status.success(), "the renewal could not validate, so it must fail:\n{text}");
     assert!(text.contains(&format!("renewing {NAME}")) && text.contains("previous certificate stays"), "{text}");
     assert_eq!(pebble.orders(), 2);
+}
+
+/// A replica whose order for NAME waits at validation (Pebble's connection held by `gate`)
+/// when its lock is deleted, as when its lease ran out in a partition and another replica's
+/// lock replaced it.
+async fn an_order_whose_lock_is_lost(etcd: &Etcd, pebble: &Pebble) -> Replica {
+    let store = pylon::control::store::open(&etcd.spec()).await.unwrap();
+    let extra = format!("[api]\ninsecure = true\n[metrics.prometheus]\n{}", pebble.acme_section(DOMAIN));
+    let a = Replica::start(&etcd.flags(), &extra).await;
+    eventually("the order waits at validation", Duration::from_secs(30), || async {
+        let (_, body) = support::get(&format!("http://127.0.0.1:{}/api/pylon/cluster", a.admin)).await.unwrap();
+        let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let certs = view["certificates"].as_array().cloned().unwrap_or_default();
+        certs.iter().any(|c| c["main"] == NAME && c["order"]["stage"] == "validating")
+    })
+    .await;
+    let ops = vec![Op::Delete { key: format!("traefik/acme/locks/cert/{NAME}") }];
+    assert!(store.txn(Txn { compares: vec![], ops }).await.unwrap().succeeded);
+    a
+}
+
+/// The replica's lost-lock reports: its `pylon_acme_orders_total{result="lock_lost"}` and the
+/// domain of the `certificate.lock_lost` event in its recent-events list.
+async fn lock_lost_reports(a: &Replica) -> (f64, Option<serde_json::Value>) {
+    let admin = |path: &str| format!("http://127.0.0.1:{}{path}", a.admin);
+    let (_, metrics) = support::get(&admin("/metrics")).await.unwrap();
+    let counted = support::sum(&metrics, "pylon_acme_orders_total", &["result=\"lock_lost\""]);
+    let (_, events) = support::get(&admin("/api/pylon/events")).await.unwrap();
+    let events: serde_json::Value = serde_json::from_str(&events).unwrap();
+    let lost = events.as_array().unwrap().iter().find(|e| e["kind"] == "certificate.lock_lost").cloned();
+    (counted, lost.map(|e| e["fields"]["domain"].clone()))
+}
+
+/// An order that succeeds after its lock was lost stores nothing: the fenced write fails, the
+/// event and the counter say so, and the name is ordered again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_ordered_under_a_lost_lock_is_not_stored() {
+    let etcd = Etcd::start().await;
+    let gate = Gate::holding().await;
+    let pebble = Pebble::start(Options { http_port: gate.port, ..Options::default() }).await;
+    let a = an_order_whose_lock_is_lost(&etcd, &pebble).await;
+    gate.release_held_to(a.web);
+    eventually("A reports the lost lock", Duration::from_secs(30), || async {
+        !a.events("certificate.lock_lost").is_empty()
+    })
+    .await;
+    assert!(a.events("certificate.issued").is_empty(), "nothing issued under a lost lock:\n{}", a.log());
+    let store = pylon::control::store::open(&etcd.spec()).await.unwrap();
+    let cert = format!("traefik/acme/certs/{NAME}");
+    assert!(store.get(&cert).await.unwrap().is_none(), "the certificate ordered under a lost lock is not stored");
+    assert_eq!(lock_lost_reports(&a).await, (1.0, Some(NAME.into())));
+
+    eventually("the name is ordered again and issued", Duration::from_secs(60), || async {
+        !a.events("certificate.issued").is_empty()
+    })
+    .await;
+    assert!(store.get(&cert).await.unwrap().is_some());
+}
+
+/// An order that fails after its lock was lost ends as a lost lock, not a failed order: whether
+/// and when the name failed is the new holder's to record.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failure_under_a_lost_lock_is_not_recorded() {
+    let etcd = Etcd::start().await;
+    let gate = Gate::holding().await;
+    let pebble = Pebble::start(Options { http_port: gate.port, ..Options::default() }).await;
+    let a = an_order_whose_lock_is_lost(&etcd, &pebble).await;
+    gate.refuse();
+    eventually("A reports the lost lock", Duration::from_secs(30), || async {
+        !a.events("certificate.lock_lost").is_empty()
+    })
+    .await;
+    let log = a.log();
+    let outcomes: Vec<&str> = log
+        .lines()
+        .filter_map(|l| {
+            ["certificate.lock_lost", "certificate.failed"].into_iter().find(|k| l.contains(&format!("event=\"{k}\"")))
+        })
+        .collect();
+    assert_eq!(outcomes.first(), Some(&"certificate.lock_lost"), "the first order ends as a lost lock:\n{log}");
+    assert_eq!(lock_lost_reports(&a).await, (1.0, Some(NAME.into())));
 }

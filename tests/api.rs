@@ -159,9 +159,7 @@ async fn the_api_shows_routers_services_and_middlewares_with_their_status() {
         "lifeCycle": { "graceTimeOut": "10000000000ns" },
         "respondingTimeouts": { "readTimeout": "60000000000ns", "idleTimeout": "180000000000ns" }
     });
-    let plain = |name: &str, port: u16| {
-        json!({ "address": format!("127.0.0.1:{port}"), "transport": transport, "forwardedHeaders": {}, "http": {}, "name": name })
-    };
+    let plain = |name: &str, port: u16| json!({ "address": format!("127.0.0.1:{port}"), "transport": transport, "forwardedHeaders": {}, "http": {}, "name": name });
     assert_eq!(
         entrypoints,
         json!([

@@ -1,5 +1,6 @@
 //! Prometheus metrics end to end: two replicas on real etcd, scraped by a real Prometheus,
-//! judged by Flagger's own queries; the counters checked against what the client sent.
+//! judged by Flagger's own queries; the counters checked against what the client sent; the
+//! provider in every label (Consul, files); Traefik 1.7's `[web]` serving them.
 
 mod support;
 
@@ -17,7 +18,9 @@ use http_body_util::Full;
 use hyper::{service::service_fn, Response};
 use hyper_util::rt::TokioIo;
 use pylon::control::store::{self, Op, Txn};
-use support::{get, prometheus::Prometheus, replica::Replica, sum, upstream::Upstream, Etcd};
+use support::{
+    fixture::on_consul, get, get_host, prometheus::Prometheus, replica::Replica, sum, upstream::Upstream, Etcd,
+};
 
 /// A canary that answers 500 to every tenth request and takes 200 ms over another tenth,
 /// counting its own requests: any run of ten in a row holds one of each.
@@ -246,4 +249,106 @@ async fn configured_buckets_bound_every_duration_histogram() {
         let count = |le: &str| sum(&exposition, &name, &["code=\"200\"", &format!("le=\"{le}\"")]);
         assert_eq!((count("0.15"), count("2.5"), count("+Inf")), (1.0, 2.0, 2.0), "{family}: {exposition}");
     }
+}
+
+/// Each object's series carry its provider, as Traefik qualifies them (`app@consul`,
+/// `files@file`), in the metrics and the API alike; a router and service removed from the
+/// store take their series with them, while the file's stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_are_labelled_with_their_provider_and_removed_objects_take_theirs_away() {
+    let files = Upstream::start("files").await;
+    let dir = tempfile::tempdir().unwrap();
+    let dynamic = format!(
+        "[http.routers.files]\nrule = \"Host(`files.pylon.test`)\"\nservice = \"files\"\n\
+         [http.services.files.loadBalancer]\nservers = [{{ url = \"{}\" }}]\n",
+        files.url()
+    );
+    std::fs::write(dir.path().join("files.toml"), dynamic).unwrap();
+    let extra = format!(
+        "[api]\ninsecure = true\n[metrics.prometheus]\naddRoutersLabels = true\n[file]\ndirectory = \"{}\"\n",
+        dir.path().display()
+    );
+    let f = on_consul(&extra).await;
+    let _app = f.serve_app("Host(`app.pylon.test`)", "app.pylon.test", "/").await;
+    f.within_a_second("files.pylon.test", "/", "the file's route", |r| r.body.starts_with("files ")).await;
+
+    let before = scrape(&f.replica).await;
+    for (host, n) in [("app.pylon.test", 2), ("files.pylon.test", 3)] {
+        for _ in 0..n {
+            assert_eq!(get_host(&f.replica.web("/"), host).await.status, 200);
+        }
+    }
+    let after = scrape(&f.replica).await;
+    for (family, label, wanted) in [
+        ("traefik_service_requests_total", "service=\"app@consul\"", 2.0),
+        ("traefik_service_requests_total", "service=\"files@file\"", 3.0),
+        ("traefik_router_requests_total", "router=\"app@consul\"", 2.0),
+        ("traefik_router_requests_total", "router=\"files@file\"", 3.0),
+    ] {
+        let count = |exposition: &str| sum(exposition, family, &[label, "code=\"200\""]);
+        assert_eq!(count(&after) - count(&before), wanted, "{family}{{{label}}}: {after}");
+    }
+    let admin = |path: &str| format!("http://127.0.0.1:{}{path}", f.replica.admin);
+    for (path, provider) in [
+        ("/api/http/routers/app@consul", "consul"),
+        ("/api/http/services/app@consul", "consul"),
+        ("/api/http/routers/files@file", "file"),
+        ("/api/http/services/files@file", "file"),
+    ] {
+        let (status, body) = get(&admin(path)).await.unwrap();
+        let record: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!((status, record["provider"].as_str()), (200, Some(provider)), "{path}: {body}");
+    }
+
+    f.delete_prefix("http/").await;
+    f.within_a_second("app.pylon.test", "/", "the route removed", |r| r.status == 404).await;
+    let exposition = scrape(&f.replica).await;
+    assert!(!exposition.contains("app@consul"), "the removed router's and service's series are dropped: {exposition}");
+    assert!(exposition.contains("service=\"files@file\""), "the file's stay: {exposition}");
+}
+
+/// A Traefik 1.7 file with `[web]` and `[web.metrics.prometheus]` serves the metrics, the API and
+/// `/ping` on the `[web]` address, with the buckets it names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traefik_1x_web_section_serves_metrics_on_its_address() {
+    let etcd = Etcd::start().await;
+    let (web, admin) = (support::free_port(), support::free_port());
+    let config = format!(
+        "defaultEntryPoints = [\"http\"]\n[entryPoints.http]\naddress = \"127.0.0.1:{web}\"\n\
+         [web]\naddress = \"127.0.0.1:{admin}\"\n[web.metrics.prometheus]\nbuckets = [0.1, 0.3]\n"
+    );
+    let replica = Replica::start_v1(&etcd.flags(), &config, web, admin).await;
+    let app = Upstream::start("app").await;
+    let kv = store::open(&etcd.spec()).await.unwrap();
+    let pairs = [
+        ("http/routers/app/rule", "PathPrefix(`/`)".to_string()),
+        ("http/routers/app/service", "app".into()),
+        ("http/services/app/loadBalancer/servers/0/url", app.url()),
+    ];
+    let ops = pairs.iter().map(|(k, v)| Op::put(format!("traefik/{k}"), v.as_bytes())).collect();
+    kv.txn(Txn { compares: vec![], ops }).await.unwrap();
+    support::eventually("the router is served", Duration::from_secs(10), || async {
+        get(&replica.web("/")).await.is_ok_and(|(status, _)| status == 200)
+    })
+    .await;
+    let before = scrape(&replica).await;
+    for _ in 0..3 {
+        assert_eq!(get(&replica.web("/")).await.unwrap().0, 200);
+    }
+    let after = scrape(&replica).await;
+    let count = |exposition: &str, family: &str, label: &str| sum(exposition, family, &[label, "code=\"200\""]);
+    for (family, label) in [
+        ("traefik_entrypoint_requests_total", "entrypoint=\"http\""),
+        ("traefik_service_requests_total", "service=\"app@etcd\""),
+    ] {
+        assert_eq!(count(&after, family, label) - count(&before, family, label), 3.0, "{family}: {after}");
+    }
+    let bounds: Vec<&str> = after
+        .lines()
+        .filter(|l| l.starts_with("traefik_service_request_duration_seconds_bucket{") && l.contains("code=\"200\""))
+        .filter_map(|l| l.split("le=\"").nth(1)?.split('"').next())
+        .collect();
+    assert_eq!(bounds, ["0.1", "0.3", "+Inf"], "the buckets [web.metrics.prometheus] names");
+    let (status, body) = get(&format!("http://127.0.0.1:{admin}/api/http/routers/app@etcd")).await.unwrap();
+    assert_eq!(status, 200, "[web] also serves the API: {body}");
 }

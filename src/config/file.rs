@@ -201,6 +201,8 @@ pub struct RawClientAuth {
 pub struct RawCertificate {
     pub certfile: Option<String>,
     pub keyfile: Option<String>,
+    /// `[web.metrics.prometheus]`: Traefik 1.x's metrics, served on the `[web]` address.
+    pub metrics: Option<RawMetrics>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -256,6 +258,8 @@ pub struct RawWeb {
     pub auth: Option<toml::Value>,
     pub certfile: Option<String>,
     pub keyfile: Option<String>,
+    /// `[web.metrics.prometheus]`: Traefik 1.x's metrics, served on the `[web]` address.
+    pub metrics: Option<RawMetrics>,
 }
 
 #[derive(Debug, Default, Deserialize)]

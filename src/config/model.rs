@@ -321,9 +321,15 @@ pub(super) fn build(raw: RawConfig, c: &mut Checker) -> Option<StaticConfig> {
         (None, Some(_)) => Some(Api { entry_point: internal(None), dashboard: true, on_entry_point: true }),
         (None, None) => None,
     };
-    let metrics = raw.metrics.as_ref().and_then(|m| m.prometheus.as_ref()).map(|p| Prometheus {
+    let top = raw.metrics.as_ref().and_then(|m| m.prometheus.as_ref()).map(|p| ("metrics.prometheus", p));
+    let web =
+        raw.web.as_ref().and_then(|w| w.metrics.as_ref()?.prometheus.as_ref()).map(|p| ("web.metrics.prometheus", p));
+    if top.is_some() && web.is_some() {
+        c.error("web.metrics", "[web.metrics] and [metrics] both configure metrics; keep one");
+    }
+    let metrics = top.or(web).map(|(base, p)| Prometheus {
         entry_point: internal(p.entrypoint.as_ref()),
-        settings: super::unhonoured::prometheus(p, c),
+        settings: super::unhonoured::prometheus(base, p, c),
         manual_routing: p.manualrouting == Some(true),
     });
     if wants_internal && !entry_points.contains_key(INTERNAL_ENTRYPOINT) {

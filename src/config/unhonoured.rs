@@ -76,15 +76,20 @@ pub(super) fn warn(raw: &RawConfig, c: &mut Checker) {
     }
 }
 
-/// `metrics.prometheus`'s settings, with Traefik's defaults; the keys Pylon cannot honour are
-/// located warnings and bad buckets an error.
-pub(super) fn prometheus(p: &super::file::RawPrometheus, c: &mut Checker) -> crate::data::metrics::Settings {
+/// The settings of `[metrics.prometheus]` or v1.7's `[web.metrics.prometheus]` (`base` names
+/// which), with Traefik's defaults; the keys Pylon cannot honour are located warnings and bad
+/// buckets an error.
+pub(super) fn prometheus(
+    base: &str,
+    p: &super::file::RawPrometheus,
+    c: &mut Checker,
+) -> crate::data::metrics::Settings {
     let buckets = p.buckets.clone().unwrap_or_else(|| vec![0.1, 0.3, 1.2, 5.0]);
     if buckets.is_empty() || buckets.iter().any(|b| !b.is_finite()) || buckets.windows(2).any(|w| w[0] >= w[1]) {
-        c.error("metrics.prometheus.buckets", "buckets must be finite numbers in ascending order");
+        c.error(&format!("{base}.buckets"), "buckets must be finite numbers in ascending order");
     }
     if p.headerlabels.as_ref().is_some_and(|h| !h.is_empty()) {
-        c.warn("metrics.prometheus.headerlabels", "not supported yet: no header becomes a label");
+        c.warn(&format!("{base}.headerlabels"), "not supported yet: no header becomes a label");
     }
     crate::data::metrics::Settings {
         entry_points: p.addentrypointslabels.unwrap_or(true),
@@ -118,6 +123,23 @@ mod tests {
         let file = "[metrics.prometheus]\nheaderLabels = { tenant = \"X-Tenant\" }\n";
         let loaded = load(Node::from_toml("t.toml", file, STATIC_NAMES).unwrap()).unwrap();
         assert!(loaded.warnings.iter().any(|w| w.to_string().starts_with("t.toml:2:")), "a located warning");
+    }
+
+    #[test]
+    fn traefik_1x_web_metrics_are_served_on_the_web_address() {
+        let file = "[web]\naddress = \"127.0.0.1:9090\"\n[web.metrics.prometheus]\nbuckets = [0.5, 2.0]\n";
+        let config = load(Node::from_toml("t.toml", file, STATIC_NAMES).unwrap()).unwrap().config;
+        let metrics = config.metrics.unwrap();
+        assert_eq!(metrics.entry_point, "traefik");
+        assert_eq!(config.entry_points["traefik"].address.to_string(), "127.0.0.1:9090");
+        assert_eq!(&metrics.settings.buckets[..], &[0.5, 2.0]);
+
+        let file = "[web]\naddress = \":9090\"\n[web.metrics.prometheus]\nbuckets = [2.0, 0.5]\n";
+        let errors = load(Node::from_toml("t.toml", file, STATIC_NAMES).unwrap()).unwrap_err();
+        assert!(errors.0.iter().any(|e| e.to_string().starts_with("t.toml:4:")), "located: {:?}", errors.0);
+        let file = "[web]\n[web.metrics.prometheus]\n[metrics.prometheus]\n";
+        let errors = load(Node::from_toml("t.toml", file, STATIC_NAMES).unwrap()).unwrap_err();
+        assert!(errors.0.iter().any(|e| e.to_string().contains("keep one")), "{:?}", errors.0);
     }
 
     #[test]

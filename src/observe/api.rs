@@ -85,7 +85,8 @@ impl Api {
                 answer(StatusCode::OK, &Value::Array(recent.iter().rev().cloned().collect()), None)
             }
             ["api", "entrypoints"] => {
-                let all: Vec<Value> = self.statics.entry_points.iter().map(|(n, ep)| entry_point(&self.statics, n, ep)).collect();
+                let all: Vec<Value> =
+                    self.statics.entry_points.iter().map(|(n, ep)| entry_point(&self.statics, n, ep)).collect();
                 list(all, &query)
             }
             ["api", "entrypoints", name] => {

@@ -53,8 +53,13 @@ impl Replica {
         Replica::launch(store_flags, extra, web, free_port(), env).await
     }
 
+    /// Starts a replica from a Traefik 1.7-style file of its own (`config`, written whole), its
+    /// plain entrypoint at `web` and its `[web]` (API, dashboard, ping, metrics) at `admin`.
+    pub async fn start_v1(store_flags: &[String], config: &str, web: u16, admin: u16) -> Replica {
+        Replica::spawn(store_flags, config.to_string(), (web, 0, 0, admin), &[]).await
+    }
+
     async fn launch(store_flags: &[String], extra: &str, web: u16, websecure: u16, env: &[(&str, &str)]) -> Replica {
-        let dir = tempfile::tempdir().unwrap();
         let (redir, admin) = (free_port(), free_port());
         let config = format!(
             r#"
@@ -76,6 +81,17 @@ entryPoint = "traefik"
 {extra}
 "#
         );
+        Replica::spawn(store_flags, config, (web, websecure, redir, admin), env).await
+    }
+
+    /// Runs `pylon` on `config` and waits until `/ping` answers on `admin`.
+    async fn spawn(
+        store_flags: &[String],
+        config: String,
+        (web, websecure, redir, admin): (u16, u16, u16, u16),
+        env: &[(&str, &str)],
+    ) -> Replica {
+        let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("pylon.toml");
         std::fs::write(&file, config).unwrap();
         let log = dir.path().join("pylon.log");

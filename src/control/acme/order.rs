@@ -171,8 +171,11 @@ pub async fn obtain(
                 let retry_in = failure.wait();
                 let mut ops = vec![Op::put(failure_key, progress::encode(&failure)), Op::Delete { key: order_key }];
                 ops.extend(responses.into_iter().map(|key| Op::Delete { key }));
-                if let Err(err) = guard.fenced(ops).await {
-                    tracing::warn!(domain = %main, "recording the failed order: {err}");
+                match guard.fenced(ops).await {
+                    // Whether and when the name failed is the new holder's to record.
+                    Ok(written) if !written.succeeded => return Ok(Outcome::LockLost),
+                    Ok(_) => {}
+                    Err(err) => tracing::warn!(domain = %main, "recording the failed order: {err}"),
                 }
                 if let Err(err) = guard.release().await {
                     tracing::warn!(domain = %main, "releasing the lock after a failed order: {err}");
