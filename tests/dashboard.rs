@@ -1,9 +1,12 @@
 //! The dashboard in a real browser: headless Chromium (driven over its DevTools protocol by
-//! `support/browser.py`) loads `/dashboard/` from one of three replicas on real etcd, one
-//! certificate issued by Pebble; it shows the routers, the three replicas and the certificate's
-//! days left (no warning for a fresh one), logs no console error, asks no other host, and shows
-//! a router added to the store while it is open, and 540 more, past the API's first page. The
-//! screenshot it takes is `target/tmp/dashboard.png`.
+//! `support/browser.py`) opens `/ops/` on one of three replicas on real etcd, a router to
+//! `api@internal` behind a stripPrefix, and follows its redirect to `/ops/dashboard/`. With one
+//! certificate issued by Pebble and two stored near their end, it shows the routers, the three
+//! replicas and each certificate's days left, coloured as Traefik's (none for a fresh one, a
+//! warning under a third of the lifetime, an error under 7 days); its search box and status
+//! filter narrow the routers; it logs no console error, asks no other host, and shows a router
+//! added to the store while it is open, and 540 more, past the API's first page. The screenshot
+//! it takes is `target/tmp/dashboard.png`.
 
 mod support;
 
@@ -13,7 +16,10 @@ use std::{
     time::Duration,
 };
 
-use pylon::control::store::{self, Op, Txn};
+use pylon::control::{
+    acme::record::CertRecord,
+    store::{self, Op, Txn},
+};
 use serde_json::{json, Value};
 use support::{
     eventually, free_port, get,
@@ -26,6 +32,36 @@ use support::{
 
 const NAME: &str = "dash.pylon.test";
 const MANY: usize = 540;
+const DAY: i64 = 86_400;
+
+/// A stored certificate for `name`, self-signed, valid from `since` days ago for `left` more.
+fn stored_certificate(name: &str, since: i64, left: i64) -> Vec<u8> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let (not_before, not_after) = (now - since * DAY, now + left * DAY);
+    let at = |unix: i64| rcgen::date_time_ymd(1970, 1, 1) + Duration::from_secs(unix as u64);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+    (params.not_before, params.not_after) = (at(not_before), at(not_after));
+    let cert = params.self_signed(&key).unwrap();
+    let record = CertRecord {
+        main: name.into(),
+        names: vec![name.into()],
+        chain: cert.pem(),
+        key: key.serialize_pem(),
+        not_before,
+        not_after,
+        issuer: "Pylon test CA".into(),
+        ca: "https://ca.invalid/directory".into(),
+        on_demand: false,
+    };
+    record.encode()
+}
+
+/// The routers listed are exactly `names`.
+fn routers_are(names: &[&str]) -> Value {
+    let listed = "[...document.querySelectorAll('#routers tbody tr')].map(r => r.dataset.name).join(',')";
+    json!({ "until": format!("{listed} === {}", json!(names.join(","))) })
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_the_cluster_in_chromium_and_follows_the_store() {
@@ -54,9 +90,19 @@ async fn the_dashboard_shows_the_cluster_in_chromium_and_follows_the_store() {
         ("http/routers/blog/rule".into(), "Host(`blog.example`)".into()),
         ("http/routers/blog/service".into(), "shop".into()),
         ("http/services/shop/loadBalancer/servers/0/url".into(), up.url()),
+        // The dashboard as operators publish it: under a prefix, through a router.
+        ("http/routers/ops/rule".into(), "PathPrefix(`/ops`)".into()),
+        ("http/routers/ops/service".into(), "api@internal".into()),
+        ("http/routers/ops/middlewares/0".into(), "strip".into()),
+        ("http/middlewares/strip/stripPrefix/prefixes/0".into(), "/ops".into()),
     ])
     .await
     .unwrap();
+    // Two certificates stored near their end: 20 of 80 days left (a warning), 3 of 90 (an error).
+    let ops = [("warn.example", 60, 20), ("soon.example", 87, 3)].map(|(name, since, left)| {
+        Op::put(format!("traefik/acme/certs/{name}"), stored_certificate(name, since, left))
+    });
+    kv.txn(Txn { compares: vec![], ops: ops.into() }).await.unwrap();
     let cluster = format!("http://127.0.0.1:{}/api/pylon/cluster", first.admin);
     eventually("three replicas and an issued certificate", Duration::from_secs(60), || async {
         let Ok((200, body)) = get(&cluster).await else { return false };
@@ -69,11 +115,20 @@ async fn the_dashboard_shows_the_cluster_in_chromium_and_follows_the_store() {
     .await;
     let root = send("GET", &format!("http://127.0.0.1:{}/", first.admin), &[]).await.unwrap();
     assert_eq!((root.status, root.headers["location"].to_str().unwrap()), (301, "/dashboard/"));
+    let routed = send("GET", &first.web("/ops/"), &[]).await.unwrap();
+    assert_eq!(
+        (routed.status, routed.headers["location"].to_str().unwrap()),
+        (302, "/ops/dashboard/"),
+        "through a router, a 302 under the stripped prefix (X-Forwarded-Prefix), as Traefik"
+    );
+    let (_, overview) = get(&format!("http://127.0.0.1:{}/api/overview", first.admin)).await.unwrap();
+    let overview: Value = serde_json::from_str(&overview).unwrap();
+    assert_eq!(overview["certificates"], json!({ "total": 3, "warnings": 2, "errors": 0 }), "none has expired");
 
     let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
     let _ = std::fs::remove_file(&screenshot);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/browser.py");
-    let url = format!("http://127.0.0.1:{}/dashboard/", first.admin);
+    let url = first.web("/ops/");
     let mut browser = Command::new("/usr/bin/python3")
         .args([script, "/usr/bin/chromium", &url, screenshot.to_str().unwrap()])
         .stdin(Stdio::piped())
@@ -95,11 +150,16 @@ async fn the_dashboard_shows_the_cluster_in_chromium_and_follows_the_store() {
     assert_eq!(dom["replicas"].as_array().unwrap().len(), 3, "the page shows three replicas: {dom}");
     let days: Vec<i64> = dom["days"].as_array().unwrap().iter().filter_map(|d| d.as_str()?.parse().ok()).collect();
     assert!(days.iter().any(|d| *d > 0), "the certificate's days left are shown: {dom}");
+    assert_eq!(dom["location"], "/ops/dashboard/", "the browser followed the redirect under the prefix");
+    assert_eq!(
+        dom["cards"]["overview-certificates"], "CERTIFICATES 3 2 warnings 0 errors",
+        "the overview counts the served certificates: {dom}"
+    );
     // Pebble's certificates live for years: far from a third of their lifetime, no warning.
-    let levels: Vec<&str> = dom["dayLevels"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
-    assert!(
-        !levels.is_empty() && levels.iter().all(|c| c.split(' ').all(|c| c == "days-left" || c.is_empty())),
-        "{levels:?}"
+    assert_eq!(
+        dom["levels"],
+        json!({ NAME: "", "warn.example": "days-warning", "soon.example": "days-error" }),
+        "each certificate's days left are coloured by how close its end is"
     );
 
     put(vec![
@@ -113,6 +173,32 @@ async fn the_dashboard_shows_the_cluster_in_chromium_and_follows_the_store() {
     assert_eq!(shown["ok"], true, "the page shows a router added to the store while it is open: {shown}");
     writeln!(stdin, "{}", json!({ "shot": true })).unwrap();
     assert_eq!(tokio::task::block_in_place(&mut next)["event"], "shot");
+
+    // Traefik's search box and status filter: a disabled router (its middleware is missing).
+    put(vec![
+        ("http/routers/broken/rule".into(), "Host(`broken.example`)".into()),
+        ("http/routers/broken/service".into(), "shop".into()),
+        ("http/routers/broken/middlewares/0".into(), "missing".into()),
+    ])
+    .await
+    .unwrap();
+    let all = ["blog@etcd", "broken@etcd", "late@etcd", "ops@etcd", "shop@etcd"];
+    for (command, routers) in [
+        (None, &all[..]),
+        (Some(json!({ "set": "status", "value": "disabled" })), &["broken@etcd"][..]),
+        (Some(json!({ "set": "status", "value": "enabled" })), &["blog@etcd", "late@etcd", "ops@etcd", "shop@etcd"]),
+        (Some(json!({ "set": "search", "value": "SHOP" })), &["shop@etcd"]),
+        (Some(json!({ "set": "status", "value": "" })), &["shop@etcd"]),
+        (Some(json!({ "set": "search", "value": "" })), &all),
+    ] {
+        if let Some(command) = command {
+            writeln!(stdin, "{command}").unwrap();
+            assert_eq!(tokio::task::block_in_place(&mut next)["event"], "set");
+        }
+        writeln!(stdin, "{}", routers_are(routers)).unwrap();
+        let listed = tokio::task::block_in_place(&mut next);
+        assert_eq!(listed["ok"], true, "{routers:?} listed: {listed}");
+    }
 
     // More routers than one page of the API holds (500 a page): the page reads every page.
     for chunk in (0..MANY).collect::<Vec<_>>().chunks(60) {
@@ -135,7 +221,7 @@ async fn the_dashboard_shows_the_cluster_in_chromium_and_follows_the_store() {
     writeln!(stdin, "{}", json!({ "finish": true })).unwrap();
     let done = tokio::task::block_in_place(&mut next);
     assert_eq!(done["errors"], json!([]), "no console error, exception or failed load");
-    let origin = format!("http://127.0.0.1:{}/", first.admin);
+    let origin = format!("http://127.0.0.1:{}/", first.web);
     let foreign: Vec<&Value> =
         done["requests"].as_array().unwrap().iter().filter(|u| !u.as_str().unwrap().starts_with(&origin)).collect();
     assert!(foreign.is_empty(), "the page asks no other host: {foreign:?}");

@@ -5,7 +5,13 @@ Loads URL in a fresh profile, records console errors, exceptions and every reque
 to the test over stdin/stdout, one JSON object a line:
   -> {"event": "loaded", "dom": {...}}            once the page has drawn the API's data
   <- {"expect": "text"}                           wait until the page shows "text"
-  -> {"event": "shown", "text": "...", "ok": bool}
+  -> {"event": "shown", "text": "...", "ok": bool, "routers": [...]}
+  <- {"set": "id", "value": "v"}                  type into / choose in a form element
+  -> {"event": "set"}
+  <- {"until": "JS expression"}                   wait until it is true
+  -> {"event": "until", "ok": bool, "routers": [...]}
+  <- {"shot": true}                               save the screenshot
+  -> {"event": "shot"}
   <- {"finish": true}
   -> {"event": "done", "errors": [...], "requests": [...]}   after saving the screenshot
 """
@@ -84,6 +90,10 @@ try:
       days: [...document.querySelectorAll('#certificates td.days-left')].map(d => d.textContent),
       dayLevels: [...document.querySelectorAll('#certificates td.days-left')].map(d => d.className.trim()),
       certificates: [...document.querySelectorAll('#certificates tbody tr')].map(r => r.dataset.name).filter(Boolean),
+      levels: Object.fromEntries([...document.querySelectorAll('#certificates tbody tr')].filter(r => r.dataset.name)
+        .map(r => [r.dataset.name, r.querySelector('td.days-left').className.split(' ').filter(c => c && c !== 'days-left').join(' ')])),
+      location: location.pathname,
+      cards: Object.fromEntries([...document.querySelectorAll('#overview .card')].map(c => [c.id, c.innerText.replace(/\s+/g, ' ').trim()])),
       text: document.body.innerText })"""
 
     def dom():
@@ -109,6 +119,19 @@ try:
                 if not shown:
                     time.sleep(0.2)
             say({"event": "shown", "text": command["expect"], "ok": shown, "routers": state.get("routers", [])})
+        elif "set" in command:
+            evaluate("""(() => { const e = document.getElementById(%s); e.value = %s;
+              e.dispatchEvent(new Event('input', { bubbles: true }));
+              e.dispatchEvent(new Event('change', { bubbles: true })); })()"""
+                     % (json.dumps(command["set"]), json.dumps(command["value"])))
+            say({"event": "set"})
+        elif "until" in command:
+            deadline, ok = time.time() + 15, False
+            while time.time() < deadline and not ok:
+                ok = bool(evaluate(command["until"]))
+                if not ok:
+                    time.sleep(0.1)
+            say({"event": "until", "ok": ok, "routers": dom().get("routers", [])})
         elif command.get("shot"):
             shot = call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
             with open(screenshot, "wb") as out:

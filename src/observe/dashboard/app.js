@@ -65,8 +65,10 @@ function query() {
 }
 
 function drawOverview(overview) {
-  const cards = ["routers", "services", "middlewares"].map((kind) => {
-    const s = overview.http[kind];
+  // The certificates served: warnings have under a third of their lifetime left, errors expired.
+  const sections = ["routers", "services", "middlewares"].map((kind) => [kind, overview.http[kind]]);
+  if (overview.certificates) sections.push(["certificates", overview.certificates]);
+  const cards = sections.map(([kind, s]) => {
     return el("div", { class: "card", id: "overview-" + kind },
       el("h3", {}, kind),
       el("div", { class: "total" }, s.total),
