@@ -54,6 +54,10 @@ measure() {
     callgrind_annotate "$dump" | sed -n "1,$((TOP + 25))p" >&2 || true
     [ -z "${KEEP:-}" ] || cp "$dump" "$KEEP"
   fi
+  # CHECK=URL: the proxy must serve Prometheus' entrypoint counter there (metrics really on).
+  if [ -n "${CHECK:-}" ] && ! curl -s "$CHECK" | grep -q '^traefik_entrypoint_requests_total{'; then
+    echo "profile.sh: $name serves no entrypoint counter at $CHECK" >&2; exit 1
+  fi
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
   [ "$done" = "$REQUESTS" ] || { echo "profile.sh: $name answered $done of $REQUESTS requests" >&2; exit 1; }
@@ -99,6 +103,12 @@ EOF
 PYLON_IR=$(measure pylon "$PYLON_PORT" "$PYLON" --entryPoints.web.address="127.0.0.1:$PYLON_PORT" \
   --providers.file.directory="$WORK/dynamic" --log.level=WARN --datadir="$WORK/data")
 if [ "${PEERS:-1}" = 0 ]; then echo "pylon: $PYLON_IR instructions per request"; exit 0; fi
+# The same Pylon with Prometheus metrics on, every level counted (entrypoint, router, service).
+METRICS_PORT=$(port); METRICS_ADMIN=$(port)
+METRICS_IR=$(CHECK="http://127.0.0.1:$METRICS_ADMIN/metrics" measure pylon-metrics "$METRICS_PORT" "$PYLON" --entryPoints.web.address="127.0.0.1:$METRICS_PORT" \
+  --entryPoints.traefik.address="127.0.0.1:$METRICS_ADMIN" --metrics.prometheus.entryPoint=traefik \
+  --metrics.prometheus.addRoutersLabels=true \
+  --providers.file.directory="$WORK/dynamic" --log.level=WARN --datadir="$WORK/metrics-data")
 NGINX_IR=$(measure nginx "$NGINX_PORT" nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx")
 HAPROXY_IR=$(measure haproxy "$HAPROXY_PORT" haproxy -db -f "$WORK/haproxy.cfg")
 
@@ -114,3 +124,6 @@ echo "|---|---|---|"
 echo "| pylon | $PYLON_IR | 1.00 |"
 echo "| nginx | $NGINX_IR | $(ratio "$PYLON_IR" "$NGINX_IR") |"
 echo "| haproxy | $HAPROXY_IR | $(ratio "$PYLON_IR" "$HAPROXY_IR") |"
+echo
+echo "Pylon with Prometheus metrics on (\`addRoutersLabels = true\`: entrypoint, router and service counters,"
+echo "histograms and byte counts per request): $METRICS_IR instructions per request, $(ratio "$METRICS_IR" "$PYLON_IR") of Pylon without them."
