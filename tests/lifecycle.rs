@@ -93,20 +93,29 @@ async fn no_request_fails_while_the_store_is_down_and_changes_resume_after() {
     let mut etcd = Etcd::start().await;
     let store = store::open(&etcd.spec()).await.unwrap();
     let (app, next) = (Upstream::start("app").await, Upstream::start("next").await);
-    let replica = Replica::start(&etcd.flags(), "").await;
+    let replica = Replica::start(&etcd.flags(), "[metrics.prometheus]\n").await;
     route(&store, &app).await;
     support::eventually("routed", Duration::from_secs(2), || async {
         get_host(&replica.web("/"), "app.example").await.status == 200
     })
     .await;
+    // `pylon_store_up` follows the store's probe (every 5 s, 3 s to answer).
+    let store_up = |wanted: f64| {
+        let url = format!("http://127.0.0.1:{}/metrics", replica.admin);
+        async move {
+            let (_, metrics) = support::get(&url).await.unwrap();
+            support::sum(&metrics, "pylon_store_up", &[]) == wanted
+        }
+    };
+    support::eventually("pylon_store_up is 1", Duration::from_secs(12), || store_up(1.0)).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let running = load(replica.web("/"), 4, stop.clone());
     tokio::time::sleep(Duration::from_millis(300)).await;
     etcd.kill();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    support::eventually("pylon_store_up is 0 while etcd is down", Duration::from_secs(12), || store_up(0.0)).await;
     etcd.restart().await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    support::eventually("pylon_store_up is 1 again", Duration::from_secs(12), || store_up(1.0)).await;
     stop.store(true, Ordering::SeqCst);
     let (ok, failures) = running.await.unwrap();
     assert_none_failed(ok, &failures, 100, "");
