@@ -105,21 +105,46 @@ pub fn upgrade_of(version: Version, headers: &HeaderMap, allowed: &[String]) -> 
 /// Removes hop-by-hop headers, and the headers `Connection` names, from `headers`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names first: most requests carry none of these, and each `remove`
-    // hashes its name whether the header is there or not. Only the names present are removed
-    // (an upstream's `Connection: keep-alive` cost ten removes a response before).
-    if !headers.keys().any(is_hop_by_hop) {
+    // hashes its name whether the header is there or not. `Connection` alone (an upstream's
+    // `keep-alive`) needs no second pass.
+    let (mut connection, mut others) = (false, false);
+    for name in headers.keys() {
+        match name == header::CONNECTION {
+            true => connection = true,
+            false => others |= is_hop_by_hop(name),
+        }
+    }
+    if !connection && !others {
         return;
     }
-    let mut named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    named.extend(headers.keys().filter(|n| is_hop_by_hop(n)).cloned());
-    for name in &named {
-        headers.remove(name);
+    let mut lines = headers.get_all(header::CONNECTION).iter();
+    if let (Some(_), None) = (lines.next(), lines.next()) {
+        // One `Connection` line (an upstream's `keep-alive`, nearly always): the names it lists
+        // are removed by their text, with no HeaderName built for each.
+        if let Some(Ok(listed)) = headers.remove(header::CONNECTION).as_ref().map(HeaderValue::to_str) {
+            for name in listed.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                headers.remove(name);
+            }
+        }
+    } else {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in &named {
+            headers.remove(name);
+        }
+        headers.remove(header::CONNECTION);
+    }
+    // The fixed names still present, if any (a client's `TE`, `Keep-Alive` not listed).
+    if others && headers.keys().any(is_hop_by_hop) {
+        let present: Vec<HeaderName> = headers.keys().filter(|n| is_hop_by_hop(n)).cloned().collect();
+        for name in &present {
+            headers.remove(name);
+        }
     }
 }
 
@@ -214,26 +239,56 @@ pub fn request(client_head: &Parts, server: &Uri, pass_host: bool, client: &Clie
     }
 
     let headers = &mut parts.headers;
+    // Room for the forwarded headers at once: the map grows once rather than insert by insert.
+    headers.reserve(6);
     // A trusted proxy may have sent its chain on several lines: they are one list.
     let prior: Vec<&str> = headers.get_all(X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
     let prior_for = (!prior.is_empty()).then(|| prior.join(", "));
-    let ip = client.ip;
+    let ip = client_ip(client.ip);
     if client_head.extensions.get::<crate::data::middleware::headers::OmitForwardedFor>().is_none() {
         match prior_for {
-            Some(prior) => set(headers, X_FORWARDED_FOR, &format!("{prior}, {ip}"), true),
-            None => set(headers, X_FORWARDED_FOR, ip, true),
+            Some(prior) => set(headers, X_FORWARDED_FOR, &format!("{prior}, {}", client.ip), true),
+            None => drop(ip.clone().map(|ip| headers.insert(X_FORWARDED_FOR, ip))),
         }
     }
     if !headers.contains_key(X_FORWARDED_PROTO) {
         let proto = HeaderValue::from_static(if client.tls { "https" } else { "http" });
         headers.insert(X_FORWARDED_PROTO, proto);
     }
-    set(headers, X_FORWARDED_HOST, client.host, false);
+    if !headers.contains_key(X_FORWARDED_HOST) {
+        // The `Host` sent upstream is usually the client's: its value is shared, not rebuilt.
+        let host = match headers.get(header::HOST) {
+            Some(host) if host.as_bytes() == client.host.as_bytes() => Some(host.clone()),
+            _ => HeaderValue::from_str(client.host).ok(),
+        };
+        if let Some(host) = host {
+            headers.insert(X_FORWARDED_HOST, host);
+        }
+    }
     if !headers.contains_key(X_FORWARDED_PORT) {
         headers.insert(X_FORWARDED_PORT, HeaderValue::from(client.port));
     }
-    set(headers, X_REAL_IP, ip, false);
+    if let (false, Some(ip)) = (headers.contains_key(X_REAL_IP), ip) {
+        headers.insert(X_REAL_IP, ip);
+    }
     Request::from_parts(parts, ())
+}
+
+/// The client's address as a header value. Each worker keeps the last one it built, shared by
+/// every request from that address (a load balancer's, or a keep-alive client's), instead of
+/// validating and allocating it for `X-Forwarded-For` and `X-Real-Ip` on each request.
+fn client_ip(ip: &str) -> Option<HeaderValue> {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<HeaderValue>> = const { std::cell::RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| match last {
+        Some(value) if value.as_bytes() == ip.as_bytes() => Some(value.clone()),
+        _ => {
+            let value = HeaderValue::from_str(ip).ok()?;
+            *last = Some(value.clone());
+            Some(value)
+        }
+    })
 }
 
 /// Sets a header, keeping a trusted client's value unless `replace`.
@@ -362,5 +417,21 @@ mod tests {
         let allowed = ["websocket".to_string(), "h2c".to_string()];
         let r = request(&h2c, &"http://u".parse().unwrap(), true, &Client { upgrades: &allowed, ..client() });
         assert_eq!(r.headers()["upgrade"], "h2c", "an entrypoint that allows h2c tunnels it");
+    }
+
+    #[test]
+    fn every_connection_line_names_headers_to_drop_in_any_case() {
+        for lines in [&["X-A, x-b"][..], &["x-a", "X-B , "]] {
+            let mut headers = HeaderMap::new();
+            for line in lines {
+                headers.append(header::CONNECTION, HeaderValue::from_str(line).unwrap());
+            }
+            for name in ["x-a", "x-b", "x-kept"] {
+                headers.insert(HeaderName::from_static(name), HeaderValue::from_static("1"));
+            }
+            strip_hop_by_hop(&mut headers);
+            let left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+            assert_eq!(left, ["x-kept"], "{lines:?}");
+        }
     }
 }
