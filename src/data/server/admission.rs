@@ -36,7 +36,8 @@ pub struct Conn {
     id: u64,
     /// Requests whose response has not been fully sent.
     in_flight: AtomicU32,
-    /// When the last request ended (or the connection arrived), in ms since the epoch.
+    /// When the last request ended (or the connection arrived), in µs since the epoch: two
+    /// requests a millisecond apart must not tie.
     idle_since: AtomicU64,
     /// Set when the connection was chosen to make room.
     evicted: AtomicBool,
@@ -118,14 +119,15 @@ impl Admission {
     /// Asks the connection idle longest, if any, to close.
     fn evict_longest_idle(&self) -> Option<Arc<Conn>> {
         let open = self.lock();
-        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let old_enough = now.saturating_sub(MIN_IDLE.as_millis() as u64);
+        let now = u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let old_enough = now.saturating_sub(MIN_IDLE.as_micros() as u64);
         let idle = open.values().filter(|c| {
             c.in_flight.load(Ordering::Acquire) == 0
                 && !c.evicted.load(Ordering::Relaxed)
                 && c.idle_since.load(Ordering::Relaxed) <= old_enough
         });
-        let conn = idle.min_by_key(|c| c.idle_since.load(Ordering::Relaxed))?;
+        // A tie goes to the connection that arrived first.
+        let conn = idle.min_by_key(|c| (c.idle_since.load(Ordering::Relaxed), c.id))?;
         conn.evicted.store(true, Ordering::Relaxed);
         // A permit is stored if the connection is not waiting yet: it closes when it does.
         conn.close.notify_one();
@@ -158,8 +160,8 @@ impl Conn {
     }
 
     fn mark_idle(&self) {
-        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.idle_since.store(ms, Ordering::Relaxed);
+        let us = u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.idle_since.store(us, Ordering::Relaxed);
     }
 }
 
