@@ -201,8 +201,6 @@ pub struct RawClientAuth {
 pub struct RawCertificate {
     pub certfile: Option<String>,
     pub keyfile: Option<String>,
-    /// `[web.metrics.prometheus]`: Traefik 1.x's metrics, served on the `[web]` address.
-    pub metrics: Option<RawMetrics>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -142,7 +142,6 @@ impl Api {
     }
 }
 
-/// An entrypoint as Traefik shows it: `http` holds its redirection, middlewares and TLS.
 /// An entrypoint as Traefik shows it: its transport (Pylon's one set, shared by every
 /// entrypoint), whose forwarded headers and PROXY headers it trusts, and its `http` section.
 fn entry_point(statics: &StaticConfig, name: &str, ep: &EntryPoint) -> Value {
