@@ -137,7 +137,7 @@ PY
 routers 10
 "$PYLON" run --configfile "$WORK/pylon.toml" "${STORE[@]}" 2>"$WORK/pylon.log" & PID_OF[pylon]=$!; PIDS+=($!)
 # The same Pylon with Prometheus metrics on (every level counted), on ports of its own: the
-# metrics row compares it with the plain route above. Idle while the other is measured.
+# alternating pairs below compare it with the plain route. Idle while the other is measured.
 METRICS_PLAIN=$(port); METRICS_TLS=$(port); METRICS_ADMIN=$(port)
 sed -e "s/127.0.0.1:${PLAIN[pylon]}\"/127.0.0.1:$METRICS_PLAIN\"/" -e "s/127.0.0.1:${TLS[pylon]}\"/127.0.0.1:$METRICS_TLS\"/" \
   -e "s/127.0.0.1:$ADMIN\"/127.0.0.1:$METRICS_ADMIN\"/" "$WORK/pylon.toml" > "$WORK/pylon-metrics.toml"
@@ -207,6 +207,7 @@ ratio3() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf
 # the medians of the ratios are reported. The effect is a few percent; a single run's noise on
 # two shared cores is larger.
 PAIRS=${PAIRS:-6}
+[ "$PAIRS" -ge 1 ] || { echo "bench: PAIRS must be at least 1" >&2; exit 1; }
 declare -A AB
 for pair in $(seq "$PAIRS"); do
   order="off on"; [ $((pair % 2)) = 0 ] && order="on off"

@@ -55,7 +55,8 @@ measure() {
     [ -z "${KEEP:-}" ] || cp "$dump" "$KEEP"
   fi
   # CHECK=URL: the proxy must serve Prometheus' entrypoint counter there (metrics really on).
-  if [ -n "${CHECK:-}" ] && ! curl -s "$CHECK" | grep -q '^traefik_entrypoint_requests_total{'; then
+  if [ -n "${CHECK:-}" ] && ! curl -s "$CHECK" | grep '^traefik_entrypoint_requests_total{' >/dev/null; then
+    kill "$pid" 2>/dev/null || true
     echo "profile.sh: $name serves no entrypoint counter at $CHECK" >&2; exit 1
   fi
   kill "$pid" 2>/dev/null || true
